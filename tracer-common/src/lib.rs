@@ -1,0 +1,134 @@
+//! Records shared by the BPF programs (`tracer-ebpf`) and user space (`tracer-user`).
+//!
+//! Every ring-buffer record starts with a `u32` kind. User space checks the kind and
+//! the record size, then reads the matching struct with `read_unaligned`; enums never
+//! cross the kernel boundary as enums (see [`EventKind`]'s `TryFrom<u32>`).
+#![no_std]
+
+/// Length of a task's `comm`, as the kernel keeps it.
+pub const COMM_LEN: usize = 16;
+
+/// Ring-buffer record kinds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum EventKind {
+    Create = 1,
+    Bind = 2,
+    Release = 3,
+    Marker = 4,
+}
+
+impl TryFrom<u32> for EventKind {
+    type Error = u32;
+    fn try_from(v: u32) -> Result<Self, u32> {
+        Ok(match v {
+            1 => Self::Create,
+            2 => Self::Bind,
+            3 => Self::Release,
+            4 => Self::Marker,
+            other => return Err(other),
+        })
+    }
+}
+
+/// A UDP socket was created by `socket(2)`: emitted from `sys_exit_socket` once the fd
+/// is known, from what the `cgroup/sock_create` hook stashed for the thread.
+#[derive(Clone, Copy, Debug)]
+#[repr(C)]
+pub struct CreateEvent {
+    pub kind: u32,
+    pub pid: u32,
+    pub tid: u32,
+    /// `AF_INET` or `AF_INET6`.
+    pub family: u16,
+    pub _pad: u16,
+    /// The descriptor `socket(2)` returned, or a negative errno if it failed after the
+    /// socket was made (the release then follows at once).
+    pub fd: i32,
+    /// Stack ids in the `STACKS` map; negative when no stack could be taken.
+    pub kernel_stack: i32,
+    pub user_stack: i32,
+    pub _pad2: u32,
+    /// `bpf_ktime_get_ns` (CLOCK_MONOTONIC) at creation.
+    pub ts_ns: u64,
+    pub cookie: u64,
+    /// The creating thread's current PeerConnection id, 0 when none.
+    pub pc_id: u64,
+    pub comm: [u8; COMM_LEN],
+}
+
+/// A UDP socket got a local address through `bind(2)` (the `post_bind4/6` hooks).
+#[derive(Clone, Copy, Debug)]
+#[repr(C)]
+pub struct BindEvent {
+    pub kind: u32,
+    pub pid: u32,
+    pub tid: u32,
+    pub family: u16,
+    /// Local port, host byte order.
+    pub port: u16,
+    pub ts_ns: u64,
+    pub cookie: u64,
+    /// IPv4 in the first 4 bytes (network order), or the IPv6 address.
+    pub addr: [u8; 16],
+}
+
+/// A UDP socket was released (its last reference dropped).
+#[derive(Clone, Copy, Debug)]
+#[repr(C)]
+pub struct ReleaseEvent {
+    pub kind: u32,
+    /// The releasing task, which need not be the creator.
+    pub pid: u32,
+    pub tid: u32,
+    pub family: u16,
+    pub _pad: u16,
+    pub ts_ns: u64,
+    pub cookie: u64,
+    pub comm: [u8; COMM_LEN],
+}
+
+/// Most arguments a USDT marker can carry (the x86_64 SDT convention allows 12; ours
+/// use at most 2, libbpf reads up to 12; 6 keeps the record small).
+pub const MARKER_MAX_ARGS: usize = 6;
+
+/// A USDT marker fired in a traced process.
+#[derive(Clone, Copy, Debug)]
+#[repr(C)]
+pub struct MarkerEvent {
+    pub kind: u32,
+    pub pid: u32,
+    pub tid: u32,
+    /// Index of the attached probe (the uprobe attach cookie), see the user side.
+    pub probe: u32,
+    pub ts_ns: u64,
+    pub args: [u64; MARKER_MAX_ARGS],
+}
+
+/// Indexes into the per-CPU `STATS` array.
+pub mod stats {
+    /// Records the ring buffer had no room for.
+    pub const LOST: u32 = 0;
+    /// Sockets not tracked because the tracked-socket map was full (their release
+    /// under a pid filter can be missed).
+    pub const TRACK_FULL: u32 = 1;
+    /// Creates whose stash for `sys_exit_socket` could not be stored.
+    pub const PENDING_FULL: u32 = 2;
+    pub const COUNT: u32 = 3;
+}
+
+/// Kernel protocol number of UDP.
+pub const IPPROTO_UDP: u32 = 17;
+pub const AF_INET: u16 = 2;
+pub const AF_INET6: u16 = 10;
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    // SAFETY: plain `repr(C)` structs of integers and byte arrays, no padding holes
+    // that matter for reading (explicit `_pad` fields).
+    unsafe impl aya::Pod for CreateEvent {}
+    unsafe impl aya::Pod for BindEvent {}
+    unsafe impl aya::Pod for ReleaseEvent {}
+    unsafe impl aya::Pod for MarkerEvent {}
+}

@@ -1,0 +1,56 @@
+//! Filters, set by user space before load as read-only globals (libbpf-tools style),
+//! so the verifier sees constants and disabled filters cost nothing.
+use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid};
+use tracer_common::COMM_LEN;
+
+/// Only this process (tgid); 0 = every process.
+#[unsafe(no_mangle)]
+static FILTER_TGID: u32 = 0;
+
+/// Only tasks with this comm; all zero = any comm.
+#[unsafe(no_mangle)]
+static FILTER_COMM: [u8; COMM_LEN] = [0; COMM_LEN];
+
+#[inline(always)]
+fn read<T: Copy>(v: &T) -> T {
+    // SAFETY: a static; the volatile read stops the compiler from folding the
+    // load-time value away.
+    unsafe { core::ptr::read_volatile(v) }
+}
+
+/// The current task: (tgid, tid).
+#[inline(always)]
+pub fn current() -> (u32, u32) {
+    let id = bpf_get_current_pid_tgid();
+    ((id >> 32) as u32, id as u32)
+}
+
+/// Whether the current task passes the pid and comm filters.
+#[inline(always)]
+pub fn current_task_wanted(tgid: u32) -> bool {
+    let want = read(&FILTER_TGID);
+    if want != 0 && want != tgid {
+        return false;
+    }
+    let want_comm = read(&FILTER_COMM);
+    if want_comm[0] == 0 {
+        return true;
+    }
+    match bpf_get_current_comm() {
+        Ok(comm) => comm == want_comm,
+        Err(_) => false,
+    }
+}
+
+/// The current comm, zeroed if it cannot be read.
+#[inline(always)]
+pub fn current_comm() -> [u8; COMM_LEN] {
+    bpf_get_current_comm().unwrap_or([0; COMM_LEN])
+}
+
+/// Whether any filter is set (without filters every UDP socket is wanted, and the
+/// tracked-socket map is not needed).
+#[inline(always)]
+pub fn filters_active() -> bool {
+    read(&FILTER_TGID) != 0 || read(&FILTER_COMM)[0] != 0
+}

@@ -1,0 +1,60 @@
+//! Maps shared by the programs. Sizes are defaults: user space may resize some before
+//! load (`EbpfLoader::set_max_entries`).
+use aya_ebpf::{
+    macros::map,
+    maps::{HashMap, PerCpuArray, RingBuf, StackTrace},
+};
+use tracer_common::stats;
+
+/// Every record for user space, in the order the kernel produced them.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
+
+/// Creating stacks (kernel and user), referenced by id from create events.
+#[map]
+pub static STACKS: StackTrace = StackTrace::with_max_entries(16384, 0);
+
+/// What `cgroup/sock_create` learned about the socket a thread is creating, until
+/// `sys_exit_socket` on the same thread adds the fd and the stacks.
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct PendingCreate {
+    pub cookie: u64,
+    pub ts_ns: u64,
+    pub family: u16,
+    pub _pad: [u16; 3],
+}
+
+#[map]
+pub static PENDING: HashMap<u32, PendingCreate> = HashMap::with_max_entries(8192, 0);
+
+/// Sockets whose create passed the filters, so their release is reported even when the
+/// releasing task would not pass them (e.g. another process closed the last reference).
+/// Value: creation time.
+#[map]
+pub static TRACKED: HashMap<u64, u64> = HashMap::with_max_entries(65536, 0);
+
+#[map]
+pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stats::COUNT, 0);
+
+#[inline(always)]
+pub fn count(index: u32) {
+    if let Some(slot) = STATS.get_ptr_mut(index) {
+        // SAFETY: per-CPU slot, no other writer while this program runs on this CPU.
+        unsafe { *slot += 1 };
+    }
+}
+
+/// Reserve a record in `EVENTS`, counting a loss when the ring is full.
+#[inline(always)]
+pub fn reserve<T: 'static>() -> Option<aya_ebpf::maps::ring_buf::RingBufEntry<T>> {
+    let entry = EVENTS.reserve::<T>(0);
+    if entry.is_none() {
+        count(stats::LOST);
+    }
+    entry
+}
+
+/// Each thread's current PeerConnection id, maintained by the USDT span markers.
+#[map]
+pub static CURRENT_PC: HashMap<u32, u64> = HashMap::with_max_entries(16384, 0);

@@ -1,0 +1,52 @@
+//! `syscalls/sys_exit_socket`: completes the create event that `cgroup/sock_create`
+//! stashed for this thread with the fd `socket(2)` returned and the creating stacks
+//! (cgroup_sock programs may not take stacks). It fires for every `socket(2)` on the
+//! system, so the common path (no stash for this thread) is one hash lookup.
+use aya_ebpf::{
+    bindings::BPF_F_USER_STACK,
+    macros::tracepoint,
+    programs::{TracePointContext, tracing::StackIdContext as _},
+};
+use tracer_common::{CreateEvent, EventKind};
+
+use crate::{
+    filter::{current, current_comm},
+    maps::{CURRENT_PC, PENDING, STACKS, reserve},
+};
+
+/// Offset of `ret` in the `sys_exit_*` tracepoint record (after the common header and
+/// the syscall number).
+const RET_OFFSET: usize = 16;
+
+#[tracepoint(category = "syscalls", name = "sys_exit_socket")]
+pub fn sockscope_socket_exit(ctx: TracePointContext) -> u32 {
+    let (tgid, tid) = current();
+    // SAFETY: the value is copied out before the entry is removed.
+    let Some(pending) = (unsafe { PENDING.get(tid) }).copied() else { return 0 };
+    let _ = PENDING.remove(tid);
+    // SAFETY: `ret` is a long at this offset of every sys_exit record.
+    let ret: i64 = unsafe { ctx.read_at(RET_OFFSET) }.unwrap_or(-1);
+    let kernel_stack = ctx.get_stackid(&STACKS, 0).map_or(-1, |id| id as i32);
+    let user_stack = ctx.get_stackid(&STACKS, BPF_F_USER_STACK as u64).map_or(-1, |id| id as i32);
+    // SAFETY: copied out at once.
+    let pc_id = unsafe { CURRENT_PC.get(tid) }.copied().unwrap_or(0);
+    if let Some(mut entry) = reserve::<CreateEvent>() {
+        entry.write(CreateEvent {
+            kind: EventKind::Create as u32,
+            pid: tgid,
+            tid,
+            family: pending.family,
+            _pad: 0,
+            fd: ret as i32,
+            kernel_stack,
+            user_stack,
+            _pad2: 0,
+            ts_ns: pending.ts_ns,
+            cookie: pending.cookie,
+            pc_id,
+            comm: current_comm(),
+        });
+        entry.submit(0);
+    }
+    0
+}

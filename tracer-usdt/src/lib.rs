@@ -1,0 +1,45 @@
+//! USDT markers an application fires so `sockscope` can tie UDP sockets to the
+//! PeerConnection that owns them.
+//!
+//! Every marker is a `nop` plus an ELF note (`.note.stapsdt`, provider `sockscope`):
+//! when no tracer is attached it costs one instruction and evaluating its arguments.
+//! There is no semaphore, so the arguments are always evaluated: keep them cheap.
+//!
+//! Ids are chosen by the application; 0 means "no PeerConnection" and is never a
+//! valid id.
+
+/// A PeerConnection came to life.
+#[inline(always)]
+pub fn pc_open(pc_id: u64) {
+    probe::probe!(sockscope, pc_open, pc_id);
+}
+
+/// `close()` of a PeerConnection started.
+#[inline(always)]
+pub fn pc_close_begin(pc_id: u64) {
+    probe::probe!(sockscope, pc_close_begin, pc_id);
+}
+
+/// `close()` of a PeerConnection returned: from here on, sockets it owned should go.
+#[inline(always)]
+pub fn pc_close_end(pc_id: u64) {
+    probe::probe!(sockscope, pc_close_end, pc_id);
+}
+
+/// The PeerConnection owns a UDP socket bound to `local_port` (e.g. an ICE candidate).
+#[inline(always)]
+pub fn pc_socket(pc_id: u64, local_port: u16) {
+    probe::probe!(sockscope, pc_socket, pc_id, local_port);
+}
+
+/// The current thread starts working for `pc_id`.
+#[inline(always)]
+pub fn span_enter(pc_id: u64) {
+    probe::probe!(sockscope, span_enter, pc_id);
+}
+
+/// The current thread stops working for `pc_id`.
+#[inline(always)]
+pub fn span_exit(pc_id: u64) {
+    probe::probe!(sockscope, span_exit, pc_id);
+}

@@ -1,0 +1,69 @@
+//! The `sockscope` binary: parses the command line, runs a command, and turns errors
+//! into one line on stderr with exit code 2.
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use tracer_user::{
+    cli::{Cli, Command},
+    cmd::{doctor, trace},
+};
+
+/// Usage and environment errors.
+const EXIT_ENV: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            // --help and --version.
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            let rendered = e.to_string();
+            let first = rendered.lines().next().unwrap_or("invalid arguments");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("sockscope: {first} (see `sockscope --help`)");
+            return ExitCode::from(EXIT_ENV);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sockscope: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_ENV);
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("sockscope: {e:#}");
+            ExitCode::from(EXIT_ENV)
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Doctor { format } => {
+            let ok = tokio::task::spawn_blocking(move || doctor::run(format)).await??;
+            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(EXIT_ENV) })
+        }
+        Command::Trace(a) => {
+            let summary = trace::run(trace::TraceOptions {
+                pid: a.pid,
+                comm: a.comm,
+                format: a.format,
+                duration: a.duration,
+                output: a.output,
+                stacks: a.stacks,
+                ring_bytes: a.ring_bytes,
+            })
+            .await?;
+            if summary.lost > 0 {
+                eprintln!("sockscope: {} events were lost: the trace is incomplete", summary.lost);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! `sockscope doctor`: can tracing work on this host, and if not, what to do. Program
+//! types are tried for real (load and attach), never guessed from the kernel version.
+use std::io::Write as _;
+
+use crate::{
+    loader::{self, ProgramProbe},
+    output::Format,
+    system::{self, Capability, MountState},
+};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Ok,
+    Warn,
+    Fail,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct Check {
+    pub name: String,
+    pub status: Status,
+    pub detail: String,
+}
+
+fn check(name: impl Into<String>, status: Status, detail: impl Into<String>) -> Check {
+    Check { name: name.into(), status, detail: detail.into() }
+}
+
+/// Runs every check. Tracing can work when none failed.
+pub fn run_checks() -> Vec<Check> {
+    let mut checks = vec![check("kernel", Status::Ok, system::kernel_release())];
+    checks.push(if system::has_kernel_btf() {
+        check("btf", Status::Ok, "/sys/kernel/btf/vmlinux present")
+    } else {
+        check("btf", Status::Warn, "no /sys/kernel/btf/vmlinux: the cgroup backend works without it")
+    });
+    checks.push(match system::lockdown_mode() {
+        Ok(Some(mode)) if mode == "none" => check("lockdown", Status::Ok, "none"),
+        Ok(Some(mode)) => check(
+            "lockdown",
+            Status::Warn,
+            format!("{mode}: fentry/kprobe hooks are refused; the cgroup backend is not affected"),
+        ),
+        Ok(None) => check("lockdown", Status::Ok, "no lockdown LSM"),
+        Err(e) => check("lockdown", Status::Warn, format!("cannot read: {e}")),
+    });
+    let cgroup = system::cgroup2_mount();
+    checks.push(match &cgroup {
+        Ok(p) => check("cgroup2", Status::Ok, format!("mounted at {}", p.display())),
+        Err(e) => check("cgroup2", Status::Fail, e.to_string()),
+    });
+    checks.push(match system::ensure_tracefs() {
+        Ok(MountState::Present(p)) => check("tracefs", Status::Ok, format!("mounted at {}", p.display())),
+        Ok(MountState::Mounted(p)) => check("tracefs", Status::Ok, format!("was not mounted: mounted it at {}", p.display())),
+        Err(e) => check("tracefs", Status::Fail, e.to_string()),
+    });
+    checks.push(capability_check());
+    let programs_ok = match loader::probe_programs() {
+        Ok(probes) => {
+            let ok = probes.iter().all(|p| p.result.is_ok());
+            checks.extend(probes.into_iter().map(program_check));
+            ok
+        }
+        Err(e) => {
+            checks.push(check("programs", Status::Fail, e.to_string()));
+            false
+        }
+    };
+    checks.push(if programs_ok && cgroup.is_ok() {
+        check("backend", Status::Ok, "cgroup (cgroup_sock hooks + sys_exit_socket tracepoint)")
+    } else {
+        check("backend", Status::Fail, "none: the cgroup backend cannot load here (see the failures above)")
+    });
+    checks
+}
+
+fn capability_check() -> Check {
+    let Some(mask) = system::effective_capabilities() else {
+        return check("capabilities", Status::Warn, "cannot read CapEff from /proc/self/status");
+    };
+    let missing: Vec<_> = Capability::NEEDED
+        .into_iter()
+        .filter(|&c| !system::has_capability(mask, c))
+        .map(Capability::name)
+        .collect();
+    if missing.is_empty() {
+        check("capabilities", Status::Ok, "CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN")
+    } else {
+        check("capabilities", Status::Fail, format!("missing {}: run as root", missing.join(", ")))
+    }
+}
+
+fn program_check(p: ProgramProbe) -> Check {
+    let name = format!("program {} ({})", p.name, p.kind);
+    match p.result {
+        Ok(()) => check(name, Status::Ok, "loads and attaches"),
+        Err(e) => check(name, Status::Fail, e.to_string()),
+    }
+}
+
+/// Prints the checks; returns whether tracing can work.
+pub fn run(format: Format) -> std::io::Result<bool> {
+    let checks = run_checks();
+    let mut out = std::io::stdout().lock();
+    for c in &checks {
+        match format {
+            Format::Json => {
+                serde_json::to_writer(&mut out, &serde_json::json!({"schema": crate::output::SCHEMA, "check": c}))?;
+                writeln!(out)?;
+            }
+            Format::Text => {
+                let tag = match c.status {
+                    Status::Ok => "ok  ",
+                    Status::Warn => "warn",
+                    Status::Fail => "FAIL",
+                };
+                writeln!(out, "{tag} {:<44} {}", c.name, c.detail)?;
+            }
+        }
+    }
+    Ok(checks.iter().all(|c| c.status != Status::Fail))
+}

@@ -1,0 +1,3 @@
+//! One module per `sockscope` subcommand.
+pub mod doctor;
+pub mod trace;

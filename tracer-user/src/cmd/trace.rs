@@ -1,0 +1,279 @@
+//! `sockscope trace`: live UDP socket lifecycle events.
+use std::{path::PathBuf, time::Duration};
+
+use anyhow::Context as _;
+use aya::maps::{MapData, RingBuf};
+use tokio::io::unix::AsyncFd;
+
+use crate::{
+    clock::{Clock, monotonic_ns},
+    error::UsageError,
+    events::{Family, KernelEvent, bind_addr, comm_str},
+    inventory,
+    loader::{Tracer, TracerBuilder},
+    output::{Format, Record, Sink, Stacks},
+    shutdown::watch_shutdown,
+    sockets::{Origin, SocketInfo, SocketTable},
+    symbolize::{Symbolizer, stack_addrs},
+};
+
+#[derive(Clone, Debug)]
+pub struct TraceOptions {
+    pub pid: Option<u32>,
+    pub comm: Option<String>,
+    pub format: Format,
+    pub duration: Option<Duration>,
+    pub output: Option<PathBuf>,
+    pub stacks: bool,
+    pub ring_bytes: Option<u32>,
+}
+
+/// What a finished trace saw.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TraceSummary {
+    pub events: u64,
+    pub lost: u64,
+    pub open_sockets: usize,
+}
+
+/// Checks that need no privileges, so bad input fails before anything is loaded.
+pub fn validate(opts: &TraceOptions) -> Result<(), UsageError> {
+    if let Some(pid) = opts.pid
+        && !PathBuf::from(format!("/proc/{pid}")).exists()
+    {
+        return Err(UsageError::NoSuchPid(pid));
+    }
+    match opts.comm.as_deref() {
+        Some("") => return Err(UsageError::CommEmpty),
+        Some(c) if c.len() > 15 => return Err(UsageError::CommTooLong(c.to_owned())),
+        _ => {}
+    }
+    Ok(())
+}
+
+pub async fn run(opts: TraceOptions) -> anyhow::Result<TraceSummary> {
+    validate(&opts)?;
+    let mut sink = Sink::open(opts.output.as_deref(), opts.format)?;
+    let mut stop = watch_shutdown(opts.duration).context("cannot install signal handlers")?;
+    let started = monotonic_ns();
+
+    let builder = TracerBuilder::new().pid(opts.pid).comm(opts.comm.as_deref()).ring_bytes(opts.ring_bytes);
+    let mut tracer = tokio::task::spawn_blocking(move || builder.attach()).await??;
+    let ring = tracer.take_events().context("ring buffer already taken")?;
+    // SAFETY: the ring buffer map owns its fd and keeps it open and unchanged until the
+    // AsyncFd (which owns the map) is dropped.
+    let mut ring = unsafe { AsyncFd::register(ring) }
+        .map_err(std::io::Error::from)
+        .context("cannot poll the ring buffer")?;
+
+    let mut state = TraceState::new(&opts, &tracer);
+    // After attaching, so no socket falls between the inventory and the hooks.
+    state.inventory(&mut sink)?;
+    eprintln!("{}", attached_message(&opts));
+
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            guard = ring.readable_mut() => {
+                let mut guard = guard.context("ring buffer poll failed")?;
+                state.drain(guard.get_inner_mut(), &tracer, &mut sink)?;
+                guard.clear_ready();
+            }
+            _ = tick.tick() => state.check_lost(&tracer, &mut sink)?,
+            _ = stop.changed() => break,
+        }
+        sink.flush().context("cannot write output")?;
+    }
+    // What the kernel produced before we stopped still counts.
+    state.drain(ring.get_mut(), &tracer, &mut sink)?;
+    state.check_lost(&tracer, &mut sink)?;
+    let summary = TraceSummary { events: state.events, lost: state.lost, open_sockets: state.sockets.len() };
+    sink.write(&Record::Summary {
+        events: summary.events,
+        lost: summary.lost,
+        open_sockets: summary.open_sockets,
+        duration_ms: (monotonic_ns() - started) / 1_000_000,
+    })?;
+    sink.flush().context("cannot write output")?;
+    drop(tracer); // detaches
+    Ok(summary)
+}
+
+fn attached_message(opts: &TraceOptions) -> String {
+    let mut scope = Vec::new();
+    if let Some(p) = opts.pid {
+        scope.push(format!("pid {p}"));
+    }
+    if let Some(c) = &opts.comm {
+        scope.push(format!("comm {c}"));
+    }
+    let scope = if scope.is_empty() { "all processes".to_owned() } else { scope.join(", ") };
+    format!("sockscope: tracing UDP sockets of {scope}; Ctrl-C to stop")
+}
+
+struct TraceState {
+    clock: Clock,
+    symbolizer: Option<Symbolizer>,
+    sockets: SocketTable,
+    pid: Option<u32>,
+    comm: Option<String>,
+    events: u64,
+    lost: u64,
+}
+
+impl TraceState {
+    fn new(opts: &TraceOptions, _tracer: &Tracer) -> Self {
+        Self {
+            clock: Clock::new(),
+            symbolizer: opts.stacks.then(Symbolizer::new),
+            sockets: SocketTable::default(),
+            pid: opts.pid,
+            comm: opts.comm.clone(),
+            events: 0,
+            lost: 0,
+        }
+    }
+
+    /// Reports and remembers the UDP sockets that exist now (in scope of the filters).
+    fn inventory(&mut self, sink: &mut Sink) -> anyhow::Result<()> {
+        let holders = inventory::socket_holders(self.pid);
+        for s in inventory::udp_sockets()? {
+            let holder = holders.get(&(s.inode as u64)).and_then(|h| h.first()).copied();
+            let wanted = match (self.pid, &self.comm, holder) {
+                (None, None, _) => true,
+                (_, _, None) => false,
+                (pid, comm, Some((hp, _))) => {
+                    pid.is_none_or(|p| p == hp)
+                        && comm.as_ref().is_none_or(|c| process_comm(hp).as_deref() == Some(c))
+                }
+            };
+            if !wanted {
+                continue;
+            }
+            self.sockets.insert(
+                s.cookie,
+                SocketInfo {
+                    origin: Origin::Preexisting,
+                    pid: holder.map_or(0, |h| h.0),
+                    tid: 0,
+                    fd: holder.map(|h| h.1),
+                    family: s.family,
+                    local: Some((s.local_addr, s.local_port)),
+                    created_ns: None,
+                    pc_id: 0,
+                },
+            );
+            sink.write(&Record::Existing {
+                cookie: s.cookie,
+                family: s.family,
+                local_addr: s.local_addr,
+                local_port: s.local_port,
+                pid: holder.map(|h| h.0),
+                fd: holder.map(|h| h.1),
+            })?;
+        }
+        Ok(())
+    }
+
+    fn drain(&mut self, ring: &mut RingBuf<MapData>, tracer: &Tracer, sink: &mut Sink) -> anyhow::Result<()> {
+        while let Some(item) = ring.next() {
+            match KernelEvent::decode(&item) {
+                Ok(ev) => {
+                    self.events += 1;
+                    let record = self.apply(ev, tracer);
+                    if let Some(r) = record {
+                        sink.write(&r).context("cannot write output")?;
+                    }
+                }
+                Err(e) => eprintln!("sockscope: skipped a malformed kernel record: {e}"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Updates the socket table with one kernel event and says what to print.
+    fn apply(&mut self, ev: KernelEvent, tracer: &Tracer) -> Option<Record> {
+        match ev {
+            KernelEvent::Create(c) => {
+                let family = Family::from(c.family);
+                self.sockets.insert(
+                    c.cookie,
+                    SocketInfo {
+                        origin: Origin::Traced,
+                        pid: c.pid,
+                        tid: c.tid,
+                        fd: Some(c.fd),
+                        family,
+                        local: None,
+                        created_ns: Some(c.ts_ns),
+                        pc_id: c.pc_id,
+                    },
+                );
+                let stacks = self.symbolizer.as_ref().map(|sym| Stacks {
+                    user: sym.user(c.pid, &stack_addrs(tracer.stacks(), c.user_stack)),
+                    kernel: sym.kernel(&stack_addrs(tracer.stacks(), c.kernel_stack)),
+                });
+                Some(Record::Create {
+                    time: self.clock.format(c.ts_ns),
+                    mono_ns: c.ts_ns,
+                    pid: c.pid,
+                    tid: c.tid,
+                    comm: comm_str(&c.comm),
+                    fd: c.fd,
+                    cookie: c.cookie,
+                    family,
+                    pc_id: (c.pc_id != 0).then_some(c.pc_id),
+                    stacks,
+                })
+            }
+            KernelEvent::Bind(b) => {
+                let addr = bind_addr(&b);
+                self.sockets.set_local(b.cookie, addr, b.port);
+                Some(Record::Bind {
+                    time: self.clock.format(b.ts_ns),
+                    mono_ns: b.ts_ns,
+                    pid: b.pid,
+                    tid: b.tid,
+                    cookie: b.cookie,
+                    family: Family::from(b.family),
+                    local_addr: addr,
+                    local_port: b.port,
+                })
+            }
+            KernelEvent::Release(r) => {
+                let known = self.sockets.remove(r.cookie);
+                Some(Record::Release {
+                    time: self.clock.format(r.ts_ns),
+                    mono_ns: r.ts_ns,
+                    pid: r.pid,
+                    tid: r.tid,
+                    comm: comm_str(&r.comm),
+                    cookie: r.cookie,
+                    family: Family::from(r.family),
+                    origin: known.as_ref().map(|k| k.origin),
+                    fd: known.as_ref().and_then(|k| k.fd),
+                    local_addr: known.as_ref().and_then(|k| k.local.map(|l| l.0)),
+                    local_port: known.as_ref().and_then(|k| k.local.map(|l| l.1)),
+                    age_ns: known.and_then(|k| k.created_ns).map(|t| r.ts_ns.saturating_sub(t)),
+                })
+            }
+            // Markers are reported once USDT attach lands; count them meanwhile.
+            KernelEvent::Marker(_) => None,
+        }
+    }
+
+    fn check_lost(&mut self, tracer: &Tracer, sink: &mut Sink) -> anyhow::Result<()> {
+        let stats = tracer.stats()?;
+        if stats.lost > self.lost {
+            let count = stats.lost - self.lost;
+            self.lost = stats.lost;
+            sink.write(&Record::Lost { count, total: stats.lost })?;
+            eprintln!("sockscope: lost {count} events (ring buffer full): the trace is incomplete");
+        }
+        Ok(())
+    }
+}
+
+fn process_comm(pid: u32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/comm")).ok().map(|s| s.trim_end().to_owned())
+}

@@ -1,0 +1,151 @@
+//! Live UDP sockets as the kernel reports them through sock_diag netlink, with the
+//! same cookies the BPF hooks see, and the processes that hold them (/proc/PID/fd).
+//! Used at start so releases of sockets that predate the tracer are not orphans.
+use std::{collections::HashMap, fs, io, net::IpAddr};
+
+use netlink_packet_core::{NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload};
+use netlink_packet_sock_diag::{
+    SockDiagMessage,
+    constants::{AF_INET, AF_INET6, IPPROTO_UDP},
+    inet::{ExtensionFlags, InetRequest, SocketId, StateFlags},
+};
+use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_SOCK_DIAG};
+
+use crate::{error::TracerError, events::Family};
+
+/// One UDP socket known to the kernel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LiveSocket {
+    pub cookie: u64,
+    pub family: Family,
+    pub local_addr: IpAddr,
+    pub local_port: u16,
+    pub inode: u32,
+}
+
+/// The sock_diag cookie as one number: the kernel stores it as two host-order u32
+/// words, low word first.
+fn cookie_of(id: &SocketId) -> u64 {
+    let [a, b, c, d, e, f, g, h] = id.cookie;
+    let low = u32::from_ne_bytes([a, b, c, d]) as u64;
+    let high = u32::from_ne_bytes([e, f, g, h]) as u64;
+    high << 32 | low
+}
+
+/// Every UDP socket on the host (both families).
+pub fn udp_sockets() -> Result<Vec<LiveSocket>, TracerError> {
+    let mut out = Vec::new();
+    for family in [AF_INET, AF_INET6] {
+        dump(family, &mut out).map_err(TracerError::SockDiag)?;
+    }
+    Ok(out)
+}
+
+fn dump(family: u8, out: &mut Vec<LiveSocket>) -> io::Result<()> {
+    let mut socket = Socket::new(NETLINK_SOCK_DIAG)?;
+    socket.bind_auto()?;
+    socket.connect(&SocketAddr::new(0, 0))?;
+
+    let mut header = NetlinkHeader::default();
+    header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+    let socket_id = if family == AF_INET { SocketId::new_v4() } else { SocketId::new_v6() };
+    let mut packet = NetlinkMessage::new(
+        header,
+        SockDiagMessage::InetRequest(InetRequest {
+            family,
+            protocol: IPPROTO_UDP,
+            extensions: ExtensionFlags::empty(),
+            states: StateFlags::all(),
+            socket_id,
+        })
+        .into(),
+    );
+    packet.finalize();
+    let mut buf = vec![0; packet.buffer_len()];
+    packet.serialize(&mut buf);
+    socket.send(&buf, 0)?;
+
+    let bad = |e: netlink_packet_core::DecodeError| io::Error::new(io::ErrorKind::InvalidData, e.to_string());
+    let mut rx = vec![0u8; 64 * 1024];
+    loop {
+        let size = socket.recv(&mut &mut rx[..], 0)?;
+        let mut offset = 0;
+        while offset < size {
+            let bytes = &rx[offset..size];
+            let msg = <NetlinkMessage<SockDiagMessage>>::deserialize(bytes).map_err(bad)?;
+            let len = msg.header.length as usize;
+            match msg.payload {
+                NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(resp)) => {
+                    let id = &resp.header.socket_id;
+                    out.push(LiveSocket {
+                        cookie: cookie_of(id),
+                        family: if resp.header.family == AF_INET6 { Family::Inet6 } else { Family::Inet },
+                        local_addr: id.source_address,
+                        local_port: id.source_port,
+                        inode: resp.header.inode,
+                    });
+                }
+                NetlinkPayload::Done(_) => return Ok(()),
+                NetlinkPayload::Error(err) => match err.code {
+                    Some(code) => return Err(io::Error::from_raw_os_error(-code.get())),
+                    None => {}
+                },
+                _ => {}
+            }
+            if len == 0 {
+                break;
+            }
+            offset += len;
+        }
+    }
+}
+
+/// Who holds a socket inode: (pid, fd) pairs.
+pub type Holders = HashMap<u64, Vec<(u32, i32)>>;
+
+/// Socket inodes held by processes, from the `socket:[INODE]` links in /proc/*/fd.
+/// With `only_pid`, just that process. Processes that vanish meanwhile are skipped.
+pub fn socket_holders(only_pid: Option<u32>) -> Holders {
+    let mut holders = Holders::new();
+    let pids: Vec<u32> = match only_pid {
+        Some(p) => vec![p],
+        None => fs::read_dir("/proc")
+            .map(|d| d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect())
+            .unwrap_or_default(),
+    };
+    for pid in pids {
+        let Ok(dir) = fs::read_dir(format!("/proc/{pid}/fd")) else { continue };
+        for entry in dir.flatten() {
+            let Some(fd) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+            let Ok(target) = fs::read_link(entry.path()) else { continue };
+            if let Some(inode) = socket_inode(&target.to_string_lossy()) {
+                holders.entry(inode).or_default().push((pid, fd));
+            }
+        }
+    }
+    holders
+}
+
+/// `socket:[12345]` → 12345.
+fn socket_inode(link: &str) -> Option<u64> {
+    link.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_socket_links() {
+        assert_eq!(socket_inode("socket:[4242]"), Some(4242));
+        assert_eq!(socket_inode("pipe:[1]"), None);
+        assert_eq!(socket_inode("socket:[x]"), None);
+    }
+
+    #[test]
+    fn cookie_words_low_first() {
+        let mut id = SocketId::new_v4();
+        id.cookie = [1, 0, 0, 0, 2, 0, 0, 0];
+        assert_eq!(cookie_of(&id), (2u64 << 32) | 1);
+    }
+}

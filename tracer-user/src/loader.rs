@@ -1,0 +1,206 @@
+//! Loads sockscope's BPF object and attaches the cgroup backend: a builder for the
+//! filters and sizes, and a [`Tracer`] whose drop detaches everything (links are file
+//! descriptors, so even SIGKILL leaves nothing attached).
+use std::{fs::File, path::PathBuf};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{MapData, PerCpuArray, RingBuf, StackTraceMap},
+    programs::{CgroupAttachMode, CgroupSock, TracePoint},
+};
+use tracer_common::{COMM_LEN, stats};
+
+use crate::{error::TracerError, system};
+
+/// The embedded BPF object, built by build.rs through aya-build.
+static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sockscope"));
+
+/// cgroup_sock programs and their hook names, as named in `tracer-ebpf`.
+pub const CGROUP_PROGRAMS: [&str; 4] =
+    ["sockscope_create", "sockscope_bind4", "sockscope_bind6", "sockscope_release"];
+pub const SOCKET_EXIT_PROGRAM: &str = "sockscope_socket_exit";
+/// Every program sockscope attaches; all names start with this (the kernel keeps 15
+/// bytes of a program name, which still carries the prefix).
+pub const PROGRAM_PREFIX: &str = "sockscope_";
+
+/// Which sockets to report and how large the kernel-side buffers are.
+#[derive(Clone, Debug, Default)]
+pub struct TracerBuilder {
+    pid: Option<u32>,
+    comm: Option<[u8; COMM_LEN]>,
+    ring_bytes: Option<u32>,
+    cgroup: Option<PathBuf>,
+}
+
+impl TracerBuilder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Only sockets of this process (all its threads).
+    pub fn pid(mut self, pid: Option<u32>) -> Self {
+        self.pid = pid;
+        self
+    }
+
+    /// Only sockets of tasks with this comm (at most 15 bytes, checked by the caller).
+    pub fn comm(mut self, comm: Option<&str>) -> Self {
+        self.comm = comm.map(|c| {
+            let mut buf = [0u8; COMM_LEN];
+            let n = c.len().min(COMM_LEN - 1);
+            buf[..n].copy_from_slice(&c.as_bytes()[..n]);
+            buf
+        });
+        self
+    }
+
+    /// Ring buffer size in bytes (a power of two, multiple of the page size).
+    pub fn ring_bytes(mut self, bytes: Option<u32>) -> Self {
+        self.ring_bytes = bytes;
+        self
+    }
+
+    /// Attach the cgroup hooks to this cgroup instead of the root of the v2 hierarchy.
+    pub fn cgroup(mut self, path: Option<PathBuf>) -> Self {
+        self.cgroup = path;
+        self
+    }
+
+    /// Load and attach. Blocking (the verifier can take a while): call it from
+    /// `spawn_blocking` in async code.
+    pub fn attach(self) -> Result<Tracer, TracerError> {
+        system::ensure_tracefs()?;
+        let cgroup_path = match self.cgroup {
+            Some(p) => p,
+            None => system::cgroup2_mount()?,
+        };
+        let cgroup = File::open(&cgroup_path)
+            .map_err(|source| TracerError::OpenCgroup { path: cgroup_path.clone(), source })?;
+
+        let pid = self.pid.unwrap_or(0);
+        let comm = self.comm.unwrap_or([0; COMM_LEN]);
+        let mut loader = EbpfLoader::new();
+        loader.override_global("FILTER_TGID", &pid, true);
+        loader.override_global("FILTER_COMM", &comm, true);
+        if let Some(bytes) = self.ring_bytes {
+            loader.map_max_entries("EVENTS", bytes);
+        }
+        let mut ebpf = loader.load(BPF_OBJECT).map_err(|source| TracerError::Load { source })?;
+
+        // The fd pairing must be in place before the first socket is stashed.
+        let exit: &mut TracePoint = program(&mut ebpf, SOCKET_EXIT_PROGRAM)?;
+        exit.load().map_err(prog_err(SOCKET_EXIT_PROGRAM, "loaded"))?;
+        exit.attach("syscalls", "sys_exit_socket").map_err(prog_err(SOCKET_EXIT_PROGRAM, "attached"))?;
+        for name in CGROUP_PROGRAMS {
+            let prog: &mut CgroupSock = program(&mut ebpf, name)?;
+            prog.load().map_err(prog_err(name, "loaded"))?;
+            // `Single`: this kernel rejects the multi-attach flag (PLATFORM.md).
+            prog.attach(&cgroup, CgroupAttachMode::Single).map_err(prog_err(name, "attached"))?;
+        }
+
+        let events = take_map(&mut ebpf, "EVENTS", RingBuf::try_from)?;
+        let stacks = take_map(&mut ebpf, "STACKS", StackTraceMap::try_from)?;
+        let stats = take_map(&mut ebpf, "STATS", PerCpuArray::try_from)?;
+        Ok(Tracer { ebpf, events: Some(events), stacks, stats })
+    }
+}
+
+fn prog_err(
+    name: &'static str,
+    action: &'static str,
+) -> impl FnOnce(aya::programs::ProgramError) -> TracerError {
+    move |source| TracerError::Program { name, action, source }
+}
+
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, TracerError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    let prog = ebpf.program_mut(name).ok_or(TracerError::MissingProgram(name))?;
+    prog.try_into().map_err(prog_err(name, "found"))
+}
+
+fn take_map<T>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    convert: impl FnOnce(aya::maps::Map) -> Result<T, aya::maps::MapError>,
+) -> Result<T, TracerError> {
+    let map = ebpf.take_map(name).ok_or(TracerError::MissingMap(name))?;
+    convert(map).map_err(|source| TracerError::Map { name, source })
+}
+
+/// Loaded and attached programs. Dropping it detaches them.
+pub struct Tracer {
+    // Owns the programs and their links.
+    #[allow(dead_code)]
+    ebpf: Ebpf,
+    events: Option<RingBuf<MapData>>,
+    stacks: StackTraceMap<MapData>,
+    stats: PerCpuArray<MapData, u64>,
+}
+
+/// Counters the kernel side keeps, summed over CPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelStats {
+    pub lost: u64,
+    pub track_full: u64,
+    pub pending_full: u64,
+}
+
+impl Tracer {
+    /// The ring buffer, to be read by one consumer (taken once).
+    pub fn take_events(&mut self) -> Option<RingBuf<MapData>> {
+        self.events.take()
+    }
+
+    pub fn stacks(&self) -> &StackTraceMap<MapData> {
+        &self.stacks
+    }
+
+    pub fn stats(&self) -> Result<KernelStats, TracerError> {
+        let sum = |index: u32| -> Result<u64, TracerError> {
+            let values = self
+                .stats
+                .get(&index, 0)
+                .map_err(|source| TracerError::Map { name: "STATS", source })?;
+            Ok(values.iter().sum())
+        };
+        Ok(KernelStats {
+            lost: sum(stats::LOST)?,
+            track_full: sum(stats::TRACK_FULL)?,
+            pending_full: sum(stats::PENDING_FULL)?,
+        })
+    }
+}
+
+/// Result of really loading and attaching one program (for `sockscope doctor`).
+pub struct ProgramProbe {
+    pub name: &'static str,
+    pub kind: &'static str,
+    pub result: Result<(), TracerError>,
+}
+
+/// Loads every program of the cgroup backend and attaches it for a moment (to the
+/// root cgroup / the tracepoint), then detaches. Tells whether tracing can work here.
+pub fn probe_programs() -> Result<Vec<ProgramProbe>, TracerError> {
+    let cgroup_path = system::cgroup2_mount()?;
+    let cgroup = File::open(&cgroup_path)
+        .map_err(|source| TracerError::OpenCgroup { path: cgroup_path.clone(), source })?;
+    let mut ebpf = EbpfLoader::new().load(BPF_OBJECT).map_err(|source| TracerError::Load { source })?;
+    let mut probes = Vec::new();
+    let exit = program::<TracePoint>(&mut ebpf, SOCKET_EXIT_PROGRAM).and_then(|p| {
+        p.load().map_err(prog_err(SOCKET_EXIT_PROGRAM, "loaded"))?;
+        let link = p.attach("syscalls", "sys_exit_socket").map_err(prog_err(SOCKET_EXIT_PROGRAM, "attached"))?;
+        p.detach(link).map_err(prog_err(SOCKET_EXIT_PROGRAM, "detached"))
+    });
+    probes.push(ProgramProbe { name: SOCKET_EXIT_PROGRAM, kind: "tracepoint", result: exit });
+    for name in CGROUP_PROGRAMS {
+        let result = program::<CgroupSock>(&mut ebpf, name).and_then(|p| {
+            p.load().map_err(prog_err(name, "loaded"))?;
+            let link = p.attach(&cgroup, CgroupAttachMode::Single).map_err(prog_err(name, "attached"))?;
+            p.detach(link).map_err(prog_err(name, "detached"))
+        });
+        probes.push(ProgramProbe { name, kind: "cgroup_sock", result });
+    }
+    Ok(probes)
+}

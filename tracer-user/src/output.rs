@@ -1,0 +1,233 @@
+//! What `trace` prints: one [`Record`] per line, as JSON Lines (stable field names and
+//! a `schema` version) or as aligned text for people.
+use std::{
+    fs::File,
+    io::{self, BufWriter, Write},
+    net::IpAddr,
+    path::Path,
+};
+
+use crate::{clock::human_ns, error::UsageError, events::Family, sockets::Origin, symbolize::Frame};
+
+/// Version of the JSON Lines schema; bump on incompatible changes.
+pub const SCHEMA: u32 = 1;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Stacks {
+    pub user: Vec<Frame>,
+    pub kernel: Vec<Frame>,
+}
+
+#[derive(Debug, serde::Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Record {
+    /// A UDP socket that was open when tracing started.
+    Existing {
+        cookie: u64,
+        family: Family,
+        local_addr: IpAddr,
+        local_port: u16,
+        /// Holding process and fd, when a process holds it.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pid: Option<u32>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        fd: Option<i32>,
+    },
+    Create {
+        time: String,
+        mono_ns: u64,
+        pid: u32,
+        tid: u32,
+        comm: String,
+        fd: i32,
+        cookie: u64,
+        family: Family,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pc_id: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        stacks: Option<Stacks>,
+    },
+    Bind {
+        time: String,
+        mono_ns: u64,
+        pid: u32,
+        tid: u32,
+        cookie: u64,
+        family: Family,
+        local_addr: IpAddr,
+        local_port: u16,
+    },
+    Release {
+        time: String,
+        mono_ns: u64,
+        /// The releasing task.
+        pid: u32,
+        tid: u32,
+        comm: String,
+        cookie: u64,
+        family: Family,
+        /// How the socket was known: traced creation or present at start.
+        origin: Option<Origin>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        fd: Option<i32>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        local_addr: Option<IpAddr>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        local_port: Option<u16>,
+        /// Nanoseconds since creation, when the creation was traced.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        age_ns: Option<u64>,
+    },
+    /// The kernel could not hand over `count` records (ring buffer full).
+    Lost { count: u64, total: u64 },
+    Summary {
+        events: u64,
+        lost: u64,
+        open_sockets: usize,
+        duration_ms: u64,
+    },
+}
+
+#[derive(serde::Serialize)]
+struct Line<'a> {
+    schema: u32,
+    #[serde(flatten)]
+    record: &'a Record,
+}
+
+pub struct Sink {
+    out: Box<dyn Write + Send>,
+    format: Format,
+}
+
+impl Sink {
+    /// Opens `path` (created or truncated) or stdout; fails early for an unwritable path.
+    pub fn open(path: Option<&Path>, format: Format) -> Result<Self, UsageError> {
+        let out: Box<dyn Write + Send> = match path {
+            Some(p) => Box::new(BufWriter::new(
+                File::create(p).map_err(|source| UsageError::Output { path: p.to_owned(), source })?,
+            )),
+            None => Box::new(BufWriter::new(io::stdout())),
+        };
+        Ok(Self { out, format })
+    }
+
+    pub fn write(&mut self, record: &Record) -> io::Result<()> {
+        match self.format {
+            Format::Json => {
+                serde_json::to_writer(&mut self.out, &Line { schema: SCHEMA, record })?;
+                self.out.write_all(b"\n")
+            }
+            Format::Text => write_text(&mut self.out, record),
+        }
+    }
+
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+fn family_str(f: Family) -> &'static str {
+    match f {
+        Family::Inet => "ipv4",
+        Family::Inet6 => "ipv6",
+        Family::Other => "?",
+    }
+}
+
+fn endpoint(addr: IpAddr, port: u16) -> String {
+    match addr {
+        IpAddr::V6(a) => format!("[{a}]:{port}"),
+        IpAddr::V4(a) => format!("{a}:{port}"),
+    }
+}
+
+/// Clock part of an RFC 3339 time (`2026-11-25T02:26:53.123456Z` → `02:26:53.123456`).
+fn hms(time: &str) -> &str {
+    time.split_once('T').map_or(time, |(_, t)| t.trim_end_matches('Z'))
+}
+
+pub fn write_frames(out: &mut dyn Write, label: &str, frames: &[Frame]) -> io::Result<()> {
+    writeln!(out, "    {label} stack:")?;
+    if frames.is_empty() {
+        writeln!(out, "      (not available)")?;
+    }
+    for f in frames {
+        for inl in &f.inlined {
+            writeln!(out, "      {:#018x} {inl} (inlined)", f.addr)?;
+        }
+        let name = f.symbol.as_deref().unwrap_or("[unknown]");
+        match (&f.file, f.line) {
+            (Some(file), Some(line)) => writeln!(out, "      {:#018x} {name} at {file}:{line}", f.addr)?,
+            _ => writeln!(out, "      {:#018x} {name}", f.addr)?,
+        }
+    }
+    Ok(())
+}
+
+fn write_text(out: &mut dyn Write, record: &Record) -> io::Result<()> {
+    match record {
+        Record::Existing { cookie, family, local_addr, local_port, pid, fd } => {
+            let holder = match (pid, fd) {
+                (Some(p), Some(fd)) => format!("pid={p} fd={fd}"),
+                _ => "no process holds it".into(),
+            };
+            writeln!(
+                out,
+                "{:<15} EXISTING cookie={cookie} {} {} {holder}",
+                "(at start)",
+                family_str(*family),
+                endpoint(*local_addr, *local_port)
+            )
+        }
+        Record::Create { time, pid, tid, comm, fd, cookie, family, pc_id, stacks, .. } => {
+            let pc = pc_id.map(|p| format!(" pc_id={p}")).unwrap_or_default();
+            writeln!(
+                out,
+                "{} CREATE   cookie={cookie} {} pid={pid} tid={tid} comm={comm} fd={fd}{pc}",
+                hms(time),
+                family_str(*family)
+            )?;
+            if let Some(s) = stacks {
+                write_frames(out, "user", &s.user)?;
+                write_frames(out, "kernel", &s.kernel)?;
+            }
+            Ok(())
+        }
+        Record::Bind { time, pid, tid, cookie, family, local_addr, local_port, .. } => writeln!(
+            out,
+            "{} BIND     cookie={cookie} {} pid={pid} tid={tid} local={}",
+            hms(time),
+            family_str(*family),
+            endpoint(*local_addr, *local_port)
+        ),
+        Record::Release { time, pid, tid, comm, cookie, family, fd, local_addr, local_port, age_ns, .. } => {
+            let fd = fd.map(|f| format!(" fd={f}")).unwrap_or_default();
+            let local = match (local_addr, local_port) {
+                (Some(a), Some(p)) => format!(" local={}", endpoint(*a, *p)),
+                _ => String::new(),
+            };
+            let age = age_ns.map_or(" age=unknown".into(), |a| format!(" age={}", human_ns(a)));
+            writeln!(
+                out,
+                "{} RELEASE  cookie={cookie} {} pid={pid} tid={tid} comm={comm}{fd}{local}{age}",
+                hms(time),
+                family_str(*family)
+            )
+        }
+        Record::Lost { count, total } => {
+            writeln!(out, "LOST {count} events (ring buffer full; {total} in total): the trace is incomplete")
+        }
+        Record::Summary { events, lost, open_sockets, duration_ms } => writeln!(
+            out,
+            "summary: {events} events, {lost} lost, {open_sockets} UDP sockets still open, {}",
+            human_ns(duration_ms * 1_000_000)
+        ),
+    }
+}

@@ -1,0 +1,103 @@
+//! Stack symbolization with blazesym: user stacks through the process's memory maps
+//! (Rust names demangled), kernel stacks through kallsyms.
+use aya::maps::{MapData, StackTraceMap};
+use blazesym::symbolize::{Input, Symbolized, Symbolizer as Blaze, source::Kernel, source::Process, source::Source};
+
+/// One symbolized frame.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Frame {
+    pub addr: u64,
+    /// Demangled function name, without the hash suffix; `None` if unknown.
+    pub symbol: Option<String>,
+    /// Functions inlined at this address, innermost first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub inlined: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub module: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<u32>,
+}
+
+impl Frame {
+    /// Every function name this frame stands for (inlined ones first).
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.inlined.iter().map(String::as_str).chain(self.symbol.as_deref())
+    }
+}
+
+pub struct Symbolizer {
+    blaze: Blaze,
+}
+
+impl Default for Symbolizer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Symbolizer {
+    pub fn new() -> Self {
+        Self { blaze: Blaze::builder().enable_demangling(true).enable_inlined_fns(true).build() }
+    }
+
+    /// Frames of a user stack of process `pid`.
+    pub fn user(&self, pid: u32, addrs: &[u64]) -> Vec<Frame> {
+        self.run(&Source::Process(Process::new(pid.into())), addrs)
+    }
+
+    pub fn kernel(&self, addrs: &[u64]) -> Vec<Frame> {
+        self.run(&Source::Kernel(Kernel::default()), addrs)
+    }
+
+    fn run(&self, src: &Source<'_>, addrs: &[u64]) -> Vec<Frame> {
+        // A failure (process gone, unreadable maps) still yields the raw addresses.
+        let symbolized = self.blaze.symbolize(src, Input::AbsAddr(addrs)).unwrap_or_default();
+        addrs
+            .iter()
+            .enumerate()
+            .map(|(i, &addr)| match symbolized.get(i) {
+                Some(Symbolized::Sym(sym)) => Frame {
+                    addr,
+                    symbol: Some(strip_hash(&sym.name).to_owned()),
+                    inlined: sym.inlined.iter().rev().map(|f| strip_hash(&f.name).to_owned()).collect(),
+                    module: sym.module.as_ref().map(|m| m.to_string_lossy().into_owned()),
+                    file: sym.code_info.as_ref().map(|c| c.to_path().display().to_string()),
+                    line: sym.code_info.as_ref().and_then(|c| c.line),
+                },
+                _ => Frame { addr, symbol: None, inlined: Vec::new(), module: None, file: None, line: None },
+            })
+            .collect()
+    }
+}
+
+/// Legacy Rust mangling leaves a `::h0123456789abcdef` suffix after demangling.
+fn strip_hash(name: &str) -> &str {
+    match name.rsplit_once("::h") {
+        Some((head, hash)) if hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()) => head,
+        _ => name,
+    }
+}
+
+/// The instruction pointers of stack `id`, innermost first; empty if the id is
+/// negative (no stack was taken) or no longer in the map.
+pub fn stack_addrs(stacks: &StackTraceMap<MapData>, id: i32) -> Vec<u64> {
+    let Ok(id) = u32::try_from(id) else { return Vec::new() };
+    stacks
+        .get(&id, 0)
+        .map(|trace| trace.frames().iter().map(|f| f.ip).filter(|&ip| ip != 0).collect())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_legacy_hash_only() {
+        assert_eq!(strip_hash("udp_workload::make::h0123456789abcdef"), "udp_workload::make");
+        assert_eq!(strip_hash("std::net::h_short"), "std::net::h_short");
+        assert_eq!(strip_hash("main"), "main");
+    }
+}

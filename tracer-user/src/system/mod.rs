@@ -1,0 +1,18 @@
+//! Facts about the running system that tracing depends on, and the mounts it needs.
+mod caps;
+mod mounts;
+
+pub use caps::{Capability, effective_capabilities, has as has_capability};
+pub use mounts::{MountState, cgroup2_mount, ensure_tracefs, lockdown_mode};
+
+/// `uname -r`.
+pub fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// Whether kernel BTF is available (CO-RE and fentry need it).
+pub fn has_kernel_btf() -> bool {
+    std::path::Path::new("/sys/kernel/btf/vmlinux").exists()
+}
