@@ -30,7 +30,9 @@ fn cookie(ctx: &SockContext) -> u64 {
 
 #[cgroup_sock(sock_create)]
 pub fn sockscope_create(ctx: SockContext) -> i32 {
-    let Some(sock) = udp_sock(&ctx) else { return ALLOW };
+    let Some(sock) = udp_sock(&ctx) else {
+        return ALLOW;
+    };
     let (tgid, tid) = current();
     if !current_task_wanted(tgid) {
         return ALLOW;
@@ -38,7 +40,12 @@ pub fn sockscope_create(ctx: SockContext) -> i32 {
     let cookie = cookie(&ctx);
     // SAFETY: no side effects beyond reading the clock.
     let ts_ns = unsafe { bpf_ktime_get_ns() };
-    let pending = PendingCreate { cookie, ts_ns, family: sock.family as u16, _pad: [0; 3] };
+    let pending = PendingCreate {
+        cookie,
+        ts_ns,
+        family: sock.family as u16,
+        _pad: [0; 3],
+    };
     if PENDING.insert(tid, pending, 0).is_err() {
         count(stats::PENDING_FULL);
     }
@@ -102,7 +109,9 @@ fn emit_bind(ctx: &SockContext, sock: &bpf_sock, addr: [u8; 16]) {
 
 #[cgroup_sock(sock_release)]
 pub fn sockscope_release(ctx: SockContext) -> i32 {
-    let Some(sock) = udp_sock(&ctx) else { return ALLOW };
+    let Some(sock) = udp_sock(&ctx) else {
+        return ALLOW;
+    };
     let (tgid, tid) = current();
     let cookie = cookie(&ctx);
     if !socket_wanted(cookie, tgid) {

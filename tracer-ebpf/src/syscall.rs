@@ -22,12 +22,16 @@ const RET_OFFSET: usize = 16;
 pub fn sockscope_socket_exit(ctx: TracePointContext) -> u32 {
     let (tgid, tid) = current();
     // SAFETY: the value is copied out before the entry is removed.
-    let Some(pending) = (unsafe { PENDING.get(tid) }).copied() else { return 0 };
+    let Some(pending) = (unsafe { PENDING.get(tid) }).copied() else {
+        return 0;
+    };
     let _ = PENDING.remove(tid);
     // SAFETY: `ret` is a long at this offset of every sys_exit record.
     let ret: i64 = unsafe { ctx.read_at(RET_OFFSET) }.unwrap_or(-1);
     let kernel_stack = ctx.get_stackid(&STACKS, 0).map_or(-1, |id| id as i32);
-    let user_stack = ctx.get_stackid(&STACKS, BPF_F_USER_STACK as u64).map_or(-1, |id| id as i32);
+    let user_stack = ctx
+        .get_stackid(&STACKS, BPF_F_USER_STACK as u64)
+        .map_or(-1, |id| id as i32);
     // SAFETY: copied out at once.
     let pc_id = unsafe { CURRENT_PC.get(tid) }.copied().unwrap_or(0);
     if let Some(mut entry) = reserve::<CreateEvent>() {

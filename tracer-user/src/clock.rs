@@ -8,7 +8,10 @@ pub struct Clock {
 }
 
 pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: valid out-pointer; CLOCK_MONOTONIC always exists on Linux.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
@@ -18,7 +21,9 @@ impl Clock {
     pub fn new() -> Self {
         let mono = Duration::from_nanos(monotonic_ns());
         let now = SystemTime::now();
-        Self { wall_at_zero: now.checked_sub(mono).unwrap_or(SystemTime::UNIX_EPOCH) }
+        Self {
+            wall_at_zero: now.checked_sub(mono).unwrap_or(SystemTime::UNIX_EPOCH),
+        }
     }
 
     pub fn wall(&self, mono_ns: u64) -> SystemTime {

@@ -5,21 +5,34 @@ use std::{io, path::PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum TracerError {
     #[error("{what} is not mounted at {path} and could not be mounted ({source}): run as root")]
-    Mount { what: &'static str, path: &'static str, source: io::Error },
-    #[error("no cgroup v2 filesystem in /proc/mounts: mount one (`mount -t cgroup2 none /sys/fs/cgroup`)")]
+    Mount {
+        what: &'static str,
+        path: &'static str,
+        source: io::Error,
+    },
+    #[error(
+        "no cgroup v2 filesystem in /proc/mounts: mount one (`mount -t cgroup2 none /sys/fs/cgroup`)"
+    )]
     NoCgroup2,
     #[error("cannot open cgroup {path}: {source}")]
     OpenCgroup { path: PathBuf, source: io::Error },
     #[error("loading the BPF object failed: {source}: run as root, or see `sockscope doctor`")]
     Load { source: aya::EbpfError },
     #[error("BPF program {name} could not be {action}: {source}: see `sockscope doctor`")]
-    Program { name: &'static str, action: &'static str, source: aya::programs::ProgramError },
+    Program {
+        name: &'static str,
+        action: &'static str,
+        source: aya::programs::ProgramError,
+    },
     #[error("BPF program {0} is missing from the embedded object (build problem)")]
     MissingProgram(&'static str),
     #[error("BPF map {0} is missing from the embedded object (build problem)")]
     MissingMap(&'static str),
     #[error("BPF map {name}: {source}")]
-    Map { name: &'static str, source: aya::maps::MapError },
+    Map {
+        name: &'static str,
+        source: aya::maps::MapError,
+    },
     #[error("sock_diag netlink query failed: {0}")]
     SockDiag(#[source] io::Error),
     #[error("reading the ring buffer failed: {0}")]

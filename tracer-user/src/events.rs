@@ -2,7 +2,9 @@
 //! the leading `u32` kind names. Nothing here trusts the kernel to send what we expect.
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use tracer_common::{AF_INET, AF_INET6, BindEvent, COMM_LEN, CreateEvent, EventKind, MarkerEvent, ReleaseEvent};
+use tracer_common::{
+    AF_INET, AF_INET6, BindEvent, COMM_LEN, CreateEvent, EventKind, MarkerEvent, ReleaseEvent,
+};
 
 #[derive(Clone, Copy, Debug)]
 pub enum KernelEvent {
@@ -19,13 +21,21 @@ pub enum DecodeError {
     #[error("unknown record kind {0}")]
     UnknownKind(u32),
     #[error("record of kind {kind:?} has {got} bytes, expected at least {want}")]
-    Short { kind: EventKind, got: usize, want: usize },
+    Short {
+        kind: EventKind,
+        got: usize,
+        want: usize,
+    },
 }
 
 fn read<T: Copy>(bytes: &[u8], kind: EventKind) -> Result<T, DecodeError> {
     let want = size_of::<T>();
     if bytes.len() < want {
-        return Err(DecodeError::Short { kind, got: bytes.len(), want });
+        return Err(DecodeError::Short {
+            kind,
+            got: bytes.len(),
+            want,
+        });
     }
     // SAFETY: length checked above; T is a plain repr(C) record (any bit pattern valid).
     Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
@@ -37,7 +47,8 @@ impl KernelEvent {
             .get(..4)
             .and_then(|b| b.try_into().ok())
             .ok_or(DecodeError::NoKind(bytes.len()))?;
-        let kind = EventKind::try_from(u32::from_ne_bytes(raw)).map_err(DecodeError::UnknownKind)?;
+        let kind =
+            EventKind::try_from(u32::from_ne_bytes(raw)).map_err(DecodeError::UnknownKind)?;
         Ok(match kind {
             EventKind::Create => Self::Create(read(bytes, kind)?),
             EventKind::Bind => Self::Bind(read(bytes, kind)?),
@@ -72,7 +83,9 @@ impl From<u16> for Family {
 pub fn bind_addr(ev: &BindEvent) -> IpAddr {
     match Family::from(ev.family) {
         Family::Inet6 => IpAddr::V6(Ipv6Addr::from(ev.addr)),
-        _ => IpAddr::V4(Ipv4Addr::new(ev.addr[0], ev.addr[1], ev.addr[2], ev.addr[3])),
+        _ => IpAddr::V4(Ipv4Addr::new(
+            ev.addr[0], ev.addr[1], ev.addr[2], ev.addr[3],
+        )),
     }
 }
 
@@ -93,9 +106,18 @@ mod tests {
 
     #[test]
     fn rejects_short_and_unknown_records() {
-        assert_eq!(KernelEvent::decode(&[1, 0]).unwrap_err(), DecodeError::NoKind(2));
-        assert_eq!(KernelEvent::decode(&[9, 0, 0, 0]).unwrap_err(), DecodeError::UnknownKind(9));
-        assert!(matches!(KernelEvent::decode(&[1, 0, 0, 0, 0]), Err(DecodeError::Short { .. })));
+        assert_eq!(
+            KernelEvent::decode(&[1, 0]).unwrap_err(),
+            DecodeError::NoKind(2)
+        );
+        assert_eq!(
+            KernelEvent::decode(&[9, 0, 0, 0]).unwrap_err(),
+            DecodeError::UnknownKind(9)
+        );
+        assert!(matches!(
+            KernelEvent::decode(&[1, 0, 0, 0, 0]),
+            Err(DecodeError::Short { .. })
+        ));
     }
 
     #[test]
@@ -110,7 +132,9 @@ mod tests {
             cookie: 99,
             addr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
         };
-        let KernelEvent::Bind(got) = KernelEvent::decode(&bytes_of(&ev)).unwrap() else { panic!() };
+        let KernelEvent::Bind(got) = KernelEvent::decode(&bytes_of(&ev)).unwrap() else {
+            panic!()
+        };
         assert_eq!((got.pid, got.port, got.cookie), (7, 4242, 99));
         assert_eq!(bind_addr(&got), IpAddr::V4(Ipv4Addr::LOCALHOST));
     }

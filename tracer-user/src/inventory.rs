@@ -3,7 +3,9 @@
 //! Used at start so releases of sockets that predate the tracer are not orphans.
 use std::{collections::HashMap, fs, io, net::IpAddr};
 
-use netlink_packet_core::{NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload};
+use netlink_packet_core::{
+    NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
+};
 use netlink_packet_sock_diag::{
     SockDiagMessage,
     constants::{AF_INET, AF_INET6, IPPROTO_UDP},
@@ -48,7 +50,11 @@ fn dump(family: u8, out: &mut Vec<LiveSocket>) -> io::Result<()> {
 
     let mut header = NetlinkHeader::default();
     header.flags = NLM_F_REQUEST | NLM_F_DUMP;
-    let socket_id = if family == AF_INET { SocketId::new_v4() } else { SocketId::new_v6() };
+    let socket_id = if family == AF_INET {
+        SocketId::new_v4()
+    } else {
+        SocketId::new_v6()
+    };
     let mut packet = NetlinkMessage::new(
         header,
         SockDiagMessage::InetRequest(InetRequest {
@@ -65,7 +71,9 @@ fn dump(family: u8, out: &mut Vec<LiveSocket>) -> io::Result<()> {
     packet.serialize(&mut buf);
     socket.send(&buf, 0)?;
 
-    let bad = |e: netlink_packet_core::DecodeError| io::Error::new(io::ErrorKind::InvalidData, e.to_string());
+    let bad = |e: netlink_packet_core::DecodeError| {
+        io::Error::new(io::ErrorKind::InvalidData, e.to_string())
+    };
     let mut rx = vec![0u8; 64 * 1024];
     loop {
         let size = socket.recv(&mut &mut rx[..], 0)?;
@@ -79,7 +87,11 @@ fn dump(family: u8, out: &mut Vec<LiveSocket>) -> io::Result<()> {
                     let id = &resp.header.socket_id;
                     out.push(LiveSocket {
                         cookie: cookie_of(id),
-                        family: if resp.header.family == AF_INET6 { Family::Inet6 } else { Family::Inet },
+                        family: if resp.header.family == AF_INET6 {
+                            Family::Inet6
+                        } else {
+                            Family::Inet
+                        },
                         local_addr: id.source_address,
                         local_port: id.source_port,
                         inode: resp.header.inode,
@@ -110,14 +122,27 @@ pub fn socket_holders(only_pid: Option<u32>) -> Holders {
     let pids: Vec<u32> = match only_pid {
         Some(p) => vec![p],
         None => fs::read_dir("/proc")
-            .map(|d| d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect())
+            .map(|d| {
+                d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                    .collect()
+            })
             .unwrap_or_default(),
     };
     for pid in pids {
-        let Ok(dir) = fs::read_dir(format!("/proc/{pid}/fd")) else { continue };
+        let Ok(dir) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
         for entry in dir.flatten() {
-            let Some(fd) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
-            let Ok(target) = fs::read_link(entry.path()) else { continue };
+            let Some(fd) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            let Ok(target) = fs::read_link(entry.path()) else {
+                continue;
+            };
             if let Some(inode) = socket_inode(&target.to_string_lossy()) {
                 holders.entry(inode).or_default().push((pid, fd));
             }
@@ -128,7 +153,10 @@ pub fn socket_holders(only_pid: Option<u32>) -> Holders {
 
 /// `socket:[12345]` → 12345.
 fn socket_inode(link: &str) -> Option<u64> {
-    link.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
+    link.strip_prefix("socket:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
 }
 
 #[cfg(test)]

@@ -13,11 +13,15 @@ use tracer_common::{COMM_LEN, stats};
 use crate::{error::TracerError, system};
 
 /// The embedded BPF object, built by build.rs through aya-build.
-static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sockscope"));
+static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sockscope-bpf"));
 
 /// cgroup_sock programs and their hook names, as named in `tracer-ebpf`.
-pub const CGROUP_PROGRAMS: [&str; 4] =
-    ["sockscope_create", "sockscope_bind4", "sockscope_bind6", "sockscope_release"];
+pub const CGROUP_PROGRAMS: [&str; 4] = [
+    "sockscope_create",
+    "sockscope_bind4",
+    "sockscope_bind6",
+    "sockscope_release",
+];
 pub const SOCKET_EXIT_PROGRAM: &str = "sockscope_socket_exit";
 /// Every program sockscope attaches; all names start with this (the kernel keeps 15
 /// bytes of a program name, which still carries the prefix).
@@ -74,8 +78,10 @@ impl TracerBuilder {
             Some(p) => p,
             None => system::cgroup2_mount()?,
         };
-        let cgroup = File::open(&cgroup_path)
-            .map_err(|source| TracerError::OpenCgroup { path: cgroup_path.clone(), source })?;
+        let cgroup = File::open(&cgroup_path).map_err(|source| TracerError::OpenCgroup {
+            path: cgroup_path.clone(),
+            source,
+        })?;
 
         let pid = self.pid.unwrap_or(0);
         let comm = self.comm.unwrap_or([0; COMM_LEN]);
@@ -85,23 +91,33 @@ impl TracerBuilder {
         if let Some(bytes) = self.ring_bytes {
             loader.map_max_entries("EVENTS", bytes);
         }
-        let mut ebpf = loader.load(BPF_OBJECT).map_err(|source| TracerError::Load { source })?;
+        let mut ebpf = loader
+            .load(BPF_OBJECT)
+            .map_err(|source| TracerError::Load { source })?;
 
         // The fd pairing must be in place before the first socket is stashed.
         let exit: &mut TracePoint = program(&mut ebpf, SOCKET_EXIT_PROGRAM)?;
-        exit.load().map_err(prog_err(SOCKET_EXIT_PROGRAM, "loaded"))?;
-        exit.attach("syscalls", "sys_exit_socket").map_err(prog_err(SOCKET_EXIT_PROGRAM, "attached"))?;
+        exit.load()
+            .map_err(prog_err(SOCKET_EXIT_PROGRAM, "loaded"))?;
+        exit.attach("syscalls", "sys_exit_socket")
+            .map_err(prog_err(SOCKET_EXIT_PROGRAM, "attached"))?;
         for name in CGROUP_PROGRAMS {
             let prog: &mut CgroupSock = program(&mut ebpf, name)?;
             prog.load().map_err(prog_err(name, "loaded"))?;
             // `Single`: this kernel rejects the multi-attach flag (PLATFORM.md).
-            prog.attach(&cgroup, CgroupAttachMode::Single).map_err(prog_err(name, "attached"))?;
+            prog.attach(&cgroup, CgroupAttachMode::Single)
+                .map_err(prog_err(name, "attached"))?;
         }
 
         let events = take_map(&mut ebpf, "EVENTS", RingBuf::try_from)?;
         let stacks = take_map(&mut ebpf, "STACKS", StackTraceMap::try_from)?;
         let stats = take_map(&mut ebpf, "STATS", PerCpuArray::try_from)?;
-        Ok(Tracer { ebpf, events: Some(events), stacks, stats })
+        Ok(Tracer {
+            ebpf,
+            events: Some(events),
+            stacks,
+            stats,
+        })
     }
 }
 
@@ -109,14 +125,20 @@ fn prog_err(
     name: &'static str,
     action: &'static str,
 ) -> impl FnOnce(aya::programs::ProgramError) -> TracerError {
-    move |source| TracerError::Program { name, action, source }
+    move |source| TracerError::Program {
+        name,
+        action,
+        source,
+    }
 }
 
 fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, TracerError>
 where
     &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
 {
-    let prog = ebpf.program_mut(name).ok_or(TracerError::MissingProgram(name))?;
+    let prog = ebpf
+        .program_mut(name)
+        .ok_or(TracerError::MissingProgram(name))?;
     prog.try_into().map_err(prog_err(name, "found"))
 }
 
@@ -162,7 +184,10 @@ impl Tracer {
             let values = self
                 .stats
                 .get(&index, 0)
-                .map_err(|source| TracerError::Map { name: "STATS", source })?;
+                .map_err(|source| TracerError::Map {
+                    name: "STATS",
+                    source,
+                })?;
             Ok(values.iter().sum())
         };
         Ok(KernelStats {
@@ -184,23 +209,40 @@ pub struct ProgramProbe {
 /// root cgroup / the tracepoint), then detaches. Tells whether tracing can work here.
 pub fn probe_programs() -> Result<Vec<ProgramProbe>, TracerError> {
     let cgroup_path = system::cgroup2_mount()?;
-    let cgroup = File::open(&cgroup_path)
-        .map_err(|source| TracerError::OpenCgroup { path: cgroup_path.clone(), source })?;
-    let mut ebpf = EbpfLoader::new().load(BPF_OBJECT).map_err(|source| TracerError::Load { source })?;
+    let cgroup = File::open(&cgroup_path).map_err(|source| TracerError::OpenCgroup {
+        path: cgroup_path.clone(),
+        source,
+    })?;
+    let mut ebpf = EbpfLoader::new()
+        .load(BPF_OBJECT)
+        .map_err(|source| TracerError::Load { source })?;
     let mut probes = Vec::new();
     let exit = program::<TracePoint>(&mut ebpf, SOCKET_EXIT_PROGRAM).and_then(|p| {
         p.load().map_err(prog_err(SOCKET_EXIT_PROGRAM, "loaded"))?;
-        let link = p.attach("syscalls", "sys_exit_socket").map_err(prog_err(SOCKET_EXIT_PROGRAM, "attached"))?;
-        p.detach(link).map_err(prog_err(SOCKET_EXIT_PROGRAM, "detached"))
+        let link = p
+            .attach("syscalls", "sys_exit_socket")
+            .map_err(prog_err(SOCKET_EXIT_PROGRAM, "attached"))?;
+        p.detach(link)
+            .map_err(prog_err(SOCKET_EXIT_PROGRAM, "detached"))
     });
-    probes.push(ProgramProbe { name: SOCKET_EXIT_PROGRAM, kind: "tracepoint", result: exit });
+    probes.push(ProgramProbe {
+        name: SOCKET_EXIT_PROGRAM,
+        kind: "tracepoint",
+        result: exit,
+    });
     for name in CGROUP_PROGRAMS {
         let result = program::<CgroupSock>(&mut ebpf, name).and_then(|p| {
             p.load().map_err(prog_err(name, "loaded"))?;
-            let link = p.attach(&cgroup, CgroupAttachMode::Single).map_err(prog_err(name, "attached"))?;
+            let link = p
+                .attach(&cgroup, CgroupAttachMode::Single)
+                .map_err(prog_err(name, "attached"))?;
             p.detach(link).map_err(prog_err(name, "detached"))
         });
-        probes.push(ProgramProbe { name, kind: "cgroup_sock", result });
+        probes.push(ProgramProbe {
+            name,
+            kind: "cgroup_sock",
+            result,
+        });
     }
     Ok(probes)
 }

@@ -7,7 +7,9 @@ use std::{
     path::Path,
 };
 
-use crate::{clock::human_ns, error::UsageError, events::Family, sockets::Origin, symbolize::Frame};
+use crate::{
+    clock::human_ns, error::UsageError, events::Family, sockets::Origin, symbolize::Frame,
+};
 
 /// Version of the JSON Lines schema; bump on incompatible changes.
 pub const SCHEMA: u32 = 1;
@@ -110,9 +112,12 @@ impl Sink {
     /// Opens `path` (created or truncated) or stdout; fails early for an unwritable path.
     pub fn open(path: Option<&Path>, format: Format) -> Result<Self, UsageError> {
         let out: Box<dyn Write + Send> = match path {
-            Some(p) => Box::new(BufWriter::new(
-                File::create(p).map_err(|source| UsageError::Output { path: p.to_owned(), source })?,
-            )),
+            Some(p) => Box::new(BufWriter::new(File::create(p).map_err(|source| {
+                UsageError::Output {
+                    path: p.to_owned(),
+                    source,
+                }
+            })?)),
             None => Box::new(BufWriter::new(io::stdout())),
         };
         Ok(Self { out, format })
@@ -121,7 +126,13 @@ impl Sink {
     pub fn write(&mut self, record: &Record) -> io::Result<()> {
         match self.format {
             Format::Json => {
-                serde_json::to_writer(&mut self.out, &Line { schema: SCHEMA, record })?;
+                serde_json::to_writer(
+                    &mut self.out,
+                    &Line {
+                        schema: SCHEMA,
+                        record,
+                    },
+                )?;
                 self.out.write_all(b"\n")
             }
             Format::Text => write_text(&mut self.out, record),
@@ -150,7 +161,8 @@ fn endpoint(addr: IpAddr, port: u16) -> String {
 
 /// Clock part of an RFC 3339 time (`2026-11-25T02:26:53.123456Z` → `02:26:53.123456`).
 fn hms(time: &str) -> &str {
-    time.split_once('T').map_or(time, |(_, t)| t.trim_end_matches('Z'))
+    time.split_once('T')
+        .map_or(time, |(_, t)| t.trim_end_matches('Z'))
 }
 
 pub fn write_frames(out: &mut dyn Write, label: &str, frames: &[Frame]) -> io::Result<()> {
@@ -164,7 +176,9 @@ pub fn write_frames(out: &mut dyn Write, label: &str, frames: &[Frame]) -> io::R
         }
         let name = f.symbol.as_deref().unwrap_or("[unknown]");
         match (&f.file, f.line) {
-            (Some(file), Some(line)) => writeln!(out, "      {:#018x} {name} at {file}:{line}", f.addr)?,
+            (Some(file), Some(line)) => {
+                writeln!(out, "      {:#018x} {name} at {file}:{line}", f.addr)?
+            }
             _ => writeln!(out, "      {:#018x} {name}", f.addr)?,
         }
     }
@@ -173,7 +187,14 @@ pub fn write_frames(out: &mut dyn Write, label: &str, frames: &[Frame]) -> io::R
 
 fn write_text(out: &mut dyn Write, record: &Record) -> io::Result<()> {
     match record {
-        Record::Existing { cookie, family, local_addr, local_port, pid, fd } => {
+        Record::Existing {
+            cookie,
+            family,
+            local_addr,
+            local_port,
+            pid,
+            fd,
+        } => {
             let holder = match (pid, fd) {
                 (Some(p), Some(fd)) => format!("pid={p} fd={fd}"),
                 _ => "no process holds it".into(),
@@ -186,7 +207,18 @@ fn write_text(out: &mut dyn Write, record: &Record) -> io::Result<()> {
                 endpoint(*local_addr, *local_port)
             )
         }
-        Record::Create { time, pid, tid, comm, fd, cookie, family, pc_id, stacks, .. } => {
+        Record::Create {
+            time,
+            pid,
+            tid,
+            comm,
+            fd,
+            cookie,
+            family,
+            pc_id,
+            stacks,
+            ..
+        } => {
             let pc = pc_id.map(|p| format!(" pc_id={p}")).unwrap_or_default();
             writeln!(
                 out,
@@ -200,14 +232,35 @@ fn write_text(out: &mut dyn Write, record: &Record) -> io::Result<()> {
             }
             Ok(())
         }
-        Record::Bind { time, pid, tid, cookie, family, local_addr, local_port, .. } => writeln!(
+        Record::Bind {
+            time,
+            pid,
+            tid,
+            cookie,
+            family,
+            local_addr,
+            local_port,
+            ..
+        } => writeln!(
             out,
             "{} BIND     cookie={cookie} {} pid={pid} tid={tid} local={}",
             hms(time),
             family_str(*family),
             endpoint(*local_addr, *local_port)
         ),
-        Record::Release { time, pid, tid, comm, cookie, family, fd, local_addr, local_port, age_ns, .. } => {
+        Record::Release {
+            time,
+            pid,
+            tid,
+            comm,
+            cookie,
+            family,
+            fd,
+            local_addr,
+            local_port,
+            age_ns,
+            ..
+        } => {
             let fd = fd.map(|f| format!(" fd={f}")).unwrap_or_default();
             let local = match (local_addr, local_port) {
                 (Some(a), Some(p)) => format!(" local={}", endpoint(*a, *p)),
@@ -222,9 +275,17 @@ fn write_text(out: &mut dyn Write, record: &Record) -> io::Result<()> {
             )
         }
         Record::Lost { count, total } => {
-            writeln!(out, "LOST {count} events (ring buffer full; {total} in total): the trace is incomplete")
+            writeln!(
+                out,
+                "LOST {count} events (ring buffer full; {total} in total): the trace is incomplete"
+            )
         }
-        Record::Summary { events, lost, open_sockets, duration_ms } => writeln!(
+        Record::Summary {
+            events,
+            lost,
+            open_sockets,
+            duration_ms,
+        } => writeln!(
             out,
             "summary: {events} events, {lost} lost, {open_sockets} UDP sockets still open, {}",
             human_ns(duration_ms * 1_000_000)

@@ -1,7 +1,9 @@
 //! Stack symbolization with blazesym: user stacks through the process's memory maps
 //! (Rust names demangled), kernel stacks through kallsyms.
 use aya::maps::{MapData, StackTraceMap};
-use blazesym::symbolize::{Input, Symbolized, Symbolizer as Blaze, source::Kernel, source::Process, source::Source};
+use blazesym::symbolize::{
+    Input, Symbolized, Symbolizer as Blaze, source::Kernel, source::Process, source::Source,
+};
 
 /// One symbolized frame.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -23,7 +25,10 @@ pub struct Frame {
 impl Frame {
     /// Every function name this frame stands for (inlined ones first).
     pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.inlined.iter().map(String::as_str).chain(self.symbol.as_deref())
+        self.inlined
+            .iter()
+            .map(String::as_str)
+            .chain(self.symbol.as_deref())
     }
 }
 
@@ -39,7 +44,12 @@ impl Default for Symbolizer {
 
 impl Symbolizer {
     pub fn new() -> Self {
-        Self { blaze: Blaze::builder().enable_demangling(true).enable_inlined_fns(true).build() }
+        Self {
+            blaze: Blaze::builder()
+                .enable_demangling(true)
+                .enable_inlined_fns(true)
+                .build(),
+        }
     }
 
     /// Frames of a user stack of process `pid`.
@@ -53,7 +63,10 @@ impl Symbolizer {
 
     fn run(&self, src: &Source<'_>, addrs: &[u64]) -> Vec<Frame> {
         // A failure (process gone, unreadable maps) still yields the raw addresses.
-        let symbolized = self.blaze.symbolize(src, Input::AbsAddr(addrs)).unwrap_or_default();
+        let symbolized = self
+            .blaze
+            .symbolize(src, Input::AbsAddr(addrs))
+            .unwrap_or_default();
         addrs
             .iter()
             .enumerate()
@@ -61,12 +74,30 @@ impl Symbolizer {
                 Some(Symbolized::Sym(sym)) => Frame {
                     addr,
                     symbol: Some(strip_hash(&sym.name).to_owned()),
-                    inlined: sym.inlined.iter().rev().map(|f| strip_hash(&f.name).to_owned()).collect(),
-                    module: sym.module.as_ref().map(|m| m.to_string_lossy().into_owned()),
-                    file: sym.code_info.as_ref().map(|c| c.to_path().display().to_string()),
+                    inlined: sym
+                        .inlined
+                        .iter()
+                        .rev()
+                        .map(|f| strip_hash(&f.name).to_owned())
+                        .collect(),
+                    module: sym
+                        .module
+                        .as_ref()
+                        .map(|m| m.to_string_lossy().into_owned()),
+                    file: sym
+                        .code_info
+                        .as_ref()
+                        .map(|c| c.to_path().display().to_string()),
                     line: sym.code_info.as_ref().and_then(|c| c.line),
                 },
-                _ => Frame { addr, symbol: None, inlined: Vec::new(), module: None, file: None, line: None },
+                _ => Frame {
+                    addr,
+                    symbol: None,
+                    inlined: Vec::new(),
+                    module: None,
+                    file: None,
+                    line: None,
+                },
             })
             .collect()
     }
@@ -75,7 +106,9 @@ impl Symbolizer {
 /// Legacy Rust mangling leaves a `::h0123456789abcdef` suffix after demangling.
 fn strip_hash(name: &str) -> &str {
     match name.rsplit_once("::h") {
-        Some((head, hash)) if hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()) => head,
+        Some((head, hash)) if hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            head
+        }
         _ => name,
     }
 }
@@ -83,10 +116,19 @@ fn strip_hash(name: &str) -> &str {
 /// The instruction pointers of stack `id`, innermost first; empty if the id is
 /// negative (no stack was taken) or no longer in the map.
 pub fn stack_addrs(stacks: &StackTraceMap<MapData>, id: i32) -> Vec<u64> {
-    let Ok(id) = u32::try_from(id) else { return Vec::new() };
+    let Ok(id) = u32::try_from(id) else {
+        return Vec::new();
+    };
     stacks
         .get(&id, 0)
-        .map(|trace| trace.frames().iter().map(|f| f.ip).filter(|&ip| ip != 0).collect())
+        .map(|trace| {
+            trace
+                .frames()
+                .iter()
+                .map(|f| f.ip)
+                .filter(|&ip| ip != 0)
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -96,7 +138,10 @@ mod tests {
 
     #[test]
     fn strips_legacy_hash_only() {
-        assert_eq!(strip_hash("udp_workload::make::h0123456789abcdef"), "udp_workload::make");
+        assert_eq!(
+            strip_hash("udp_workload::make::h0123456789abcdef"),
+            "udp_workload::make"
+        );
         assert_eq!(strip_hash("std::net::h_short"), "std::net::h_short");
         assert_eq!(strip_hash("main"), "main");
     }

@@ -1,1 +1,53 @@
-fn main() {}
+//! Project tasks: `cargo xtask setup | test | demo`. Each installs what it needs first,
+//! so a fresh machine needs nothing but this repository and cargo.
+mod demo;
+mod setup;
+mod util;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "sockscope project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install the nightly rust-src, bpf-linker and Debian packages (idempotent).
+    Setup,
+    /// Set up, build, and run every test (needs root: tests load BPF programs).
+    Test {
+        /// Extra arguments for `cargo test`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Set up, build, and show sockscope tracing a bundled UDP workload (needs root).
+    Demo,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.task {
+        Task::Setup => setup::run(),
+        Task::Test { args } => test(&args),
+        Task::Demo => demo::run(),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+fn test(args: &[String]) -> anyhow::Result<()> {
+    setup::run()?;
+    util::require_root("cargo xtask test")?;
+    util::cargo(&["build", "--bins"])?;
+    let mut cmd = vec!["test"];
+    cmd.extend(args.iter().map(String::as_str));
+    util::cargo(&cmd)
+}

@@ -27,7 +27,11 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_ENV);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("sockscope: cannot start the async runtime: {e}");
@@ -47,7 +51,11 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Doctor { format } => {
             let ok = tokio::task::spawn_blocking(move || doctor::run(format)).await??;
-            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(EXIT_ENV) })
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_ENV)
+            })
         }
         Command::Trace(a) => {
             let summary = trace::run(trace::TraceOptions {
@@ -61,7 +69,10 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             })
             .await?;
             if summary.lost > 0 {
-                eprintln!("sockscope: {} events were lost: the trace is incomplete", summary.lost);
+                eprintln!(
+                    "sockscope: {} events were lost: the trace is incomplete",
+                    summary.lost
+                );
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -24,7 +24,11 @@ pub struct Check {
 }
 
 fn check(name: impl Into<String>, status: Status, detail: impl Into<String>) -> Check {
-    Check { name: name.into(), status, detail: detail.into() }
+    Check {
+        name: name.into(),
+        status,
+        detail: detail.into(),
+    }
 }
 
 /// Runs every check. Tracing can work when none failed.
@@ -33,7 +37,11 @@ pub fn run_checks() -> Vec<Check> {
     checks.push(if system::has_kernel_btf() {
         check("btf", Status::Ok, "/sys/kernel/btf/vmlinux present")
     } else {
-        check("btf", Status::Warn, "no /sys/kernel/btf/vmlinux: the cgroup backend works without it")
+        check(
+            "btf",
+            Status::Warn,
+            "no /sys/kernel/btf/vmlinux: the cgroup backend works without it",
+        )
     });
     checks.push(match system::lockdown_mode() {
         Ok(Some(mode)) if mode == "none" => check("lockdown", Status::Ok, "none"),
@@ -51,8 +59,14 @@ pub fn run_checks() -> Vec<Check> {
         Err(e) => check("cgroup2", Status::Fail, e.to_string()),
     });
     checks.push(match system::ensure_tracefs() {
-        Ok(MountState::Present(p)) => check("tracefs", Status::Ok, format!("mounted at {}", p.display())),
-        Ok(MountState::Mounted(p)) => check("tracefs", Status::Ok, format!("was not mounted: mounted it at {}", p.display())),
+        Ok(MountState::Present(p)) => {
+            check("tracefs", Status::Ok, format!("mounted at {}", p.display()))
+        }
+        Ok(MountState::Mounted(p)) => check(
+            "tracefs",
+            Status::Ok,
+            format!("was not mounted: mounted it at {}", p.display()),
+        ),
         Err(e) => check("tracefs", Status::Fail, e.to_string()),
     });
     checks.push(capability_check());
@@ -68,16 +82,28 @@ pub fn run_checks() -> Vec<Check> {
         }
     };
     checks.push(if programs_ok && cgroup.is_ok() {
-        check("backend", Status::Ok, "cgroup (cgroup_sock hooks + sys_exit_socket tracepoint)")
+        check(
+            "backend",
+            Status::Ok,
+            "cgroup (cgroup_sock hooks + sys_exit_socket tracepoint)",
+        )
     } else {
-        check("backend", Status::Fail, "none: the cgroup backend cannot load here (see the failures above)")
+        check(
+            "backend",
+            Status::Fail,
+            "none: the cgroup backend cannot load here (see the failures above)",
+        )
     });
     checks
 }
 
 fn capability_check() -> Check {
     let Some(mask) = system::effective_capabilities() else {
-        return check("capabilities", Status::Warn, "cannot read CapEff from /proc/self/status");
+        return check(
+            "capabilities",
+            Status::Warn,
+            "cannot read CapEff from /proc/self/status",
+        );
     };
     let missing: Vec<_> = Capability::NEEDED
         .into_iter()
@@ -85,9 +111,17 @@ fn capability_check() -> Check {
         .map(Capability::name)
         .collect();
     if missing.is_empty() {
-        check("capabilities", Status::Ok, "CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN")
+        check(
+            "capabilities",
+            Status::Ok,
+            "CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN",
+        )
     } else {
-        check("capabilities", Status::Fail, format!("missing {}: run as root", missing.join(", ")))
+        check(
+            "capabilities",
+            Status::Fail,
+            format!("missing {}: run as root", missing.join(", ")),
+        )
     }
 }
 
@@ -106,7 +140,10 @@ pub fn run(format: Format) -> std::io::Result<bool> {
     for c in &checks {
         match format {
             Format::Json => {
-                serde_json::to_writer(&mut out, &serde_json::json!({"schema": crate::output::SCHEMA, "check": c}))?;
+                serde_json::to_writer(
+                    &mut out,
+                    &serde_json::json!({"schema": crate::output::SCHEMA, "check": c}),
+                )?;
                 writeln!(out)?;
             }
             Format::Text => {

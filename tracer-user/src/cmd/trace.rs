@@ -57,7 +57,10 @@ pub async fn run(opts: TraceOptions) -> anyhow::Result<TraceSummary> {
     let mut stop = watch_shutdown(opts.duration).context("cannot install signal handlers")?;
     let started = monotonic_ns();
 
-    let builder = TracerBuilder::new().pid(opts.pid).comm(opts.comm.as_deref()).ring_bytes(opts.ring_bytes);
+    let builder = TracerBuilder::new()
+        .pid(opts.pid)
+        .comm(opts.comm.as_deref())
+        .ring_bytes(opts.ring_bytes);
     let mut tracer = tokio::task::spawn_blocking(move || builder.attach()).await??;
     let ring = tracer.take_events().context("ring buffer already taken")?;
     // SAFETY: the ring buffer map owns its fd and keeps it open and unchanged until the
@@ -87,7 +90,11 @@ pub async fn run(opts: TraceOptions) -> anyhow::Result<TraceSummary> {
     // What the kernel produced before we stopped still counts.
     state.drain(ring.get_mut(), &tracer, &mut sink)?;
     state.check_lost(&tracer, &mut sink)?;
-    let summary = TraceSummary { events: state.events, lost: state.lost, open_sockets: state.sockets.len() };
+    let summary = TraceSummary {
+        events: state.events,
+        lost: state.lost,
+        open_sockets: state.sockets.len(),
+    };
     sink.write(&Record::Summary {
         events: summary.events,
         lost: summary.lost,
@@ -107,7 +114,11 @@ fn attached_message(opts: &TraceOptions) -> String {
     if let Some(c) = &opts.comm {
         scope.push(format!("comm {c}"));
     }
-    let scope = if scope.is_empty() { "all processes".to_owned() } else { scope.join(", ") };
+    let scope = if scope.is_empty() {
+        "all processes".to_owned()
+    } else {
+        scope.join(", ")
+    };
     format!("sockscope: tracing UDP sockets of {scope}; Ctrl-C to stop")
 }
 
@@ -138,13 +149,18 @@ impl TraceState {
     fn inventory(&mut self, sink: &mut Sink) -> anyhow::Result<()> {
         let holders = inventory::socket_holders(self.pid);
         for s in inventory::udp_sockets()? {
-            let holder = holders.get(&(s.inode as u64)).and_then(|h| h.first()).copied();
+            let holder = holders
+                .get(&(s.inode as u64))
+                .and_then(|h| h.first())
+                .copied();
             let wanted = match (self.pid, &self.comm, holder) {
                 (None, None, _) => true,
                 (_, _, None) => false,
                 (pid, comm, Some((hp, _))) => {
                     pid.is_none_or(|p| p == hp)
-                        && comm.as_ref().is_none_or(|c| process_comm(hp).as_deref() == Some(c))
+                        && comm
+                            .as_ref()
+                            .is_none_or(|c| process_comm(hp).as_deref() == Some(c))
                 }
             };
             if !wanted {
@@ -175,7 +191,12 @@ impl TraceState {
         Ok(())
     }
 
-    fn drain(&mut self, ring: &mut RingBuf<MapData>, tracer: &Tracer, sink: &mut Sink) -> anyhow::Result<()> {
+    fn drain(
+        &mut self,
+        ring: &mut RingBuf<MapData>,
+        tracer: &Tracer,
+        sink: &mut Sink,
+    ) -> anyhow::Result<()> {
         while let Some(item) = ring.next() {
             match KernelEvent::decode(&item) {
                 Ok(ev) => {
@@ -254,7 +275,9 @@ impl TraceState {
                     fd: known.as_ref().and_then(|k| k.fd),
                     local_addr: known.as_ref().and_then(|k| k.local.map(|l| l.0)),
                     local_port: known.as_ref().and_then(|k| k.local.map(|l| l.1)),
-                    age_ns: known.and_then(|k| k.created_ns).map(|t| r.ts_ns.saturating_sub(t)),
+                    age_ns: known
+                        .and_then(|k| k.created_ns)
+                        .map(|t| r.ts_ns.saturating_sub(t)),
                 })
             }
             // Markers are reported once USDT attach lands; count them meanwhile.
@@ -267,7 +290,10 @@ impl TraceState {
         if stats.lost > self.lost {
             let count = stats.lost - self.lost;
             self.lost = stats.lost;
-            sink.write(&Record::Lost { count, total: stats.lost })?;
+            sink.write(&Record::Lost {
+                count,
+                total: stats.lost,
+            })?;
             eprintln!("sockscope: lost {count} events (ring buffer full): the trace is incomplete");
         }
         Ok(())
@@ -275,5 +301,7 @@ impl TraceState {
 }
 
 fn process_comm(pid: u32) -> Option<String> {
-    std::fs::read_to_string(format!("/proc/{pid}/comm")).ok().map(|s| s.trim_end().to_owned())
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .ok()
+        .map(|s| s.trim_end().to_owned())
 }

@@ -10,7 +10,8 @@ pub enum Capability {
 }
 
 impl Capability {
-    pub const NEEDED: [Capability; 3] = [Capability::Bpf, Capability::Perfmon, Capability::NetAdmin];
+    pub const NEEDED: [Capability; 3] =
+        [Capability::Bpf, Capability::Perfmon, Capability::NetAdmin];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -25,7 +26,10 @@ impl Capability {
 /// The `CapEff` mask, or `None` if it cannot be read.
 pub fn effective_capabilities() -> Option<u64> {
     let status = fs::read_to_string("/proc/self/status").ok()?;
-    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?.trim();
+    let hex = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))?
+        .trim();
     u64::from_str_radix(hex, 16).ok()
 }
 

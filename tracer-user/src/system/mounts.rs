@@ -25,7 +25,9 @@ impl MountState {
 
 /// Mount points of a filesystem type, from /proc/mounts.
 fn mounts_of(fstype: &str) -> Vec<PathBuf> {
-    let Ok(text) = fs::read_to_string("/proc/mounts") else { return Vec::new() };
+    let Ok(text) = fs::read_to_string("/proc/mounts") else {
+        return Vec::new();
+    };
     text.lines()
         .filter_map(|line| {
             let mut fields = line.split_whitespace();
@@ -42,7 +44,10 @@ fn unescape_mount_path(s: &str) -> String {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'\\' && i + 4 <= bytes.len() {
-            if let Some(v) = std::str::from_utf8(&bytes[i + 1..i + 4]).ok().and_then(|o| u8::from_str_radix(o, 8).ok()) {
+            if let Some(v) = std::str::from_utf8(&bytes[i + 1..i + 4])
+                .ok()
+                .and_then(|o| u8::from_str_radix(o, 8).ok())
+            {
                 out.push(v);
                 i += 4;
                 continue;
@@ -56,7 +61,10 @@ fn unescape_mount_path(s: &str) -> String {
 
 /// The cgroup v2 mount (the first one listed).
 pub fn cgroup2_mount() -> Result<PathBuf, TracerError> {
-    mounts_of("cgroup2").into_iter().next().ok_or(TracerError::NoCgroup2)
+    mounts_of("cgroup2")
+        .into_iter()
+        .next()
+        .ok_or(TracerError::NoCgroup2)
 }
 
 fn mount(fstype: &str, target: &str) -> io::Result<()> {
@@ -64,7 +72,11 @@ fn mount(fstype: &str, target: &str) -> io::Result<()> {
     let (src, tgt, ty) = (c(fstype)?, c(target)?, c(fstype)?);
     // SAFETY: valid NUL-terminated strings; no data argument.
     let rc = unsafe { libc::mount(src.as_ptr(), tgt.as_ptr(), ty.as_ptr(), 0, std::ptr::null()) };
-    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 fn ensure_mounted(fstype: &'static str, path: &'static str) -> Result<MountState, TracerError> {
@@ -73,7 +85,11 @@ fn ensure_mounted(fstype: &'static str, path: &'static str) -> Result<MountState
     }
     mount(fstype, path)
         .map(|()| MountState::Mounted(PathBuf::from(path)))
-        .map_err(|source| TracerError::Mount { what: fstype, path, source })
+        .map_err(|source| TracerError::Mount {
+            what: fstype,
+            path,
+            source,
+        })
 }
 
 /// tracefs (tracepoint ids live there): mounted if missing.
@@ -85,7 +101,9 @@ pub fn ensure_tracefs() -> Result<MountState, TracerError> {
 /// securityfs if needed; `None` when the kernel has no lockdown LSM.
 pub fn lockdown_mode() -> Result<Option<String>, TracerError> {
     let state = ensure_mounted("securityfs", SECURITYFS)?;
-    let Ok(text) = fs::read_to_string(state.path().join("lockdown")) else { return Ok(None) };
+    let Ok(text) = fs::read_to_string(state.path().join("lockdown")) else {
+        return Ok(None);
+    };
     // The active mode is the bracketed one: "none [integrity] confidentiality".
     Ok(text
         .split_whitespace()

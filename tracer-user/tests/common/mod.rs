@@ -1,0 +1,261 @@
+//! Helpers for tests that run sockscope for real: root, real BPF, real sockets.
+#![allow(dead_code)]
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    path::PathBuf,
+    process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio},
+    sync::{Mutex, MutexGuard, mpsc},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+/// Tests that attach programs run one at a time, so the detach checks see only
+/// their own sockscope.
+pub fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// True when the test can run. Outside CI a non-root run skips with a reason; in CI
+/// (CI=true) it fails, because a skipped test there would hide a broken tracer.
+pub fn require_root(test: &str) -> bool {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+        panic!("{test}: must run as root in CI (loads BPF programs)");
+    }
+    eprintln!("SKIP {test}: needs root (loads BPF programs)");
+    false
+}
+
+pub fn sockscope_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_sockscope"))
+}
+
+/// A binary of the `workloads` crate, built beside sockscope.
+pub fn workload_bin(name: &str) -> PathBuf {
+    let path = sockscope_bin().with_file_name(name);
+    assert!(
+        path.exists(),
+        "{} missing: run `cargo build -p workloads` (cargo xtask test does)",
+        path.display()
+    );
+    path
+}
+
+/// Lines of a child's pipe, read on a thread so waits can time out.
+pub struct Lines {
+    rx: mpsc::Receiver<String>,
+}
+
+impl Lines {
+    pub fn new(pipe: impl std::io::Read + Send + 'static) -> Self {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self { rx }
+    }
+
+    pub fn next(&self, timeout: Duration) -> Option<String> {
+        self.rx.recv_timeout(timeout).ok()
+    }
+
+    /// Waits for a line containing `needle`; panics with what was seen on timeout.
+    pub fn wait_for(&self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        let mut seen = Vec::new();
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.rx.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(line) => seen.push(line),
+                Err(_) => break,
+            }
+        }
+        panic!("no line with {needle:?} within {timeout:?}; saw: {seen:#?}");
+    }
+
+    /// Everything until the pipe closes.
+    pub fn rest(&self, timeout: Duration) -> Vec<String> {
+        let deadline = Instant::now() + timeout;
+        let mut out = Vec::new();
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.rx.recv_timeout(left) {
+                Ok(line) => out.push(line),
+                Err(mpsc::RecvTimeoutError::Disconnected) => return out,
+                Err(mpsc::RecvTimeoutError::Timeout) => break,
+            }
+        }
+        panic!("pipe still open after {timeout:?}; got so far: {out:#?}");
+    }
+}
+
+/// The `udp_workload` program, driven through its stdin/stdout protocol.
+pub struct Workload {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: Lines,
+    pub pid: u32,
+}
+
+impl Workload {
+    pub fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(workload_bin("udp_workload"))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start udp_workload");
+        let stdin = child.stdin.take();
+        let stdout = Lines::new(child.stdout.take().expect("stdout"));
+        let ready: Value =
+            serde_json::from_str(&stdout.wait_for("ready", Duration::from_secs(10))).unwrap();
+        let pid = ready["pid"].as_u64().unwrap() as u32;
+        Self {
+            child,
+            stdin,
+            stdout,
+            pid,
+        }
+    }
+
+    /// Lets it open and close its sockets; returns its report.
+    pub fn go(&mut self) -> Value {
+        writeln!(self.stdin.as_mut().unwrap(), "go").unwrap();
+        serde_json::from_str(&self.stdout.wait_for("sockets", Duration::from_secs(10))).unwrap()
+    }
+
+    pub fn finish(mut self) {
+        drop(self.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Workload {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A running `sockscope` with its stdout and stderr lines.
+pub struct Sockscope {
+    pub child: Child,
+    pub stdout: Lines,
+    pub stderr: Lines,
+}
+
+pub const ATTACHED: &str = "tracing UDP sockets";
+
+impl Sockscope {
+    /// Starts `sockscope ARGS` and waits until it says it is attached.
+    pub fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(sockscope_bin())
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start sockscope");
+        let stdout = Lines::new(child.stdout.take().expect("stdout"));
+        let stderr = Lines::new(child.stderr.take().expect("stderr"));
+        stderr.wait_for(ATTACHED, Duration::from_secs(30));
+        Self {
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+
+    /// SIGINT, then all JSON lines it printed, and its exit status.
+    pub fn stop_json(mut self) -> (Vec<Value>, ExitStatus) {
+        self.signal(libc::SIGINT);
+        let lines = self.stdout.rest(Duration::from_secs(30));
+        let status = self.child.wait().unwrap();
+        let values = lines
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .collect();
+        (values, status)
+    }
+}
+
+impl Drop for Sockscope {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Names of loaded BPF programs that are sockscope's (the kernel keeps 15 bytes of a
+/// name, enough for the `sockscope_` prefix).
+pub fn loaded_sockscope_programs() -> Vec<String> {
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .filter_map(|p| p.name_as_str().map(str::to_owned))
+        .filter(|n| n.starts_with("sockscope_"))
+        .collect()
+}
+
+/// Waits (the kernel frees programs asynchronously) until none of sockscope's
+/// programs is loaded; panics with the leftovers otherwise.
+pub fn assert_nothing_attached(context: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = loaded_sockscope_programs();
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{context}: programs still loaded: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Ground truth from iproute2's `ss` (sock_diag, independent of our netlink code):
+/// (local port, cookie, inode) of every UDP socket.
+pub fn ss_udp_sockets() -> Vec<(u16, u64, u64)> {
+    let out = Command::new("ss")
+        .args(["-uaeH"])
+        .output()
+        .expect("run ss (iproute2)");
+    assert!(
+        out.status.success(),
+        "ss failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let local = fields.get(3)?;
+            let port = local.rsplit_once(':')?.1.parse().ok()?;
+            let cookie = fields.iter().find_map(|f| f.strip_prefix("sk:"))?;
+            let inode = fields.iter().find_map(|f| f.strip_prefix("ino:"))?;
+            Some((
+                port,
+                u64::from_str_radix(cookie, 16).ok()?,
+                inode.parse().ok()?,
+            ))
+        })
+        .collect()
+}
+
+pub fn by_event<'a>(values: &'a [Value], event: &str) -> Vec<&'a Value> {
+    values.iter().filter(|v| v["event"] == event).collect()
+}

@@ -1,0 +1,212 @@
+//! `sockscope trace` against a workload whose sockets are known, checked against the
+//! workload's own report and against `ss` (sock_diag) ground truth.
+mod common;
+
+use std::{collections::HashMap, time::Duration};
+
+use common::*;
+use serde_json::Value;
+
+/// Runs the workload under `sockscope trace --format json --pid P [extra]`.
+fn trace_workload(extra: &[&str]) -> (Value, Vec<Value>, Vec<(u16, u64, u64)>) {
+    let mut wl = Workload::start(&[]);
+    let pid = wl.pid.to_string();
+    let mut args = vec!["trace", "--format", "json", "--pid", &pid];
+    args.extend_from_slice(extra);
+    let tracer = Sockscope::start(&args);
+    let report = wl.go();
+    // Ground truth while the workload still holds its open sockets.
+    let ss = ss_udp_sockets();
+    std::thread::sleep(Duration::from_millis(300));
+    let (events, status) = tracer.stop_json();
+    assert!(status.success(), "sockscope exited with {status}");
+    wl.finish();
+    (report, events, ss)
+}
+
+#[test]
+fn trace_reports_exactly_the_workload_sockets() {
+    if !require_root("trace_reports_exactly_the_workload_sockets") {
+        return;
+    }
+    let _serial = serial();
+    let (report, events, ss) = trace_workload(&[]);
+    let pid = report["pid"].as_u64().unwrap();
+    let expected = report["sockets"].as_array().unwrap();
+    assert!(
+        events.iter().all(|e| e["schema"] == 1),
+        "every line carries the schema version"
+    );
+
+    let creates = by_event(&events, "create");
+    assert_eq!(
+        creates.len(),
+        expected.len(),
+        "one create per socket opened: {creates:#?}"
+    );
+    let mut cookie_of = HashMap::new();
+    for want in expected {
+        let label = want["label"].as_str().unwrap();
+        let got = creates
+            .iter()
+            .find(|c| c["fd"] == want["fd"] && c["family"] == want["family"])
+            .unwrap_or_else(|| panic!("no create for {label} ({want}) in {creates:#?}"));
+        assert_eq!(got["pid"].as_u64(), Some(pid), "{label}: pid");
+        assert_eq!(got["tid"], want["tid"], "{label}: tid");
+        assert_eq!(got["comm"], "udp_workload", "{label}: comm");
+        cookie_of.insert(label, got["cookie"].as_u64().unwrap());
+    }
+
+    let binds = by_event(&events, "bind");
+    let bound: Vec<_> = expected.iter().filter(|w| !w["port"].is_null()).collect();
+    assert_eq!(
+        binds.len(),
+        bound.len(),
+        "one bind per bound socket: {binds:#?}"
+    );
+    for want in &bound {
+        let label = want["label"].as_str().unwrap();
+        let bind = binds
+            .iter()
+            .find(|b| b["cookie"].as_u64() == Some(cookie_of[label]))
+            .unwrap();
+        assert_eq!(bind["local_port"], want["port"], "{label}: port");
+        let loopback = if want["family"] == "inet" {
+            "127.0.0.1"
+        } else {
+            "::1"
+        };
+        assert_eq!(bind["local_addr"], loopback, "{label}: address");
+    }
+
+    let releases = by_event(&events, "release");
+    let closed: Vec<_> = expected.iter().filter(|w| w["closed"] == true).collect();
+    assert_eq!(
+        releases.len(),
+        closed.len(),
+        "releases exactly for the closed sockets: {releases:#?}"
+    );
+    for want in &closed {
+        let label = want["label"].as_str().unwrap();
+        let rel = releases
+            .iter()
+            .find(|r| r["cookie"].as_u64() == Some(cookie_of[label]));
+        let rel = rel.unwrap_or_else(|| panic!("no release for {label}"));
+        assert_eq!(rel["fd"], want["fd"], "{label}: fd at release");
+        assert_eq!(rel["origin"], "traced");
+        assert!(rel["age_ns"].as_u64().is_some(), "{label}: age at release");
+    }
+
+    // Still-open bound sockets: the cookie we reported is the kernel's (sock_diag).
+    for want in expected
+        .iter()
+        .filter(|w| w["closed"] == false && !w["port"].is_null())
+    {
+        let label = want["label"].as_str().unwrap();
+        let port = want["port"].as_u64().unwrap() as u16;
+        let truth = ss
+            .iter()
+            .find(|(p, _, _)| *p == port)
+            .unwrap_or_else(|| panic!("{label}: port {port} not in ss"));
+        assert_eq!(
+            truth.1, cookie_of[label],
+            "{label}: cookie matches sock_diag"
+        );
+    }
+
+    let summary = by_event(&events, "summary");
+    assert_eq!(summary.len(), 1, "one summary line");
+    assert_eq!(summary[0]["lost"], 0);
+    let open = expected.iter().filter(|w| w["closed"] == false).count();
+    assert_eq!(
+        summary[0]["open_sockets"].as_u64(),
+        Some(open as u64),
+        "open at exit"
+    );
+}
+
+#[test]
+fn user_stack_names_the_creating_function() {
+    if !require_root("user_stack_names_the_creating_function") {
+        return;
+    }
+    let _serial = serial();
+    let (report, events, _) = trace_workload(&["--stacks"]);
+    let named = report["sockets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["label"] == "named_creator_v4")
+        .unwrap();
+    let create = by_event(&events, "create")
+        .into_iter()
+        .find(|c| c["fd"] == named["fd"])
+        .unwrap();
+    let frames = create["stacks"]["user"].as_array().expect("user stack");
+    let names: Vec<&str> = frames
+        .iter()
+        .flat_map(|f| {
+            f["inlined"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .chain(std::iter::once(&f["symbol"]))
+                .filter_map(Value::as_str)
+        })
+        .collect();
+    assert!(
+        names
+            .iter()
+            .any(|n| n.ends_with("sockscope_workload_named_creator")),
+        "creating function not in user stack: {names:#?}"
+    );
+    assert!(
+        !create["stacks"]["kernel"].as_array().unwrap().is_empty(),
+        "kernel stack present"
+    );
+}
+
+#[test]
+fn sockets_that_predate_the_tracer_are_listed_with_their_cookie() {
+    if !require_root("sockets_that_predate_the_tracer_are_listed_with_their_cookie") {
+        return;
+    }
+    let _serial = serial();
+    let mut wl = Workload::start(&[]);
+    let report = wl.go(); // sockets exist before sockscope starts
+    let pid = wl.pid.to_string();
+    let ss = ss_udp_sockets();
+    let tracer = Sockscope::start(&["trace", "--format", "json", "--pid", &pid]);
+    wl.finish(); // closes the rest: releases of sockets sockscope did not see created
+    std::thread::sleep(Duration::from_millis(300));
+    let (events, _) = tracer.stop_json();
+    let existing = by_event(&events, "existing");
+    let releases = by_event(&events, "release");
+    for want in report["sockets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| w["closed"] == false)
+    {
+        let port = want["port"].as_u64().unwrap();
+        let truth = ss.iter().find(|(p, _, _)| *p as u64 == port).unwrap();
+        let ex = existing
+            .iter()
+            .find(|e| e["local_port"].as_u64() == Some(port));
+        let ex = ex.unwrap_or_else(|| panic!("port {port} not listed as existing: {existing:#?}"));
+        assert_eq!(
+            ex["cookie"].as_u64(),
+            Some(truth.1),
+            "cookie from sock_diag"
+        );
+        assert_eq!(ex["fd"], want["fd"], "holder fd from /proc");
+        let rel = releases
+            .iter()
+            .find(|r| r["cookie"] == ex["cookie"])
+            .expect("release of a pre-existing socket");
+        assert_eq!(
+            rel["origin"], "preexisting",
+            "known from the inventory, not an orphan"
+        );
+    }
+}

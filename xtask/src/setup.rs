@@ -1,0 +1,129 @@
+//! Idempotent installation of what building and testing need. A second run only
+//! checks and takes about a second.
+use std::{fs, path::PathBuf, process::Command};
+
+use anyhow::{Context as _, bail};
+
+use crate::util::{self, output, run_ok};
+
+const BPF_LINKER_VERSION: &str = "0.13.0";
+/// Debian packages and a command each provides.
+const APT_PACKAGES: [(&str, &str); 2] = [("iproute2", "ss"), ("util-linux", "unshare")];
+
+pub fn run() -> anyhow::Result<()> {
+    nightly_rust_src()?;
+    bpf_linker()?;
+    apt_packages()?;
+    println!("xtask: setup complete");
+    Ok(())
+}
+
+fn nightly_rust_src() -> anyhow::Result<()> {
+    let toolchains = output("rustup", &["toolchain", "list"])
+        .context("rustup not found: install Rust with rustup")?;
+    if !toolchains.lines().any(|l| l.starts_with("nightly")) {
+        println!("xtask: installing the nightly toolchain (BPF programs need it)");
+        run_ok(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+        ]))?;
+    }
+    let installed = output(
+        "rustup",
+        &["component", "list", "--toolchain", "nightly", "--installed"],
+    )
+    .unwrap_or_default();
+    if !installed.lines().any(|l| l.starts_with("rust-src")) {
+        println!("xtask: adding rust-src to nightly");
+        run_ok(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ]))?;
+    }
+    Ok(())
+}
+
+/// bpf-linker, built against the LLVM shipped inside the nightly toolchain (no system
+/// LLVM needed). It finds that LLVM at run time through the prefix directory, which
+/// therefore lives under CARGO_HOME, not in a temporary directory.
+fn bpf_linker() -> anyhow::Result<()> {
+    if output("bpf-linker", &["--version"]).is_some_and(|v| v.contains(BPF_LINKER_VERSION)) {
+        return Ok(());
+    }
+    let sysroot = output("rustc", &["+nightly", "--print", "sysroot"])
+        .context("rustc +nightly not usable")?;
+    let lib = PathBuf::from(sysroot.trim()).join("lib");
+    let llvm = fs::read_dir(&lib)
+        .with_context(|| format!("cannot read {}", lib.display()))?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .find(|n| n.starts_with("libLLVM.so.") && n.contains("-rust-"))
+        .with_context(|| format!("no libLLVM.so.*-rust-* in {}", lib.display()))?;
+    // libLLVM.so.22.1-rust-1.97.0-nightly → 22
+    let major = llvm
+        .trim_start_matches("libLLVM.so.")
+        .split('.')
+        .next()
+        .filter(|m| m.chars().all(|c| c.is_ascii_digit()))
+        .with_context(|| format!("cannot read the LLVM version from {llvm}"))?
+        .to_owned();
+    let cargo_home = std::env::var("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|_| std::env::var("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+        .context("neither CARGO_HOME nor HOME is set")?;
+    let prefix = cargo_home.join("bpf-linker-llvm");
+    let prefix_lib = prefix.join("lib");
+    fs::create_dir_all(&prefix_lib)?;
+    for name in ["libLLVM.so".to_owned(), llvm.clone()] {
+        let link = prefix_lib.join(&name);
+        let _ = fs::remove_file(&link);
+        std::os::unix::fs::symlink(lib.join(&llvm), &link)
+            .with_context(|| format!("cannot link {}", link.display()))?;
+    }
+    println!(
+        "xtask: building bpf-linker {BPF_LINKER_VERSION} against the nightly's LLVM {major} (about a minute)"
+    );
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    run_ok(
+        Command::new(cargo)
+            .args([
+                "install",
+                &format!("bpf-linker@{BPF_LINKER_VERSION}"),
+                "--locked",
+                "--no-default-features",
+            ])
+            .args(["--features", &format!("llvm-{major}")])
+            .env("LLVM_PREFIX", &prefix),
+    )
+}
+
+fn apt_packages() -> anyhow::Result<()> {
+    let missing: Vec<&str> = APT_PACKAGES
+        .iter()
+        .filter(|(_, cmd)| output("which", &[cmd]).is_none())
+        .map(|(pkg, _)| *pkg)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !util::is_root() {
+        bail!(
+            "missing Debian packages {}: run `sudo apt-get install {}`",
+            missing.join(" "),
+            missing.join(" ")
+        );
+    }
+    println!("xtask: installing {}", missing.join(" "));
+    run_ok(Command::new("apt-get").arg("update").arg("-q"))?;
+    run_ok(
+        Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+}
