@@ -181,16 +181,29 @@ impl Sockscope {
     }
 
     /// SIGINT, then all JSON lines it printed, and its exit status.
-    pub fn stop_json(mut self) -> (Vec<Value>, ExitStatus) {
+    pub fn stop_json(self) -> (Vec<Value>, ExitStatus) {
+        let s = self.stop();
+        (s.values, s.status)
+    }
+
+    /// SIGINT, then what it printed on stdout (as JSON) and stderr, and its status.
+    pub fn stop(mut self) -> Stopped {
         self.signal(libc::SIGINT);
         let lines = self.stdout.rest(Duration::from_secs(30));
         let status = self.child.wait().unwrap();
+        let stderr = self.stderr.rest(Duration::from_secs(5));
         let values = lines
             .iter()
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
             .collect();
-        (values, status)
+        Stopped { values, status, stderr }
     }
+}
+
+pub struct Stopped {
+    pub values: Vec<Value>,
+    pub status: ExitStatus,
+    pub stderr: Vec<String>,
 }
 
 impl Drop for Sockscope {
