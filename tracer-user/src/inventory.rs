@@ -98,10 +98,11 @@ fn dump(family: u8, out: &mut Vec<LiveSocket>) -> io::Result<()> {
                     });
                 }
                 NetlinkPayload::Done(_) => return Ok(()),
-                NetlinkPayload::Error(err) => match err.code {
-                    Some(code) => return Err(io::Error::from_raw_os_error(-code.get())),
-                    None => {}
-                },
+                NetlinkPayload::Error(err) => {
+                    if let Some(code) = err.code {
+                        return Err(io::Error::from_raw_os_error(-code.get()));
+                    }
+                }
                 _ => {}
             }
             if len == 0 {

@@ -19,7 +19,8 @@ fn churn(count: usize) -> (std::process::Child, Lines, u32) {
         .spawn()
         .unwrap();
     let out = Lines::new(child.stdout.take().unwrap());
-    let ready: Value = serde_json::from_str(&out.wait_for("ready", Duration::from_secs(10))).unwrap();
+    let ready: Value =
+        serde_json::from_str(&out.wait_for("ready", Duration::from_secs(10))).unwrap();
     let pid = ready["pid"].as_u64().unwrap() as u32;
     (child, out, pid)
 }
@@ -46,9 +47,16 @@ fn comm_filter_selects_by_task_name() {
     let (unseen, _) = other.stop_json();
     let creates = by_event(&seen, "create");
     assert_eq!(creates.len(), 50, "--comm udp_churn sees its 50 sockets");
-    assert!(creates.iter().all(|c| c["pid"].as_u64() == Some(pid as u64)));
+    assert!(
+        creates
+            .iter()
+            .all(|c| c["pid"].as_u64() == Some(pid as u64))
+    );
     assert_eq!(by_event(&seen, "release").len(), 50);
-    assert!(by_event(&unseen, "create").is_empty(), "--comm no-such-task sees none");
+    assert!(
+        by_event(&unseen, "create").is_empty(),
+        "--comm no-such-task sees none"
+    );
 }
 
 #[test]
@@ -61,14 +69,28 @@ fn output_file_gets_the_events() {
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("events.jsonl");
     let (mut child, out, pid) = churn(10);
-    let tracer = Sockscope::start(&["trace", "-f", "json", "--pid", &pid.to_string(), "-o", file.to_str().unwrap()]);
+    let tracer = Sockscope::start(&[
+        "trace",
+        "-f",
+        "json",
+        "--pid",
+        &pid.to_string(),
+        "-o",
+        file.to_str().unwrap(),
+    ]);
     go(&mut child, &out);
     std::thread::sleep(Duration::from_millis(300));
     let (stdout, status) = tracer.stop_json();
     assert!(status.success());
-    assert!(stdout.is_empty(), "nothing on stdout with --output: {stdout:?}");
+    assert!(
+        stdout.is_empty(),
+        "nothing on stdout with --output: {stdout:?}"
+    );
     let text = std::fs::read_to_string(&file).unwrap();
-    let values: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let values: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(by_event(&values, "create").len(), 10);
     assert_eq!(by_event(&values, "release").len(), 10);
     assert_eq!(by_event(&values, "summary").len(), 1);
@@ -84,7 +106,15 @@ fn lost_events_are_counted_and_reported() {
     }
     let _serial = serial();
     let (mut child, out, pid) = churn(2000);
-    let tracer = Sockscope::start(&["trace", "-f", "json", "--pid", &pid.to_string(), "--ring-bytes", "4096"]);
+    let tracer = Sockscope::start(&[
+        "trace",
+        "-f",
+        "json",
+        "--pid",
+        &pid.to_string(),
+        "--ring-bytes",
+        "4096",
+    ]);
     tracer.signal(libc::SIGSTOP);
     let done = go(&mut child, &out);
     assert_eq!(done["sockets"], 2000);
@@ -94,15 +124,30 @@ fn lost_events_are_counted_and_reported() {
     assert!(stopped.status.success());
     let summary = by_event(&stopped.values, "summary");
     let lost = summary[0]["lost"].as_u64().unwrap();
-    assert!(lost > 0, "a one-page ring with a stopped reader must lose events");
+    assert!(
+        lost > 0,
+        "a one-page ring with a stopped reader must lose events"
+    );
     let lost_lines = by_event(&stopped.values, "lost");
     assert!(!lost_lines.is_empty(), "a `lost` record in the stream");
-    let reported: u64 = lost_lines.iter().map(|l| l["count"].as_u64().unwrap()).sum();
+    let reported: u64 = lost_lines
+        .iter()
+        .map(|l| l["count"].as_u64().unwrap())
+        .sum();
     assert_eq!(reported, lost, "lost records add up to the summary");
-    let delivered = by_event(&stopped.values, "create").len() + by_event(&stopped.values, "bind").len()
+    let delivered = by_event(&stopped.values, "create").len()
+        + by_event(&stopped.values, "bind").len()
         + by_event(&stopped.values, "release").len();
-    assert_eq!(delivered as u64 + lost, 3 * 2000, "every socket's 3 records: delivered or counted lost");
-    assert!(stopped.stderr.iter().any(|l| l.contains("incomplete")), "stderr says the trace is incomplete: {:?}", stopped.stderr);
+    assert_eq!(
+        delivered as u64 + lost,
+        3 * 2000,
+        "every socket's 3 records: delivered or counted lost"
+    );
+    assert!(
+        stopped.stderr.iter().any(|l| l.contains("incomplete")),
+        "stderr says the trace is incomplete: {:?}",
+        stopped.stderr
+    );
 }
 
 #[test]
@@ -111,16 +156,44 @@ fn doctor_tells_the_truth_on_this_kernel() {
         return;
     }
     let _serial = serial();
-    let out = Command::new(sockscope_bin()).args(["doctor", "--format", "json"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "doctor: tracing works here: {}", String::from_utf8_lossy(&out.stdout));
-    let checks: Vec<Value> = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    let find = |name: &str| checks.iter().find(|c| c["check"]["name"] == name).unwrap_or_else(|| panic!("no {name} check"));
+    let out = Command::new(sockscope_bin())
+        .args(["doctor", "--format", "json"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "doctor: tracing works here: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let checks: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let find = |name: &str| {
+        checks
+            .iter()
+            .find(|c| c["check"]["name"] == name)
+            .unwrap_or_else(|| panic!("no {name} check"))
+    };
     assert_eq!(find("backend")["check"]["status"], "ok");
-    assert!(find("backend")["check"]["detail"].as_str().unwrap().starts_with("cgroup"));
+    assert!(
+        find("backend")["check"]["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("cgroup")
+    );
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
     assert_eq!(find("kernel")["check"]["detail"], release.trim());
-    let programs: Vec<_> = checks.iter().filter(|c| c["check"]["name"].as_str().unwrap().starts_with("program ")).collect();
-    assert_eq!(programs.len(), 5, "every program of the cgroup backend is tried");
+    let programs: Vec<_> = checks
+        .iter()
+        .filter(|c| c["check"]["name"].as_str().unwrap().starts_with("program "))
+        .collect();
+    assert_eq!(
+        programs.len(),
+        5,
+        "every program of the cgroup backend is tried"
+    );
     assert!(programs.iter().all(|p| p["check"]["status"] == "ok"));
     assert_nothing_attached("after doctor");
 }

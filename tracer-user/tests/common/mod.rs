@@ -4,7 +4,7 @@
 use std::{
     io::{BufRead, BufReader, Write},
     path::PathBuf,
-    process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio},
+    process::{Child, ChildStdin, Command, ExitStatus, Stdio},
     sync::{Mutex, MutexGuard, mpsc},
     time::{Duration, Instant},
 };
@@ -196,7 +196,11 @@ impl Sockscope {
             .iter()
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
             .collect();
-        Stopped { values, status, stderr }
+        Stopped {
+            values,
+            status,
+            stderr,
+        }
     }
 }
 

@@ -12,10 +12,13 @@ use std::{
 
 fn arg(args: &[String], name: &str, default: usize) -> usize {
     match args.iter().position(|a| a == name) {
-        Some(i) => args.get(i + 1).and_then(|v| v.parse().ok()).unwrap_or_else(|| {
-            eprintln!("udp_churn: {name} needs a number");
-            std::process::exit(2)
-        }),
+        Some(i) => args
+            .get(i + 1)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| {
+                eprintln!("udp_churn: {name} needs a number");
+                std::process::exit(2)
+            }),
         None => default,
     }
 }
@@ -42,7 +45,9 @@ fn main() {
         let _ = std::io::stdin().lock().read_line(&mut line);
     }
     let start = Instant::now();
-    let workers: Vec<_> = (0..threads).map(|_| std::thread::spawn(move || churn(count))).collect();
+    let workers: Vec<_> = (0..threads)
+        .map(|_| std::thread::spawn(move || churn(count)))
+        .collect();
     let total: usize = workers.into_iter().map(|w| w.join().unwrap_or(0)).sum();
     let seconds = start.elapsed().as_secs_f64();
     println!("{{\"pid\":{pid},\"sockets\":{total},\"seconds\":{seconds:.6}}}");
