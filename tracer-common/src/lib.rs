@@ -105,6 +105,51 @@ pub struct MarkerEvent {
     pub args: [u64; MARKER_MAX_ARGS],
 }
 
+/// How the BPF side finds one USDT argument (from the note's `SIZE@LOCATION` spec,
+/// parsed in user space). `kind` is one of [`usdt_arg`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct UsdtArg {
+    pub kind: u32,
+    /// Size in bytes: 1, 2, 4 or 8.
+    pub size: u8,
+    /// 1 if the value is signed (sign-extend), 0 if not (zero-extend).
+    pub signed: u8,
+    pub _pad: u16,
+    /// Byte offset in `struct pt_regs` of the register (value, or base of a memory arg).
+    pub reg_offset: u32,
+    pub _pad2: u32,
+    /// The constant, or the displacement of a memory arg.
+    pub value: i64,
+}
+
+/// [`UsdtArg::kind`] values.
+pub mod usdt_arg {
+    pub const CONST: u32 = 1;
+    pub const REG: u32 = 2;
+    pub const MEM: u32 = 3;
+}
+
+/// What the BPF side does when a marker fires, besides reporting it. One of
+/// [`usdt_action`].
+pub mod usdt_action {
+    pub const REPORT: u32 = 0;
+    /// `span_enter(pc_id)`: the thread now works for `pc_id`.
+    pub const SPAN_ENTER: u32 = 1;
+    /// `span_exit(pc_id)`: the thread no longer works for `pc_id`.
+    pub const SPAN_EXIT: u32 = 2;
+}
+
+/// Everything the USDT program needs about one attached marker, stored in a map under
+/// the uprobe's attach cookie.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct UsdtSpec {
+    pub action: u32,
+    pub nargs: u32,
+    pub args: [UsdtArg; MARKER_MAX_ARGS],
+}
+
 /// Indexes into the per-CPU `STATS` array.
 pub mod stats {
     /// Records the ring buffer had no room for.
@@ -131,4 +176,5 @@ mod pod {
     unsafe impl aya::Pod for BindEvent {}
     unsafe impl aya::Pod for ReleaseEvent {}
     unsafe impl aya::Pod for MarkerEvent {}
+    unsafe impl aya::Pod for UsdtSpec {}
 }

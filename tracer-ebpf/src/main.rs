@@ -7,6 +7,7 @@ mod filter;
 mod maps;
 mod sock;
 mod syscall;
+mod usdt;
 
 #[cfg(not(target_arch = "bpf"))]
 fn main() {}

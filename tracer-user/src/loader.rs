@@ -6,9 +6,9 @@ use std::{fs::File, path::PathBuf};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{MapData, PerCpuArray, RingBuf, StackTraceMap},
-    programs::{CgroupAttachMode, CgroupSock, TracePoint},
+    programs::{CgroupAttachMode, CgroupSock, TracePoint, UProbe, uprobe::UProbeScope},
 };
-use tracer_common::{COMM_LEN, stats};
+use tracer_common::{COMM_LEN, UsdtSpec, stats};
 
 use crate::{error::TracerError, system};
 
@@ -23,6 +23,8 @@ pub const CGROUP_PROGRAMS: [&str; 4] = [
     "sockscope_release",
 ];
 pub const SOCKET_EXIT_PROGRAM: &str = "sockscope_socket_exit";
+/// The one uprobe program behind every USDT marker.
+pub const USDT_PROGRAM: &str = "sockscope_usdt";
 /// Every program sockscope attaches; all names start with this (the kernel keeps 15
 /// bytes of a program name, which still carries the prefix).
 pub const PROGRAM_PREFIX: &str = "sockscope_";
@@ -109,14 +111,20 @@ impl TracerBuilder {
                 .map_err(prog_err(name, "attached"))?;
         }
 
+        // Loaded now, attached per marker later (see `usdt::attach`).
+        let usdt: &mut UProbe = program(&mut ebpf, USDT_PROGRAM)?;
+        usdt.load().map_err(prog_err(USDT_PROGRAM, "loaded"))?;
+
         let events = take_map(&mut ebpf, "EVENTS", RingBuf::try_from)?;
         let stacks = take_map(&mut ebpf, "STACKS", StackTraceMap::try_from)?;
         let stats = take_map(&mut ebpf, "STATS", PerCpuArray::try_from)?;
+        let usdt_specs = take_map(&mut ebpf, "USDT_SPECS", UsdtSpecs::try_from)?;
         Ok(Tracer {
             ebpf,
             events: Some(events),
             stacks,
             stats,
+            usdt_specs,
         })
     }
 }
@@ -159,7 +167,11 @@ pub struct Tracer {
     events: Option<RingBuf<MapData>>,
     stacks: StackTraceMap<MapData>,
     stats: PerCpuArray<MapData, u64>,
+    usdt_specs: UsdtSpecs,
 }
+
+/// USDT argument specs by attach cookie.
+pub type UsdtSpecs = aya::maps::HashMap<MapData, u32, UsdtSpec>;
 
 /// Counters the kernel side keeps, summed over CPUs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -170,6 +182,14 @@ pub struct KernelStats {
 }
 
 impl Tracer {
+    /// The loaded USDT program and its spec map, to attach markers with.
+    pub fn usdt_parts(&mut self) -> Result<(&mut UProbe, &mut UsdtSpecs), TracerError> {
+        let Self {
+            ebpf, usdt_specs, ..
+        } = self;
+        Ok((program(ebpf, USDT_PROGRAM)?, usdt_specs))
+    }
+
     /// The ring buffer, to be read by one consumer (taken once).
     pub fn take_events(&mut self) -> Option<RingBuf<MapData>> {
         self.events.take()
@@ -229,6 +249,19 @@ pub fn probe_programs() -> Result<Vec<ProgramProbe>, TracerError> {
         name: SOCKET_EXIT_PROGRAM,
         kind: "tracepoint",
         result: exit,
+    });
+    // A uprobe (what USDT markers use), attached for a moment to this very process.
+    let usdt = program::<UProbe>(&mut ebpf, USDT_PROGRAM).and_then(|p| {
+        p.load().map_err(prog_err(USDT_PROGRAM, "loaded"))?;
+        let link = p
+            .attach("main", "/proc/self/exe", UProbeScope::CallingProcess)
+            .map_err(prog_err(USDT_PROGRAM, "attached"))?;
+        p.detach(link).map_err(prog_err(USDT_PROGRAM, "detached"))
+    });
+    probes.push(ProgramProbe {
+        name: USDT_PROGRAM,
+        kind: "uprobe",
+        result: usdt,
     });
     for name in CGROUP_PROGRAMS {
         let result = program::<CgroupSock>(&mut ebpf, name).and_then(|p| {
