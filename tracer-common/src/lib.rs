@@ -16,6 +16,7 @@ pub enum EventKind {
     Bind = 2,
     Release = 3,
     Marker = 4,
+    Exit = 5,
 }
 
 impl TryFrom<u32> for EventKind {
@@ -26,6 +27,7 @@ impl TryFrom<u32> for EventKind {
             2 => Self::Bind,
             3 => Self::Release,
             4 => Self::Marker,
+            5 => Self::Exit,
             other => return Err(other),
         })
     }
@@ -86,6 +88,19 @@ pub struct ReleaseEvent {
     pub ts_ns: u64,
     pub cookie: u64,
     pub comm: [u8; COMM_LEN],
+}
+
+/// A traced process is exiting (its last thread reached `do_exit`). Emitted before
+/// the kernel closes the process's files, so releases that follow in the ring buffer
+/// were done by the exit, not by the application.
+#[derive(Clone, Copy, Debug)]
+#[repr(C)]
+pub struct ExitEvent {
+    pub kind: u32,
+    pub pid: u32,
+    pub tid: u32,
+    pub _pad: u32,
+    pub ts_ns: u64,
 }
 
 /// Most arguments a USDT marker can carry (the x86_64 SDT convention allows 12; ours
@@ -177,4 +192,5 @@ mod pod {
     unsafe impl aya::Pod for ReleaseEvent {}
     unsafe impl aya::Pod for MarkerEvent {}
     unsafe impl aya::Pod for UsdtSpec {}
+    unsafe impl aya::Pod for ExitEvent {}
 }

@@ -2,15 +2,16 @@
 //! stashed for this thread with the fd `socket(2)` returned and the creating stacks
 //! (cgroup_sock programs may not take stacks). It fires for every `socket(2)` on the
 //! system, so the common path (no stash for this thread) is one hash lookup.
+use aya_ebpf::helpers::bpf_ktime_get_ns;
 use aya_ebpf::{
     bindings::BPF_F_USER_STACK,
     macros::tracepoint,
     programs::{TracePointContext, tracing::StackIdContext as _},
 };
-use tracer_common::{CreateEvent, EventKind};
+use tracer_common::{CreateEvent, EventKind, ExitEvent};
 
 use crate::{
-    filter::{current, current_comm},
+    filter::{current, current_comm, current_task_wanted},
     maps::{CURRENT_PC, PENDING, STACKS, reserve},
 };
 
@@ -49,6 +50,38 @@ pub fn sockscope_socket_exit(ctx: TracePointContext) -> u32 {
             cookie: pending.cookie,
             pc_id,
             comm: current_comm(),
+        });
+        entry.submit(0);
+    }
+    0
+}
+
+/// Offset of `group_dead` in the `sched_process_exit` record (6.x kernels; older ones
+/// lack the field, and this program is then not attached, see the loader).
+const GROUP_DEAD_OFFSET: usize = 32;
+
+/// `sched/sched_process_exit` for the last thread of a process: fires before the
+/// kernel closes the process's files, so the exit is ordered before those releases.
+#[tracepoint(category = "sched", name = "sched_process_exit")]
+pub fn sockscope_proc_exit(ctx: TracePointContext) -> u32 {
+    // SAFETY: a bool at this offset of the record (checked against the format by
+    // user space before attaching).
+    let group_dead: u8 = unsafe { ctx.read_at(GROUP_DEAD_OFFSET) }.unwrap_or(0);
+    if group_dead == 0 {
+        return 0;
+    }
+    let (tgid, tid) = current();
+    if !current_task_wanted(tgid) {
+        return 0;
+    }
+    if let Some(mut entry) = reserve::<ExitEvent>() {
+        entry.write(ExitEvent {
+            kind: EventKind::Exit as u32,
+            pid: tgid,
+            tid,
+            _pad: 0,
+            // SAFETY: reads the clock only.
+            ts_ns: unsafe { bpf_ktime_get_ns() },
         });
         entry.submit(0);
     }

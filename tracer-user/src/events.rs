@@ -3,7 +3,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use tracer_common::{
-    AF_INET, AF_INET6, BindEvent, COMM_LEN, CreateEvent, EventKind, MarkerEvent, ReleaseEvent,
+    AF_INET, AF_INET6, BindEvent, COMM_LEN, CreateEvent, EventKind, ExitEvent, MarkerEvent,
+    ReleaseEvent,
 };
 
 #[derive(Clone, Copy, Debug)]
@@ -12,6 +13,7 @@ pub enum KernelEvent {
     Bind(BindEvent),
     Release(ReleaseEvent),
     Marker(MarkerEvent),
+    Exit(ExitEvent),
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -54,6 +56,7 @@ impl KernelEvent {
             EventKind::Bind => Self::Bind(read(bytes, kind)?),
             EventKind::Release => Self::Release(read(bytes, kind)?),
             EventKind::Marker => Self::Marker(read(bytes, kind)?),
+            EventKind::Exit => Self::Exit(read(bytes, kind)?),
         })
     }
 }

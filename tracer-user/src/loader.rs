@@ -23,6 +23,8 @@ pub const CGROUP_PROGRAMS: [&str; 4] = [
     "sockscope_release",
 ];
 pub const SOCKET_EXIT_PROGRAM: &str = "sockscope_socket_exit";
+/// Process exits, so releases done by the exit are told apart from the application's.
+pub const PROC_EXIT_PROGRAM: &str = "sockscope_proc_exit";
 /// The one uprobe program behind every USDT marker.
 pub const USDT_PROGRAM: &str = "sockscope_usdt";
 /// Every program sockscope attaches; all names start with this (the kernel keeps 15
@@ -111,6 +113,17 @@ impl TracerBuilder {
                 .map_err(prog_err(name, "attached"))?;
         }
 
+        // Only where the record has `group_dead` where the program reads it (6.x).
+        let exits_traced =
+            system::tracepoint_field_offset("sched", "sched_process_exit", "group_dead")
+                == Some(32);
+        if exits_traced {
+            let exit: &mut TracePoint = program(&mut ebpf, PROC_EXIT_PROGRAM)?;
+            exit.load().map_err(prog_err(PROC_EXIT_PROGRAM, "loaded"))?;
+            exit.attach("sched", "sched_process_exit")
+                .map_err(prog_err(PROC_EXIT_PROGRAM, "attached"))?;
+        }
+
         // Loaded now, attached per marker later (see `usdt::attach`).
         let usdt: &mut UProbe = program(&mut ebpf, USDT_PROGRAM)?;
         usdt.load().map_err(prog_err(USDT_PROGRAM, "loaded"))?;
@@ -125,6 +138,7 @@ impl TracerBuilder {
             stacks,
             stats,
             usdt_specs,
+            exits_traced,
         })
     }
 }
@@ -168,6 +182,7 @@ pub struct Tracer {
     stacks: StackTraceMap<MapData>,
     stats: PerCpuArray<MapData, u64>,
     usdt_specs: UsdtSpecs,
+    exits_traced: bool,
 }
 
 /// USDT argument specs by attach cookie.
@@ -188,6 +203,11 @@ impl Tracer {
             ebpf, usdt_specs, ..
         } = self;
         Ok((program(ebpf, USDT_PROGRAM)?, usdt_specs))
+    }
+
+    /// Whether process exits are reported (the kernel's tracepoint has `group_dead`).
+    pub fn exits_traced(&self) -> bool {
+        self.exits_traced
     }
 
     /// The ring buffer, to be read by one consumer (taken once).

@@ -86,6 +86,13 @@ pub enum Record {
         #[serde(skip_serializing_if = "Option::is_none")]
         age_ns: Option<u64>,
     },
+    /// A traced process is exiting: its sockets still open now are closed by the exit.
+    Exit {
+        time: String,
+        mono_ns: u64,
+        pid: u32,
+        open_sockets: usize,
+    },
     /// The kernel could not hand over `count` records (ring buffer full).
     Lost { count: u64, total: u64 },
     Summary {
@@ -272,6 +279,18 @@ fn write_text(out: &mut dyn Write, record: &Record) -> io::Result<()> {
                 "{} RELEASE  cookie={cookie} {} pid={pid} tid={tid} comm={comm}{fd}{local}{age}",
                 hms(time),
                 family_str(*family)
+            )
+        }
+        Record::Exit {
+            time,
+            pid,
+            open_sockets,
+            ..
+        } => {
+            writeln!(
+                out,
+                "{} EXIT     pid={pid}: {open_sockets} UDP sockets still open are closed by the exit",
+                hms(time)
             )
         }
         Record::Lost { count, total } => {

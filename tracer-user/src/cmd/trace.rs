@@ -282,6 +282,12 @@ impl TraceState {
             }
             // Markers are reported once USDT attach lands; count them meanwhile.
             KernelEvent::Marker(_) => None,
+            KernelEvent::Exit(e) => Some(Record::Exit {
+                time: self.clock.format(e.ts_ns),
+                mono_ns: e.ts_ns,
+                pid: e.pid,
+                open_sockets: self.sockets.iter().filter(|(_, s)| s.pid == e.pid).count(),
+            }),
         }
     }
 

@@ -1,0 +1,72 @@
+//! Which part of webrtc-rs created a socket, read from its symbolized creating stack.
+use crate::symbolize::Frame;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Subsystem {
+    IceAgent,
+    Mdns,
+    Dtls,
+    Turn,
+    Sctp,
+    Other,
+}
+
+/// Crate-path prefixes of each subsystem. The innermost matching frame decides: the
+/// mDNS socket is created by `webrtc_mdns` called from the ICE agent, and is mDNS.
+const CRATES: [(&str, Subsystem); 8] = [
+    ("webrtc_mdns::", Subsystem::Mdns),
+    ("webrtc_dtls::", Subsystem::Dtls),
+    ("turn::", Subsystem::Turn),
+    ("webrtc_sctp::", Subsystem::Sctp),
+    ("webrtc_ice::", Subsystem::IceAgent),
+    ("webrtc_util::", Subsystem::IceAgent),
+    ("stun::", Subsystem::IceAgent),
+    ("webrtc::", Subsystem::Other),
+];
+
+/// Whether a frame belongs to a webrtc-rs crate (for attribution by stack).
+pub fn is_webrtc_frame(name: &str) -> bool {
+    CRATES.iter().any(|(prefix, _)| frame_in(name, prefix))
+}
+
+/// Function names may be qualified (`<webrtc_ice::agent::Agent as ..>::f`): match
+/// the crate path anywhere after a `<` or at the start.
+fn frame_in(name: &str, prefix: &str) -> bool {
+    name.starts_with(prefix) || name.contains(&format!("<{prefix}"))
+}
+
+pub fn classify(frames: &[Frame]) -> Subsystem {
+    for frame in frames {
+        for name in frame.names() {
+            let found = CRATES.iter().find(|(prefix, _)| frame_in(name, prefix));
+            if let Some((_, s)) = found.filter(|(_, s)| *s != Subsystem::Other) {
+                return *s;
+            }
+        }
+    }
+    Subsystem::Other
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frames(names: &[&str]) -> Vec<Frame> {
+        names
+            .iter()
+            .map(|n| Frame { addr: 0, symbol: Some((*n).into()), inlined: vec![], module: None, file: None, line: None })
+            .collect()
+    }
+
+    #[test]
+    fn innermost_webrtc_crate_decides() {
+        let mdns = frames(&["__GI_socket", "webrtc_mdns::conn::DnsConn::server", "webrtc_ice::agent::Agent::new"]);
+        assert_eq!(classify(&mdns), Subsystem::Mdns);
+        let ice = frames(&["__GI_socket", "<webrtc_ice::agent::Agent as Foo>::gather", "tokio::runtime::park"]);
+        assert_eq!(classify(&ice), Subsystem::IceAgent);
+        assert_eq!(classify(&frames(&["__GI_socket", "main"])), Subsystem::Other);
+        assert!(is_webrtc_frame("webrtc_ice::udp_network::x"));
+        assert!(!is_webrtc_frame("tokio::net::udp::UdpSocket::bind"));
+    }
+}
