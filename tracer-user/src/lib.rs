@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod clock;
 pub mod cmd;
+pub mod correlate;
 pub mod error;
 pub mod events;
 pub mod inventory;

@@ -55,17 +55,35 @@ mod tests {
     fn frames(names: &[&str]) -> Vec<Frame> {
         names
             .iter()
-            .map(|n| Frame { addr: 0, symbol: Some((*n).into()), inlined: vec![], module: None, file: None, line: None })
+            .map(|n| Frame {
+                addr: 0,
+                symbol: Some((*n).into()),
+                inlined: vec![],
+                module: None,
+                file: None,
+                line: None,
+            })
             .collect()
     }
 
     #[test]
     fn innermost_webrtc_crate_decides() {
-        let mdns = frames(&["__GI_socket", "webrtc_mdns::conn::DnsConn::server", "webrtc_ice::agent::Agent::new"]);
+        let mdns = frames(&[
+            "__GI_socket",
+            "webrtc_mdns::conn::DnsConn::server",
+            "webrtc_ice::agent::Agent::new",
+        ]);
         assert_eq!(classify(&mdns), Subsystem::Mdns);
-        let ice = frames(&["__GI_socket", "<webrtc_ice::agent::Agent as Foo>::gather", "tokio::runtime::park"]);
+        let ice = frames(&[
+            "__GI_socket",
+            "<webrtc_ice::agent::Agent as Foo>::gather",
+            "tokio::runtime::park",
+        ]);
         assert_eq!(classify(&ice), Subsystem::IceAgent);
-        assert_eq!(classify(&frames(&["__GI_socket", "main"])), Subsystem::Other);
+        assert_eq!(
+            classify(&frames(&["__GI_socket", "main"])),
+            Subsystem::Other
+        );
         assert!(is_webrtc_frame("webrtc_ice::udp_network::x"));
         assert!(!is_webrtc_frame("tokio::net::udp::UdpSocket::bind"));
     }

@@ -5,7 +5,9 @@ use super::subsystem::Subsystem;
 use crate::symbolize::Frame;
 
 /// How sure the attribution of a socket to a PeerConnection is, weakest first.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Confidence {
     /// Created by webrtc-rs code while this was the process's only open PeerConnection.
@@ -68,7 +70,15 @@ pub struct PcVerdict {
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Finding {
     Leak(Leak),
-    /// A leaked socket was released after all, `late_by_ns` after the grace ended.
-    Late { pid: u32, pc_id: u64, cookie: u64, local_port: Option<u16>, late_by_ns: u64 },
+    /// A leaked socket was released after all, `late_by_ns` after it was judged;
+    /// `by_exit` when the kernel closed it because the process exited.
+    Late {
+        pid: u32,
+        pc_id: u64,
+        cookie: u64,
+        local_port: Option<u16>,
+        late_by_ns: u64,
+        by_exit: bool,
+    },
     Verdict(PcVerdict),
 }

@@ -1,0 +1,382 @@
+//! The correlator: ties UDP sockets to the PeerConnections that own them and judges,
+//! `grace` after each PeerConnection's `close()` returned, which of its sockets are
+//! still open (leaks).
+//!
+//! Input is the kernel's event stream in order (sockets, markers, process exits) plus
+//! the passage of time; output is [`Finding`]s. Everything is keyed by pid, so several
+//! processes (or a CMD and its children) can be judged at once. Pure logic, no I/O.
+mod subsystem;
+mod verdict;
+
+use std::{
+    collections::{HashMap, HashSet},
+    net::IpAddr,
+};
+
+pub use subsystem::{Subsystem, classify, is_webrtc_frame};
+pub use verdict::{Attribution, Confidence, Finding, Leak, PcOutcome, PcVerdict};
+
+use crate::symbolize::Frame;
+
+/// A PeerConnection: the process it lives in and the id the application gave it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PeerConnectionId {
+    pub pid: u32,
+    pub pc_id: u64,
+}
+
+/// The PeerConnection lifecycle markers (provider `sockscope`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PcMarker {
+    Open(u64),
+    CloseBegin(u64),
+    CloseEnd(u64),
+    Socket { pc_id: u64, port: u16 },
+}
+
+/// A socket whose creation was traced.
+#[derive(Clone, Debug)]
+pub struct NewSocket {
+    pub cookie: u64,
+    pub pid: u32,
+    pub tid: u32,
+    pub comm: String,
+    pub fd: Option<i32>,
+    pub created_ns: u64,
+    /// The creating thread's current PeerConnection (0: none).
+    pub span_pc: u64,
+    /// Symbolized creating user stack, innermost first.
+    pub stack: Vec<Frame>,
+}
+
+#[derive(Clone, Debug)]
+struct Socket {
+    info: NewSocket,
+    local: Option<(IpAddr, u16)>,
+    subsystem: Subsystem,
+    attribution: Option<Attribution>,
+    /// Judged a leak; its release is then reported as late.
+    leaked_after: Option<u64>,
+}
+
+#[derive(Clone, Debug, Default)]
+struct PeerConnection {
+    opened_ns: Option<u64>,
+    close_end_ns: Option<u64>,
+    ports: HashSet<u16>,
+    /// Every socket ever attributed to it (cookies).
+    sockets: HashSet<u64>,
+    judged: bool,
+}
+
+pub struct Correlator {
+    grace_ns: u64,
+    sockets: HashMap<u64, Socket>,
+    pcs: HashMap<PeerConnectionId, PeerConnection>,
+    /// Intervals (monotonic ns) in which events were lost.
+    lost: Vec<(u64, u64)>,
+    /// Processes that exited: their sockets' later releases were done by the exit.
+    exited: HashMap<u32, u64>,
+    leaks: usize,
+}
+
+impl Correlator {
+    pub fn new(grace_ns: u64) -> Self {
+        Self {
+            grace_ns,
+            sockets: HashMap::new(),
+            pcs: HashMap::new(),
+            lost: Vec::new(),
+            exited: HashMap::new(),
+            leaks: 0,
+        }
+    }
+
+    /// Leaks found so far.
+    pub fn leak_count(&self) -> usize {
+        self.leaks
+    }
+
+    /// PeerConnections seen, and how many were judged.
+    pub fn pc_counts(&self) -> (usize, usize) {
+        (
+            self.pcs.len(),
+            self.pcs.values().filter(|p| p.judged).count(),
+        )
+    }
+
+    /// Live sockets with their attribution, for listings.
+    pub fn live_sockets(
+        &self,
+    ) -> impl Iterator<Item = (&NewSocket, Option<Attribution>, Option<(IpAddr, u16)>)> {
+        self.sockets
+            .values()
+            .map(|s| (&s.info, s.attribution, s.local))
+    }
+
+    pub fn socket_created(&mut self, info: NewSocket) {
+        let subsystem = classify(&info.stack);
+        let mut attribution = (info.span_pc != 0).then_some(Attribution {
+            pc_id: info.span_pc,
+            confidence: Confidence::ThreadSpan,
+        });
+        if attribution.is_none()
+            && info
+                .stack
+                .iter()
+                .flat_map(Frame::names)
+                .any(is_webrtc_frame)
+        {
+            attribution = self
+                .only_open_pc(info.pid, info.created_ns)
+                .map(|pc_id| Attribution {
+                    pc_id,
+                    confidence: Confidence::CreationStack,
+                });
+        }
+        let cookie = info.cookie;
+        self.sockets.insert(
+            cookie,
+            Socket {
+                info,
+                local: None,
+                subsystem,
+                attribution,
+                leaked_after: None,
+            },
+        );
+        if let Some(a) = attribution {
+            self.attribute(cookie, a);
+        }
+    }
+
+    /// The one PeerConnection of `pid` open at `ts`, if exactly one is.
+    fn only_open_pc(&self, pid: u32, ts: u64) -> Option<u64> {
+        let mut open = self.pcs.iter().filter(|(k, pc)| {
+            k.pid == pid
+                && pc.opened_ns.is_some_and(|o| o <= ts)
+                && pc.close_end_ns.is_none_or(|c| c > ts)
+        });
+        match (open.next(), open.next()) {
+            (Some((k, _)), None) => Some(k.pc_id),
+            _ => None,
+        }
+    }
+
+    /// Sets a socket's attribution unless a stronger one is already there.
+    fn attribute(&mut self, cookie: u64, a: Attribution) {
+        let Some(sock) = self.sockets.get_mut(&cookie) else {
+            return;
+        };
+        if sock
+            .attribution
+            .is_some_and(|old| old.confidence > a.confidence)
+        {
+            return;
+        }
+        if let Some(old) = sock.attribution.filter(|old| old.pc_id != a.pc_id) {
+            if let Some(pc) = self.pcs.get_mut(&PeerConnectionId {
+                pid: sock.info.pid,
+                pc_id: old.pc_id,
+            }) {
+                pc.sockets.remove(&cookie);
+            }
+        }
+        sock.attribution = Some(a);
+        let key = PeerConnectionId {
+            pid: sock.info.pid,
+            pc_id: a.pc_id,
+        };
+        self.pcs.entry(key).or_default().sockets.insert(cookie);
+    }
+
+    pub fn socket_bound(&mut self, cookie: u64, addr: IpAddr, port: u16) {
+        let Some(sock) = self.sockets.get_mut(&cookie) else {
+            return;
+        };
+        sock.local = Some((addr, port));
+        let pid = sock.info.pid;
+        let owner = self
+            .pcs
+            .iter()
+            .find(|(k, pc)| k.pid == pid && pc.close_end_ns.is_none() && pc.ports.contains(&port))
+            .map(|(k, _)| k.pc_id);
+        if let Some(pc_id) = owner {
+            self.attribute(
+                cookie,
+                Attribution {
+                    pc_id,
+                    confidence: Confidence::PortMarker,
+                },
+            );
+        }
+    }
+
+    /// A socket was released at `ts`. A leak released late is reported as such.
+    pub fn socket_released(&mut self, cookie: u64, ts: u64) -> Vec<Finding> {
+        let mut out = self.advance(ts);
+        let Some(sock) = self.sockets.remove(&cookie) else {
+            return out;
+        };
+        if let (Some(a), Some(deadline)) = (sock.attribution, sock.leaked_after) {
+            out.push(Finding::Late {
+                pid: sock.info.pid,
+                pc_id: a.pc_id,
+                cookie,
+                local_port: sock.local.map(|l| l.1),
+                late_by_ns: ts.saturating_sub(deadline),
+                by_exit: self.exited.contains_key(&sock.info.pid),
+            });
+        }
+        out
+    }
+
+    pub fn marker(&mut self, pid: u32, marker: PcMarker, ts: u64) -> Vec<Finding> {
+        let out = self.advance(ts);
+        match marker {
+            PcMarker::Open(pc_id) => {
+                self.pcs
+                    .entry(PeerConnectionId { pid, pc_id })
+                    .or_default()
+                    .opened_ns
+                    .get_or_insert(ts);
+            }
+            PcMarker::CloseBegin(_) => {}
+            PcMarker::CloseEnd(pc_id) => {
+                let pc = self.pcs.entry(PeerConnectionId { pid, pc_id }).or_default();
+                pc.close_end_ns.get_or_insert(ts);
+            }
+            PcMarker::Socket { pc_id, port } => {
+                self.pcs
+                    .entry(PeerConnectionId { pid, pc_id })
+                    .or_default()
+                    .ports
+                    .insert(port);
+                let bound: Vec<u64> = self
+                    .sockets
+                    .iter()
+                    .filter(|(_, s)| s.info.pid == pid && s.local.is_some_and(|l| l.1 == port))
+                    .map(|(c, _)| *c)
+                    .collect();
+                for cookie in bound {
+                    self.attribute(
+                        cookie,
+                        Attribution {
+                            pc_id,
+                            confidence: Confidence::PortMarker,
+                        },
+                    );
+                }
+            }
+        }
+        out
+    }
+
+    /// Process `pid` is exiting: PeerConnections it closed are judged now, since the
+    /// kernel is about to close whatever the application left open.
+    pub fn process_exited(&mut self, pid: u32, ts: u64) -> Vec<Finding> {
+        let mut out = self.advance(ts);
+        self.exited.insert(pid, ts);
+        let due: Vec<PeerConnectionId> = self
+            .pcs
+            .iter()
+            .filter(|(k, pc)| k.pid == pid && !pc.judged && pc.close_end_ns.is_some())
+            .map(|(k, _)| *k)
+            .collect();
+        for key in due {
+            out.extend(self.judge(key, ts));
+        }
+        out
+    }
+
+    /// Events were lost somewhere in `[from, to]`.
+    pub fn events_lost(&mut self, from_ns: u64, to_ns: u64) {
+        self.lost.push((from_ns, to_ns));
+    }
+
+    /// Judges every PeerConnection whose grace ended by `now`.
+    pub fn advance(&mut self, now_ns: u64) -> Vec<Finding> {
+        let mut due: Vec<(u64, PeerConnectionId)> = self
+            .pcs
+            .iter()
+            .filter(|(_, pc)| !pc.judged)
+            .filter_map(|(k, pc)| pc.close_end_ns.map(|c| (c + self.grace_ns, *k)))
+            .filter(|(deadline, _)| *deadline <= now_ns)
+            .collect();
+        due.sort();
+        due.into_iter()
+            .flat_map(|(deadline, key)| self.judge(key, deadline))
+            .collect()
+    }
+
+    fn judge(&mut self, key: PeerConnectionId, at_ns: u64) -> Vec<Finding> {
+        let Some(pc) = self.pcs.get_mut(&key) else {
+            return Vec::new();
+        };
+        pc.judged = true;
+        let close_end = pc.close_end_ns.unwrap_or(at_ns);
+        let opened = pc.opened_ns.unwrap_or(0);
+        let attributed = pc.sockets.len();
+        let cookies: Vec<u64> = pc.sockets.iter().copied().collect();
+        let mut out = Vec::new();
+        let mut leaked = 0;
+        for cookie in cookies {
+            let Some(sock) = self.sockets.get_mut(&cookie) else {
+                continue;
+            };
+            let Some(a) = sock.attribution.filter(|a| a.pc_id == key.pc_id) else {
+                continue;
+            };
+            sock.leaked_after = Some(at_ns);
+            leaked += 1;
+            out.push(Finding::Leak(Leak {
+                pid: sock.info.pid,
+                comm: sock.info.comm.clone(),
+                tid: sock.info.tid,
+                cookie,
+                fd: sock.info.fd,
+                local_addr: sock.local.map(|l| l.0),
+                local_port: sock.local.map(|l| l.1),
+                pc_id: key.pc_id,
+                confidence: a.confidence,
+                subsystem: sock.subsystem,
+                age_ns: at_ns.saturating_sub(sock.info.created_ns),
+                since_close_ns: at_ns.saturating_sub(close_end),
+                stack: sock.info.stack.clone(),
+            }));
+        }
+        self.leaks += leaked;
+        let lossy = self
+            .lost
+            .iter()
+            .any(|&(from, to)| from <= at_ns && to >= opened);
+        let outcome = match (leaked, lossy) {
+            (_, true) => PcOutcome::Incomplete,
+            (0, false) => PcOutcome::Clean,
+            _ => PcOutcome::Leak,
+        };
+        out.push(Finding::Verdict(PcVerdict {
+            pid: key.pid,
+            pc_id: key.pc_id,
+            outcome,
+            sockets: attributed,
+            leaked,
+        }));
+        out
+    }
+
+    /// PeerConnections that never reached `pc_close_end`.
+    pub fn unclosed(&self) -> Vec<PeerConnectionId> {
+        let mut v: Vec<_> = self
+            .pcs
+            .iter()
+            .filter(|(_, pc)| pc.close_end_ns.is_none())
+            .map(|(k, _)| *k)
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests;

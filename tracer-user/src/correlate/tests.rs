@@ -1,0 +1,240 @@
+//! The correlator's rules on event sequences shaped like what the kernel sends.
+use std::net::{IpAddr, Ipv4Addr};
+
+use super::*;
+
+const MS: u64 = 1_000_000;
+const GRACE: u64 = 2_000 * MS;
+const PID: u32 = 100;
+const LO: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+fn frame(name: &str) -> Frame {
+    Frame {
+        addr: 1,
+        symbol: Some(name.into()),
+        inlined: vec![],
+        module: None,
+        file: None,
+        line: None,
+    }
+}
+
+fn socket(cookie: u64, span_pc: u64, ts: u64, stack: &[&str]) -> NewSocket {
+    NewSocket {
+        cookie,
+        pid: PID,
+        tid: PID + 1,
+        comm: "proxy".into(),
+        fd: Some(cookie as i32),
+        created_ns: ts,
+        span_pc,
+        stack: stack.iter().map(|n| frame(n)).collect(),
+    }
+}
+
+fn verdicts(f: &[Finding]) -> Vec<&PcVerdict> {
+    f.iter()
+        .filter_map(|x| {
+            if let Finding::Verdict(v) = x {
+                Some(v)
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+fn leaks(f: &[Finding]) -> Vec<&Leak> {
+    f.iter()
+        .filter_map(|x| {
+            if let Finding::Leak(l) = x {
+                Some(l)
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+/// pc 1 opens, gets socket 10 on port 5000 (announced), closes at 100 ms.
+fn one_pc(c: &mut Correlator) {
+    c.marker(PID, PcMarker::Open(1), 0);
+    c.socket_created(socket(
+        10,
+        1,
+        10 * MS,
+        &["__GI_socket", "webrtc_ice::agent::gather"],
+    ));
+    c.socket_bound(10, LO, 5000);
+    c.marker(
+        PID,
+        PcMarker::Socket {
+            pc_id: 1,
+            port: 5000,
+        },
+        20 * MS,
+    );
+    c.marker(PID, PcMarker::CloseBegin(1), 90 * MS);
+    c.marker(PID, PcMarker::CloseEnd(1), 100 * MS);
+}
+
+#[test]
+fn released_within_grace_is_clean() {
+    let mut c = Correlator::new(GRACE);
+    one_pc(&mut c);
+    assert!(c.socket_released(10, 150 * MS).is_empty());
+    assert!(
+        c.advance(100 * MS + GRACE - 1).is_empty(),
+        "not judged before the grace ends"
+    );
+    let f = c.advance(100 * MS + GRACE);
+    assert_eq!(verdicts(&f)[0].outcome, PcOutcome::Clean);
+    assert_eq!(verdicts(&f)[0].sockets, 1);
+    assert!(leaks(&f).is_empty());
+    assert_eq!(c.leak_count(), 0);
+}
+
+#[test]
+fn open_after_grace_is_a_leak_with_the_strongest_attribution() {
+    let mut c = Correlator::new(GRACE);
+    one_pc(&mut c);
+    let f = c.advance(100 * MS + GRACE);
+    let l = leaks(&f);
+    assert_eq!(l.len(), 1);
+    assert_eq!(
+        (l[0].cookie, l[0].pc_id, l[0].local_port),
+        (10, 1, Some(5000))
+    );
+    assert_eq!(
+        l[0].confidence,
+        Confidence::PortMarker,
+        "port marker beats thread span"
+    );
+    assert_eq!(l[0].subsystem, Subsystem::IceAgent);
+    assert_eq!(l[0].since_close_ns, GRACE);
+    assert_eq!(verdicts(&f)[0].outcome, PcOutcome::Leak);
+    // Released later: reported as late, with how late.
+    let f = c.socket_released(10, 100 * MS + GRACE + 500 * MS);
+    assert!(
+        matches!(f[..], [Finding::Late { late_by_ns, by_exit: false, .. }] if late_by_ns == 500 * MS)
+    );
+}
+
+#[test]
+fn judged_once_even_when_time_passes_again() {
+    let mut c = Correlator::new(GRACE);
+    one_pc(&mut c);
+    assert_eq!(verdicts(&c.advance(10 * GRACE)).len(), 1);
+    assert!(c.advance(20 * GRACE).is_empty());
+}
+
+#[test]
+fn only_the_leaking_pc_of_two_concurrent_ones_is_flagged() {
+    let mut c = Correlator::new(GRACE);
+    c.marker(PID, PcMarker::Open(1), 0);
+    c.marker(PID, PcMarker::Open(2), 0);
+    c.socket_created(socket(10, 1, MS, &[]));
+    c.socket_created(socket(20, 2, MS, &[]));
+    c.marker(PID, PcMarker::CloseEnd(1), 10 * MS);
+    c.marker(PID, PcMarker::CloseEnd(2), 10 * MS);
+    c.socket_released(10, 20 * MS);
+    let f = c.advance(10 * MS + GRACE);
+    let l = leaks(&f);
+    assert_eq!(l.len(), 1);
+    assert_eq!(
+        (l[0].pc_id, l[0].cookie, l[0].confidence),
+        (2, 20, Confidence::ThreadSpan)
+    );
+    let mut v: Vec<_> = verdicts(&f)
+        .into_iter()
+        .map(|v| (v.pc_id, v.outcome))
+        .collect();
+    v.sort_by_key(|x| x.0);
+    assert_eq!(v, vec![(1, PcOutcome::Clean), (2, PcOutcome::Leak)]);
+}
+
+#[test]
+fn creation_stack_attributes_only_when_one_pc_is_open() {
+    let webrtc = ["__GI_socket", "webrtc_mdns::conn::DnsConn::server"];
+    let mut c = Correlator::new(GRACE);
+    c.marker(PID, PcMarker::Open(1), 0);
+    c.socket_created(socket(10, 0, MS, &webrtc));
+    c.socket_created(socket(11, 0, MS, &["__GI_socket", "main"]));
+    c.marker(PID, PcMarker::Open(2), 2 * MS);
+    c.socket_created(socket(12, 0, 3 * MS, &webrtc));
+    let attributed: Vec<_> = c
+        .live_sockets()
+        .filter_map(|(s, a, _)| a.map(|a| (s.cookie, a)))
+        .collect();
+    assert_eq!(
+        attributed,
+        vec![(
+            10,
+            Attribution {
+                pc_id: 1,
+                confidence: Confidence::CreationStack
+            }
+        )],
+        "webrtc stack + one open PC attributes; non-webrtc or ambiguous does not"
+    );
+    c.marker(PID, PcMarker::CloseEnd(1), 4 * MS);
+    let f = c.advance(4 * MS + GRACE);
+    assert_eq!(leaks(&f)[0].subsystem, Subsystem::Mdns);
+}
+
+#[test]
+fn lost_events_make_the_verdict_incomplete_never_clean() {
+    let mut c = Correlator::new(GRACE);
+    one_pc(&mut c);
+    c.socket_released(10, 150 * MS);
+    c.events_lost(50 * MS, 60 * MS);
+    let f = c.advance(100 * MS + GRACE);
+    assert_eq!(verdicts(&f)[0].outcome, PcOutcome::Incomplete);
+    // Loss outside the PeerConnection's life does not matter.
+    let mut c = Correlator::new(GRACE);
+    c.events_lost(0, 1);
+    c.marker(PID, PcMarker::Open(1), 10 * MS);
+    c.marker(PID, PcMarker::CloseEnd(1), 20 * MS);
+    assert_eq!(
+        verdicts(&c.advance(20 * MS + GRACE))[0].outcome,
+        PcOutcome::Clean
+    );
+}
+
+#[test]
+fn process_exit_judges_closed_pcs_before_the_kernel_closes_their_sockets() {
+    let mut c = Correlator::new(GRACE);
+    one_pc(&mut c);
+    let f = c.process_exited(PID, 200 * MS);
+    assert_eq!(
+        leaks(&f).len(),
+        1,
+        "still open when the process exits, 100 ms after close"
+    );
+    let f = c.socket_released(10, 201 * MS);
+    assert!(matches!(f[..], [Finding::Late { by_exit: true, .. }]));
+}
+
+#[test]
+fn port_marker_before_bind_attributes_at_bind() {
+    let mut c = Correlator::new(GRACE);
+    c.marker(PID, PcMarker::Open(7), 0);
+    c.marker(
+        PID,
+        PcMarker::Socket {
+            pc_id: 7,
+            port: 6000,
+        },
+        MS,
+    );
+    c.socket_created(socket(30, 0, 2 * MS, &[]));
+    c.socket_bound(30, LO, 6000);
+    let a: Vec<_> = c.live_sockets().filter_map(|(_, a, _)| a).collect();
+    assert_eq!(
+        a,
+        vec![Attribution {
+            pc_id: 7,
+            confidence: Confidence::PortMarker
+        }]
+    );
+}
