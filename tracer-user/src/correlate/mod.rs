@@ -174,13 +174,13 @@ impl Correlator {
         {
             return;
         }
-        if let Some(old) = sock.attribution.filter(|old| old.pc_id != a.pc_id) {
-            if let Some(pc) = self.pcs.get_mut(&PeerConnectionId {
-                pid: sock.info.pid,
-                pc_id: old.pc_id,
-            }) {
-                pc.sockets.remove(&cookie);
-            }
+        let previous = sock.attribution.filter(|old| old.pc_id != a.pc_id);
+        let previous_pc = previous.map(|old| PeerConnectionId {
+            pid: sock.info.pid,
+            pc_id: old.pc_id,
+        });
+        if let Some(pc) = previous_pc.and_then(|k| self.pcs.get_mut(&k)) {
+            pc.sockets.remove(&cookie);
         }
         sock.attribution = Some(a);
         let key = PeerConnectionId {
