@@ -1,11 +1,19 @@
 //! Filters, set by user space before load as read-only globals (libbpf-tools style),
 //! so the verifier sees constants and disabled filters cost nothing.
-use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid};
+use aya_ebpf::helpers::{
+    bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
+};
 use tracer_common::COMM_LEN;
 
 /// Only this process (tgid); 0 = every process.
 #[unsafe(no_mangle)]
 static FILTER_TGID: u32 = 0;
+
+/// Only tasks in this cgroup v2 (its id, the directory's inode); 0 = any cgroup.
+/// `check` runs its command in a cgroup of its own and sets this, so programs that
+/// are not cgroup hooks (tracepoints, uprobes) ignore the rest of the host.
+#[unsafe(no_mangle)]
+static FILTER_CGROUP: u64 = 0;
 
 /// Only tasks with this comm; all zero = any comm.
 #[unsafe(no_mangle)]
@@ -32,6 +40,11 @@ pub fn current_task_wanted(tgid: u32) -> bool {
     if want != 0 && want != tgid {
         return false;
     }
+    let want_cgroup = read(&FILTER_CGROUP);
+    // SAFETY: no arguments; reads the current task's cgroup.
+    if want_cgroup != 0 && unsafe { bpf_get_current_cgroup_id() } != want_cgroup {
+        return false;
+    }
     let want_comm = read(&FILTER_COMM);
     if want_comm[0] == 0 {
         return true;
@@ -52,5 +65,5 @@ pub fn current_comm() -> [u8; COMM_LEN] {
 /// tracked-socket map is not needed).
 #[inline(always)]
 pub fn filters_active() -> bool {
-    read(&FILTER_TGID) != 0 || read(&FILTER_COMM)[0] != 0
+    read(&FILTER_TGID) != 0 || read(&FILTER_COMM)[0] != 0 || read(&FILTER_CGROUP) != 0
 }

@@ -78,7 +78,7 @@ impl TracerBuilder {
     /// `spawn_blocking` in async code.
     pub fn attach(self) -> Result<Tracer, TracerError> {
         system::ensure_tracefs()?;
-        let cgroup_path = match self.cgroup {
+        let cgroup_path = match self.cgroup.clone() {
             Some(p) => p,
             None => system::cgroup2_mount()?,
         };
@@ -87,11 +87,22 @@ impl TracerBuilder {
             source,
         })?;
 
+        // With a cgroup of its own, everything is scoped to it (see FILTER_CGROUP).
+        let cgroup_id: u64 = match self.cgroup {
+            Some(_) => std::fs::metadata(&cgroup_path)
+                .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+                .map_err(|source| TracerError::OpenCgroup {
+                    path: cgroup_path.clone(),
+                    source,
+                })?,
+            None => 0,
+        };
         let pid = self.pid.unwrap_or(0);
         let comm = self.comm.unwrap_or([0; COMM_LEN]);
         let mut loader = EbpfLoader::new();
         loader.override_global("FILTER_TGID", &pid, true);
         loader.override_global("FILTER_COMM", &comm, true);
+        loader.override_global("FILTER_CGROUP", &cgroup_id, true);
         if let Some(bytes) = self.ring_bytes {
             loader.map_max_entries("EVENTS", bytes);
         }
