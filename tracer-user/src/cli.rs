@@ -31,6 +31,108 @@ pub enum Command {
     /// are useful only for programs built with frame pointers
     /// (RUSTFLAGS="-C force-frame-pointers=yes").
     Trace(TraceArgs),
+    /// Run a command under tracing and judge every PeerConnection it closes: exit 1 if
+    /// any UDP socket is still open `--grace` after its PeerConnection closed, 0 if
+    /// clean, 2 if no verdict can be given (bad usage, events lost, command failed).
+    ///
+    /// The command runs in a cgroup of its own (children included) as the invoking user
+    /// when run through sudo. Its binary's USDT markers (crate tracer-usdt) are attached
+    /// before it starts. Keep it running `--grace` after closing its PeerConnections, or
+    /// sockets closed by its exit are judged at the exit.
+    Check(CheckArgs),
+    /// Attach to a running process and its USDT markers; print leaks as its
+    /// PeerConnections close. Ends on Ctrl-C or when the process exits.
+    Watch(WatchArgs),
+    /// List outstanding UDP sockets by age with their creating stacks (memleak-style,
+    /// no markers needed), every --interval and at exit.
+    Leaks(LeaksArgs),
+    /// Print a report saved by `check --report F` as text.
+    Report {
+        /// The JSON report file.
+        file: PathBuf,
+    },
+    /// USDT markers: list what a binary or a process offers.
+    Usdt {
+        #[command(subcommand)]
+        command: UsdtCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UsdtCommand {
+    /// List the USDT probes (.note.stapsdt) of a binary or of a process's executable
+    /// and shared objects, with their argument specs.
+    List {
+        /// An ELF binary or shared object.
+        #[arg(required_unless_present = "pid", conflicts_with = "pid")]
+        binary: Option<PathBuf>,
+        /// A running process.
+        #[arg(long, short)]
+        pid: Option<u32>,
+    },
+}
+
+/// Grace after `pc_close_end` before an open socket counts as leaked.
+const DEFAULT_GRACE: &str = "2s";
+
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// How long after a PeerConnection's close() returned its sockets may stay open.
+    #[arg(long, short, value_parser = parse_duration, default_value = DEFAULT_GRACE)]
+    pub grace: Duration,
+    #[arg(long, short, value_enum, default_value = "text")]
+    pub format: Format,
+    /// Also write everything found, as JSON, to this file (see `sockscope report`).
+    #[arg(long, short)]
+    pub report: Option<PathBuf>,
+    /// Ring buffer size in bytes (power of two, at least 4096): raise it if events
+    /// are lost.
+    #[arg(long)]
+    pub ring_bytes: Option<u32>,
+    /// The command and its arguments (after `--`).
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "CMD"
+    )]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct WatchArgs {
+    /// The process to watch.
+    #[arg(long, short)]
+    pub pid: u32,
+    #[arg(long, short, value_parser = parse_duration, default_value = DEFAULT_GRACE)]
+    pub grace: Duration,
+    #[arg(long, short, value_enum, default_value = "text")]
+    pub format: Format,
+    /// Stop after this long.
+    #[arg(long, short, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    #[arg(long, hide = true)]
+    pub ring_bytes: Option<u32>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LeaksArgs {
+    /// Only sockets of this process.
+    #[arg(long, short)]
+    pub pid: Option<u32>,
+    /// List only sockets at least this old.
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    pub min_age: Duration,
+    /// How often to print the listing.
+    #[arg(long, short, value_parser = parse_duration, default_value = "10s")]
+    pub interval: Duration,
+    /// Stop after this long.
+    #[arg(long, short, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    #[arg(long, short, value_enum, default_value = "text")]
+    pub format: Format,
+    #[arg(long, hide = true)]
+    pub ring_bytes: Option<u32>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -56,6 +158,13 @@ pub struct TraceArgs {
     /// Ring buffer size in bytes (power of two; for tests of event loss).
     #[arg(long, hide = true)]
     pub ring_bytes: Option<u32>,
+    /// Also attach the USDT markers of this binary (all processes running it) and
+    /// show them. With --pid, the process's own markers are attached anyway.
+    #[arg(long, value_name = "BINARY")]
+    pub usdt: Vec<PathBuf>,
+    /// Marker providers to attach (default: sockscope).
+    #[arg(long, hide = true, default_value = "sockscope")]
+    pub usdt_provider: Vec<String>,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {

@@ -37,6 +37,10 @@ pub enum TracerError {
     SockDiag(#[source] io::Error),
     #[error("reading the ring buffer failed: {0}")]
     RingBuf(#[source] io::Error),
+    #[error("process {0} does not exist (or exited)")]
+    NoSuchProcess(u32),
+    #[error(transparent)]
+    Usdt(#[from] crate::stapsdt::UsdtError),
 }
 
 /// Usage errors found before anything is loaded.
@@ -48,6 +52,8 @@ pub enum UsageError {
     CommTooLong(String),
     #[error("--comm must not be empty")]
     CommEmpty,
-    #[error("cannot write --output {path}: {source}")]
+    #[error("command not found: {0}")]
+    CommandNotFound(String),
+    #[error("cannot write {path}: {source}")]
     Output { path: PathBuf, source: io::Error },
 }

@@ -86,6 +86,16 @@ pub enum Record {
         #[serde(skip_serializing_if = "Option::is_none")]
         age_ns: Option<u64>,
     },
+    /// A USDT marker fired.
+    Marker {
+        time: String,
+        mono_ns: u64,
+        pid: u32,
+        tid: u32,
+        provider: String,
+        name: String,
+        args: Vec<serde_json::Value>,
+    },
     /// A traced process is exiting: its sockets still open now are closed by the exit.
     Exit {
         time: String,
@@ -279,6 +289,23 @@ fn write_text(out: &mut dyn Write, record: &Record) -> io::Result<()> {
                 "{} RELEASE  cookie={cookie} {} pid={pid} tid={tid} comm={comm}{fd}{local}{age}",
                 hms(time),
                 family_str(*family)
+            )
+        }
+        Record::Marker {
+            time,
+            pid,
+            tid,
+            provider,
+            name,
+            args,
+            ..
+        } => {
+            let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+            writeln!(
+                out,
+                "{} MARKER   {provider}:{name}({}) pid={pid} tid={tid}",
+                hms(time),
+                args.join(", ")
             )
         }
         Record::Exit {

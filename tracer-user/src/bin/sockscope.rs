@@ -4,8 +4,9 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 use tracer_user::{
-    cli::{Cli, Command},
-    cmd::{doctor, trace},
+    cli::{Cli, Command, UsdtCommand},
+    cmd::{check, doctor, leaks, trace, usdt, watch},
+    report,
 };
 
 /// Usage and environment errors.
@@ -66,6 +67,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 output: a.output,
                 stacks: a.stacks,
                 ring_bytes: a.ring_bytes,
+                usdt: a.usdt,
+                usdt_providers: a.usdt_provider,
             })
             .await?;
             if summary.lost > 0 {
@@ -74,6 +77,50 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     summary.lost
                 );
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check(a) => {
+            let outcome = check::run(check::CheckOptions {
+                grace: a.grace,
+                format: a.format,
+                report: a.report,
+                ring_bytes: a.ring_bytes,
+                command: a.command,
+            })
+            .await?;
+            Ok(ExitCode::from(outcome.exit_code()))
+        }
+        Command::Watch(a) => {
+            let outcome = watch::run(watch::WatchOptions {
+                pid: a.pid,
+                grace: a.grace,
+                format: a.format,
+                duration: a.duration,
+                ring_bytes: a.ring_bytes,
+            })
+            .await?;
+            Ok(ExitCode::from(outcome.exit_code()))
+        }
+        Command::Leaks(a) => {
+            leaks::run(leaks::LeaksOptions {
+                pid: a.pid,
+                min_age: a.min_age,
+                interval: a.interval,
+                duration: a.duration,
+                format: a.format,
+                ring_bytes: a.ring_bytes,
+            })
+            .await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Report { file } => {
+            report::render_saved(&file, &mut std::io::stdout().lock())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Usdt {
+            command: UsdtCommand::List { binary, pid },
+        } => {
+            usdt::list(binary, pid)?;
             Ok(ExitCode::SUCCESS)
         }
     }

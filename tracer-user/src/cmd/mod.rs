@@ -1,3 +1,7 @@
 //! One module per `sockscope` subcommand.
+pub mod check;
 pub mod doctor;
+pub mod leaks;
 pub mod trace;
+pub mod usdt;
+pub mod watch;

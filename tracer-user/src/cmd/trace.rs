@@ -2,8 +2,6 @@
 use std::{path::PathBuf, time::Duration};
 
 use anyhow::Context as _;
-use aya::maps::{MapData, RingBuf};
-use tokio::io::unix::AsyncFd;
 
 use crate::{
     clock::{Clock, monotonic_ns},
@@ -11,9 +9,11 @@ use crate::{
     events::{Family, KernelEvent, bind_addr, comm_str},
     inventory,
     loader::{Tracer, TracerBuilder},
+    markers::{MarkerTable, MarkerTarget},
     output::{Format, Record, Sink, Stacks},
     shutdown::watch_shutdown,
     sockets::{Origin, SocketInfo, SocketTable},
+    stream::EventStream,
     symbolize::{Symbolizer, stack_addrs},
 };
 
@@ -26,6 +26,10 @@ pub struct TraceOptions {
     pub output: Option<PathBuf>,
     pub stacks: bool,
     pub ring_bytes: Option<u32>,
+    /// Binaries whose markers to attach (all processes running them).
+    pub usdt: Vec<PathBuf>,
+    /// Marker providers to attach.
+    pub usdt_providers: Vec<String>,
 }
 
 /// What a finished trace saw.
@@ -37,22 +41,21 @@ pub struct TraceSummary {
 }
 
 /// Checks that need no privileges, so bad input fails before anything is loaded.
-pub fn validate(opts: &TraceOptions) -> Result<(), UsageError> {
-    if let Some(pid) = opts.pid
+pub fn validate_target(pid: Option<u32>, comm: Option<&str>) -> Result<(), UsageError> {
+    if let Some(pid) = pid
         && !PathBuf::from(format!("/proc/{pid}")).exists()
     {
         return Err(UsageError::NoSuchPid(pid));
     }
-    match opts.comm.as_deref() {
-        Some("") => return Err(UsageError::CommEmpty),
-        Some(c) if c.len() > 15 => return Err(UsageError::CommTooLong(c.to_owned())),
-        _ => {}
+    match comm {
+        Some("") => Err(UsageError::CommEmpty),
+        Some(c) if c.len() > 15 => Err(UsageError::CommTooLong(c.to_owned())),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 pub async fn run(opts: TraceOptions) -> anyhow::Result<TraceSummary> {
-    validate(&opts)?;
+    validate_target(opts.pid, opts.comm.as_deref())?;
     let mut sink = Sink::open(opts.output.as_deref(), opts.format)?;
     let mut stop = watch_shutdown(opts.duration).context("cannot install signal handlers")?;
     let started = monotonic_ns();
@@ -62,14 +65,10 @@ pub async fn run(opts: TraceOptions) -> anyhow::Result<TraceSummary> {
         .comm(opts.comm.as_deref())
         .ring_bytes(opts.ring_bytes);
     let mut tracer = tokio::task::spawn_blocking(move || builder.attach()).await??;
-    let ring = tracer.take_events().context("ring buffer already taken")?;
-    // SAFETY: the ring buffer map owns its fd and keeps it open and unchanged until the
-    // AsyncFd (which owns the map) is dropped.
-    let mut ring = unsafe { AsyncFd::register(ring) }
-        .map_err(std::io::Error::from)
-        .context("cannot poll the ring buffer")?;
+    let mut stream = EventStream::new(&mut tracer)?;
+    let markers = attach_markers(&opts, &mut tracer)?;
 
-    let mut state = TraceState::new(&opts, &tracer);
+    let mut state = TraceState::new(&opts, markers);
     // After attaching, so no socket falls between the inventory and the hooks.
     state.inventory(&mut sink)?;
     eprintln!("{}", attached_message(&opts));
@@ -77,10 +76,9 @@ pub async fn run(opts: TraceOptions) -> anyhow::Result<TraceSummary> {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         tokio::select! {
-            guard = ring.readable_mut() => {
-                let mut guard = guard.context("ring buffer poll failed")?;
-                state.drain(guard.get_inner_mut(), &tracer, &mut sink)?;
-                guard.clear_ready();
+            r = stream.readable() => {
+                r?;
+                state.apply_all(stream.drain(), &tracer, &mut sink)?;
             }
             _ = tick.tick() => state.check_lost(&tracer, &mut sink)?,
             _ = stop.changed() => break,
@@ -88,7 +86,7 @@ pub async fn run(opts: TraceOptions) -> anyhow::Result<TraceSummary> {
         sink.flush().context("cannot write output")?;
     }
     // What the kernel produced before we stopped still counts.
-    state.drain(ring.get_mut(), &tracer, &mut sink)?;
+    state.apply_all(stream.drain(), &tracer, &mut sink)?;
     state.check_lost(&tracer, &mut sink)?;
     let summary = TraceSummary {
         events: state.events,
@@ -104,6 +102,31 @@ pub async fn run(opts: TraceOptions) -> anyhow::Result<TraceSummary> {
     sink.flush().context("cannot write output")?;
     drop(tracer); // detaches
     Ok(summary)
+}
+
+/// The markers of `--usdt` binaries and of the `--pid` process.
+fn attach_markers(opts: &TraceOptions, tracer: &mut Tracer) -> anyhow::Result<MarkerTable> {
+    let mut table = MarkerTable::default();
+    let mut targets: Vec<MarkerTarget> = opts
+        .usdt
+        .iter()
+        .cloned()
+        .map(MarkerTarget::Binary)
+        .collect();
+    targets.extend(opts.pid.map(MarkerTarget::Process));
+    for target in &targets {
+        let report = table.attach(tracer, target, &opts.usdt_providers)?;
+        for why in &report.skipped {
+            eprintln!("sockscope: marker not attached: {why}");
+        }
+        if report.attached == 0 && matches!(target, MarkerTarget::Binary(_)) {
+            anyhow::bail!(
+                "no {} markers in {target:?}: build it with the tracer-usdt crate",
+                opts.usdt_providers.join("/")
+            );
+        }
+    }
+    Ok(table)
 }
 
 fn attached_message(opts: &TraceOptions) -> String {
@@ -123,6 +146,9 @@ fn attached_message(opts: &TraceOptions) -> String {
 }
 
 struct TraceState {
+    markers: MarkerTable,
+    /// Processes that created sockets or fired markers.
+    seen: std::collections::HashSet<u32>,
     clock: Clock,
     symbolizer: Option<Symbolizer>,
     sockets: SocketTable,
@@ -133,8 +159,10 @@ struct TraceState {
 }
 
 impl TraceState {
-    fn new(opts: &TraceOptions, _tracer: &Tracer) -> Self {
+    fn new(opts: &TraceOptions, markers: MarkerTable) -> Self {
         Self {
+            markers,
+            seen: Default::default(),
             clock: Clock::new(),
             symbolizer: opts.stacks.then(Symbolizer::new),
             sockets: SocketTable::default(),
@@ -191,22 +219,16 @@ impl TraceState {
         Ok(())
     }
 
-    fn drain(
+    fn apply_all(
         &mut self,
-        ring: &mut RingBuf<MapData>,
+        events: Vec<KernelEvent>,
         tracer: &Tracer,
         sink: &mut Sink,
     ) -> anyhow::Result<()> {
-        while let Some(item) = ring.next() {
-            match KernelEvent::decode(&item) {
-                Ok(ev) => {
-                    self.events += 1;
-                    let record = self.apply(ev, tracer);
-                    if let Some(r) = record {
-                        sink.write(&r).context("cannot write output")?;
-                    }
-                }
-                Err(e) => eprintln!("sockscope: skipped a malformed kernel record: {e}"),
+        for ev in events {
+            self.events += 1;
+            if let Some(r) = self.apply(ev, tracer) {
+                sink.write(&r).context("cannot write output")?;
             }
         }
         Ok(())
@@ -214,6 +236,11 @@ impl TraceState {
 
     /// Updates the socket table with one kernel event and says what to print.
     fn apply(&mut self, ev: KernelEvent, tracer: &Tracer) -> Option<Record> {
+        match &ev {
+            KernelEvent::Create(c) => self.seen.insert(c.pid),
+            KernelEvent::Marker(m) => self.seen.insert(m.pid),
+            _ => false,
+        };
         match ev {
             KernelEvent::Create(c) => {
                 let family = Family::from(c.family);
@@ -280,8 +307,21 @@ impl TraceState {
                         .map(|t| r.ts_ns.saturating_sub(t)),
                 })
             }
-            // Markers are reported once USDT attach lands; count them meanwhile.
-            KernelEvent::Marker(_) => None,
+            KernelEvent::Marker(m) => {
+                let marker = self.markers.get(m.probe)?;
+                Some(Record::Marker {
+                    time: self.clock.format(m.ts_ns),
+                    mono_ns: m.ts_ns,
+                    pid: m.pid,
+                    tid: m.tid,
+                    provider: marker.provider.clone(),
+                    name: marker.name.clone(),
+                    args: marker.json_args(&m.args),
+                })
+            }
+            // Only processes whose sockets or markers we saw: a host-wide trace would
+            // otherwise list every process exit.
+            KernelEvent::Exit(e) if !self.seen.contains(&e.pid) => None,
             KernelEvent::Exit(e) => Some(Record::Exit {
                 time: self.clock.format(e.ts_ns),
                 mono_ns: e.ts_ns,

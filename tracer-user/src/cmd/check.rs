@@ -1,0 +1,244 @@
+//! `sockscope check -- CMD ARGS...`: runs CMD under tracing and judges every
+//! PeerConnection it closes. Made for CI: exit 1 on any leak, 0 when clean, 2 when no
+//! verdict can be given (usage, environment, lost events, CMD failed to run).
+use std::{
+    ffi::CString,
+    io::Write as _,
+    os::unix::{ffi::OsStrExt as _, process::CommandExt as _},
+    path::{Path, PathBuf},
+    process::ExitStatus,
+    time::Duration,
+};
+
+use anyhow::{Context as _, bail};
+
+use crate::{
+    correlate::Finding,
+    error::UsageError,
+    loader::TracerBuilder,
+    markers::{MarkerTarget, PROVIDER},
+    output::Format,
+    report::{SavedReport, Summary, write_finding, write_summary},
+    session::LeakSession,
+    shutdown::{StopReason, watch_shutdown},
+    system::ScopedCgroup,
+};
+
+#[derive(Clone, Debug)]
+pub struct CheckOptions {
+    pub grace: Duration,
+    pub format: Format,
+    pub report: Option<PathBuf>,
+    pub ring_bytes: Option<u32>,
+    pub command: Vec<String>,
+}
+
+/// How a check ended: the exit code sockscope should return.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CheckOutcome {
+    Clean,
+    Leaks,
+    /// No trustworthy verdict (events lost, or the command did not run properly).
+    Inconclusive,
+}
+
+impl CheckOutcome {
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Self::Clean => 0,
+            Self::Leaks => 1,
+            Self::Inconclusive => 2,
+        }
+    }
+}
+
+/// CMD resolved through PATH, as exec would.
+fn resolve(cmd: &str) -> Result<PathBuf, UsageError> {
+    let found = if cmd.contains('/') {
+        Some(PathBuf::from(cmd)).filter(|p| p.is_file())
+    } else {
+        std::env::var_os("PATH")
+            .into_iter()
+            .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+            .map(|dir| dir.join(cmd))
+            .find(|p| p.is_file())
+    };
+    found.ok_or_else(|| UsageError::CommandNotFound(cmd.to_owned()))
+}
+
+/// The uid/gid to run CMD as: the invoking user's under sudo, else ours.
+fn sudo_ids() -> Option<(u32, u32)> {
+    let uid = std::env::var("SUDO_UID").ok()?.parse().ok()?;
+    let gid = std::env::var("SUDO_GID").ok()?.parse().ok()?;
+    Some((uid, gid))
+}
+
+fn spawn(
+    opts: &CheckOptions,
+    exe: &Path,
+    cgroup: &ScopedCgroup,
+) -> anyhow::Result<tokio::process::Child> {
+    let procs = CString::new(cgroup.procs_file().as_os_str().as_bytes()).context("cgroup path")?;
+    let ids = sudo_ids();
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(&opts.command[1..]).arg0(&opts.command[0]);
+    // SAFETY: runs in the forked child before exec; only async-signal-safe calls
+    // (open, write, close, setgroups, setgid, setuid) on data prepared before fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            // Into the check's cgroup first, so every socket of CMD is seen.
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::close(fd);
+            if let Some((uid, gid)) = ids
+                && (libc::setgroups(0, std::ptr::null()) != 0
+                    || libc::setgid(gid) != 0
+                    || libc::setuid(uid) != 0)
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = tokio::process::Command::from(cmd)
+        .kill_on_drop(false)
+        .spawn()
+        .with_context(|| format!("cannot start {}", exe.display()))?;
+    Ok(child)
+}
+
+fn describe(status: &ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt as _;
+    match (status.code(), status.signal()) {
+        (Some(c), _) => format!("exited with status {c}"),
+        (None, Some(s)) => format!("was killed by signal {s}"),
+        _ => "ended".into(),
+    }
+}
+
+pub async fn run(opts: CheckOptions) -> anyhow::Result<CheckOutcome> {
+    let exe = resolve(&opts.command[0])?;
+    if let Some(r) = &opts.report {
+        std::fs::File::create(r).map_err(|source| UsageError::Output {
+            path: r.clone(),
+            source,
+        })?;
+    }
+    let mut stop = watch_shutdown(None).context("cannot install signal handlers")?;
+    let cgroup = ScopedCgroup::create("check")?;
+    let builder = TracerBuilder::new()
+        .cgroup(Some(cgroup.path().to_owned()))
+        .ring_bytes(opts.ring_bytes);
+    let tracer = tokio::task::spawn_blocking(move || builder.attach()).await??;
+    let mut session = LeakSession::new(tracer, opts.grace.as_nanos() as u64)?;
+
+    // Markers of CMD's own binary, before it starts (its processes are found through
+    // the cgroup filter).
+    let providers = [PROVIDER.to_owned()];
+    let report = session.attach_markers(&MarkerTarget::Binary(exe.clone()), &providers);
+    let markers_attached = match report {
+        Ok(r) => {
+            for why in &r.skipped {
+                eprintln!("sockscope: marker not attached: {why}");
+            }
+            r.attached
+        }
+        Err(e) => bail!("cannot read the markers of {}: {e}", exe.display()),
+    };
+    if markers_attached == 0 {
+        eprintln!(
+            "sockscope: {} has no sockscope markers: sockets cannot be tied to PeerConnections (add the tracer-usdt crate)",
+            exe.display()
+        );
+    }
+
+    let mut child = spawn(&opts, &exe, &cgroup)?;
+    eprintln!(
+        "sockscope: checking `{}` (pid {}), grace {:?}",
+        opts.command.join(" "),
+        child.id().unwrap_or(0),
+        opts.grace
+    );
+    let mut findings = Vec::new();
+    let format = opts.format;
+    let emit = |fs: Vec<Finding>, findings: &mut Vec<Finding>| -> anyhow::Result<()> {
+        let mut out = std::io::stdout().lock();
+        for f in fs {
+            write_finding(&mut out, &f, format)?;
+            findings.push(f);
+        }
+        out.flush()?;
+        Ok(())
+    };
+
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let status = loop {
+        tokio::select! {
+            r = session.readable() => { r?; let f = session.drain(); emit(f, &mut findings)?; }
+            _ = tick.tick() => { let f = session.tick()?; emit(f, &mut findings)?; }
+            status = child.wait() => break status.context("waiting for the command")?,
+            _ = stop.changed() => {
+                // Passed on to CMD (ours to stop); its exit ends the check.
+                if let (StopReason::Signal(sig), Some(pid)) = (*stop.borrow(), child.id()) {
+                    // SAFETY: our own child's pid.
+                    unsafe { libc::kill(pid as i32, sig) };
+                }
+            }
+        }
+    };
+    // Descendants may outlive CMD; give the kernel's last records time to arrive.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let f = session.drain();
+    emit(f, &mut findings)?;
+    let f = session.tick()?;
+    emit(f, &mut findings)?;
+
+    let (pcs, _) = session.correlator.pc_counts();
+    let mut summary = Summary {
+        command: opts.command.clone(),
+        command_status: Some(describe(&status)),
+        grace_ms: opts.grace.as_millis() as u64,
+        peer_connections: pcs,
+        never_closed: session.correlator.unclosed().len(),
+        events: session.events,
+        lost: session.lost(),
+        markers_attached,
+        ..Default::default()
+    };
+    for f in &findings {
+        summary.count(f);
+    }
+    write_summary(&mut std::io::stdout().lock(), &summary, opts.format)?;
+    if let Some(path) = &opts.report {
+        let saved = SavedReport {
+            schema: crate::output::SCHEMA,
+            findings,
+            summary: summary.clone(),
+        };
+        std::fs::write(path, serde_json::to_vec_pretty(&saved)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    drop(session); // detaches everything before the cgroup goes
+    drop(cgroup);
+
+    let outcome = if summary.leaks > 0 {
+        CheckOutcome::Leaks
+    } else if summary.incomplete > 0 || summary.lost > 0 {
+        eprintln!(
+            "sockscope: {} events were lost: no clean verdict can be given (raise --ring-bytes)",
+            summary.lost
+        );
+        CheckOutcome::Inconclusive
+    } else if !status.success() {
+        eprintln!(
+            "sockscope: the command {}: no leaks found in what ran, but the check is not clean",
+            describe(&status)
+        );
+        CheckOutcome::Inconclusive
+    } else {
+        CheckOutcome::Clean
+    };
+    Ok(outcome)
+}

@@ -1,0 +1,106 @@
+//! `sockscope watch --pid P`: attach to a running process and its USDT markers, and
+//! report leaks as its PeerConnections close. Ends on Ctrl-C/SIGTERM or when P exits.
+use std::{io::Write as _, time::Duration};
+
+use anyhow::Context as _;
+
+use crate::{
+    cmd::check::CheckOutcome,
+    correlate::Finding,
+    error::UsageError,
+    loader::TracerBuilder,
+    markers::{MarkerTarget, PROVIDER},
+    output::Format,
+    report::{Summary, write_finding, write_summary},
+    session::LeakSession,
+    shutdown::watch_shutdown,
+};
+
+#[derive(Clone, Debug)]
+pub struct WatchOptions {
+    pub pid: u32,
+    pub grace: Duration,
+    pub format: Format,
+    pub duration: Option<Duration>,
+    pub ring_bytes: Option<u32>,
+}
+
+fn alive(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+pub async fn run(opts: WatchOptions) -> anyhow::Result<CheckOutcome> {
+    if !alive(opts.pid) {
+        return Err(UsageError::NoSuchPid(opts.pid).into());
+    }
+    let mut stop = watch_shutdown(opts.duration).context("cannot install signal handlers")?;
+    let builder = TracerBuilder::new()
+        .pid(Some(opts.pid))
+        .ring_bytes(opts.ring_bytes);
+    let tracer = tokio::task::spawn_blocking(move || builder.attach()).await??;
+    let mut session = LeakSession::new(tracer, opts.grace.as_nanos() as u64)?;
+    let report =
+        session.attach_markers(&MarkerTarget::Process(opts.pid), &[PROVIDER.to_owned()])?;
+    for why in &report.skipped {
+        eprintln!("sockscope: marker not attached: {why}");
+    }
+    if report.attached == 0 {
+        eprintln!(
+            "sockscope: process {} has no sockscope markers: only sockets, no PeerConnection verdicts",
+            opts.pid
+        );
+    }
+    eprintln!(
+        "sockscope: watching pid {} ({} markers), grace {:?}; Ctrl-C to stop",
+        opts.pid, report.attached, opts.grace
+    );
+
+    let mut findings: Vec<Finding> = Vec::new();
+    let format = opts.format;
+    let emit = |fs: Vec<Finding>, all: &mut Vec<Finding>| -> anyhow::Result<()> {
+        let mut out = std::io::stdout().lock();
+        for f in fs {
+            write_finding(&mut out, &f, format)?;
+            all.push(f);
+        }
+        out.flush()?;
+        Ok(())
+    };
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            r = session.readable() => { r?; let f = session.drain(); emit(f, &mut findings)?; }
+            _ = tick.tick() => {
+                let f = session.tick()?;
+                emit(f, &mut findings)?;
+                if !alive(opts.pid) {
+                    break;
+                }
+            }
+            _ = stop.changed() => break,
+        }
+    }
+    let f = session.drain();
+    emit(f, &mut findings)?;
+    let (pcs, _) = session.correlator.pc_counts();
+    let mut summary = Summary {
+        grace_ms: opts.grace.as_millis() as u64,
+        peer_connections: pcs,
+        never_closed: session.correlator.unclosed().len(),
+        events: session.events,
+        lost: session.lost(),
+        markers_attached: report.attached,
+        ..Default::default()
+    };
+    for f in &findings {
+        summary.count(f);
+    }
+    write_summary(&mut std::io::stdout().lock(), &summary, opts.format)?;
+    Ok(if summary.leaks > 0 {
+        CheckOutcome::Leaks
+    } else if summary.lost > 0 {
+        CheckOutcome::Inconclusive
+    } else {
+        CheckOutcome::Clean
+    })
+}

@@ -1,0 +1,180 @@
+//! Findings as people and machines read them: text lines, JSON Lines, and the saved
+//! report of a `check` run that `sockscope report F` renders again.
+use std::io::{self, Write};
+
+use crate::{
+    clock::human_ns,
+    correlate::{Finding, Leak, PcOutcome},
+    output::{Format, SCHEMA, write_frames},
+};
+
+/// What a `check` or `watch` run concluded.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Summary {
+    pub command: Vec<String>,
+    /// How the command ended (`exit 0`, `signal 9`), for `check`.
+    pub command_status: Option<String>,
+    pub grace_ms: u64,
+    pub peer_connections: usize,
+    pub judged: usize,
+    pub clean: usize,
+    pub leaking: usize,
+    pub incomplete: usize,
+    pub leaks: usize,
+    /// PeerConnections that never reached `pc_close_end`.
+    pub never_closed: usize,
+    pub events: u64,
+    pub lost: u64,
+    pub markers_attached: usize,
+}
+
+/// A saved `check` report: everything found, then the summary.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SavedReport {
+    pub schema: u32,
+    pub findings: Vec<Finding>,
+    pub summary: Summary,
+}
+
+impl Summary {
+    pub fn count(&mut self, f: &Finding) {
+        if let Finding::Verdict(v) = f {
+            self.judged += 1;
+            match v.outcome {
+                PcOutcome::Clean => self.clean += 1,
+                PcOutcome::Leak => self.leaking += 1,
+                PcOutcome::Incomplete => self.incomplete += 1,
+            }
+            self.leaks += v.leaked;
+        }
+    }
+}
+
+pub fn write_finding(out: &mut dyn Write, f: &Finding, format: Format) -> io::Result<()> {
+    match format {
+        Format::Json => {
+            let mut v = serde_json::to_value(f).map_err(io::Error::other)?;
+            if let Some(o) = v.as_object_mut() {
+                o.insert("schema".into(), SCHEMA.into());
+            }
+            writeln!(out, "{v}")
+        }
+        Format::Text => write_finding_text(out, f),
+    }
+}
+
+fn write_leak(out: &mut dyn Write, l: &Leak) -> io::Result<()> {
+    let local = match (l.local_addr, l.local_port) {
+        (Some(a), Some(p)) => format!(" {a}:{p}"),
+        _ => " (unbound)".into(),
+    };
+    let fd = l.fd.map(|f| format!(" fd={f}")).unwrap_or_default();
+    writeln!(
+        out,
+        "LEAK pid={} ({}) pc_id={} cookie={}{fd}{local}: still open {} after close, created {} ago by {:?} [{:?}]",
+        l.pid,
+        l.comm,
+        l.pc_id,
+        l.cookie,
+        human_ns(l.since_close_ns),
+        human_ns(l.age_ns),
+        l.subsystem,
+        l.confidence
+    )?;
+    write_frames(out, "creating", &l.stack)
+}
+
+fn write_finding_text(out: &mut dyn Write, f: &Finding) -> io::Result<()> {
+    match f {
+        Finding::Leak(l) => write_leak(out, l),
+        Finding::Late {
+            pid,
+            pc_id,
+            cookie,
+            local_port,
+            late_by_ns,
+            by_exit,
+        } => {
+            let port = local_port.map(|p| format!(" port {p}")).unwrap_or_default();
+            let how = if *by_exit {
+                "closed by the process exit"
+            } else {
+                "released"
+            };
+            writeln!(
+                out,
+                "late pid={pid} pc_id={pc_id} cookie={cookie}{port}: {how} {} after it was flagged",
+                human_ns(*late_by_ns)
+            )
+        }
+        Finding::Verdict(v) => {
+            let what = match v.outcome {
+                PcOutcome::Clean => format!("clean ({} sockets, all released in time)", v.sockets),
+                PcOutcome::Leak => {
+                    format!("LEAK ({} of {} sockets still open)", v.leaked, v.sockets)
+                }
+                PcOutcome::Incomplete => format!(
+                    "incomplete (events were lost while it lived; {} of {} sockets seen open)",
+                    v.leaked, v.sockets
+                ),
+            };
+            writeln!(out, "verdict pid={} pc_id={}: {what}", v.pid, v.pc_id)
+        }
+    }
+}
+
+pub fn write_summary(out: &mut dyn Write, s: &Summary, format: Format) -> io::Result<()> {
+    if format == Format::Json {
+        let mut v = serde_json::to_value(s).map_err(io::Error::other)?;
+        if let Some(o) = v.as_object_mut() {
+            o.insert("schema".into(), SCHEMA.into());
+            o.insert("event".into(), "summary".into());
+        }
+        return writeln!(out, "{v}");
+    }
+    let status = s
+        .command_status
+        .as_deref()
+        .map(|c| format!("command {c}; "))
+        .unwrap_or_default();
+    writeln!(
+        out,
+        "summary: {status}{} PeerConnections ({} judged: {} clean, {} leaking, {} incomplete; {} never closed), \
+         {} leaked sockets, {} events, {} lost, grace {}",
+        s.peer_connections,
+        s.judged,
+        s.clean,
+        s.leaking,
+        s.incomplete,
+        s.never_closed,
+        s.leaks,
+        s.events,
+        s.lost,
+        human_ns(s.grace_ms * 1_000_000)
+    )
+}
+
+/// `sockscope report F`: a saved report, rendered as text.
+pub fn render_saved(path: &std::path::Path, out: &mut dyn Write) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let report: SavedReport = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{} is not a sockscope check report (written by --report)",
+            path.display()
+        )
+    })?;
+    if report.schema != SCHEMA {
+        anyhow::bail!(
+            "{} has report schema {}, this sockscope reads {SCHEMA}",
+            path.display(),
+            report.schema
+        );
+    }
+    for f in &report.findings {
+        write_finding(out, f, Format::Text)?;
+    }
+    write_summary(out, &report.summary, Format::Text)?;
+    Ok(())
+}

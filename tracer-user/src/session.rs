@@ -1,0 +1,118 @@
+//! A leak-finding session: the tracer's event stream fed, in order, to the
+//! correlator, with creating stacks symbolized while the process still lives.
+//! Shared by `check` and `watch`.
+use crate::{
+    clock::monotonic_ns,
+    correlate::{Correlator, Finding, NewSocket},
+    error::TracerError,
+    events::{KernelEvent, bind_addr, comm_str},
+    loader::Tracer,
+    markers::{AttachReport, MarkerTable, MarkerTarget},
+    stream::EventStream,
+    symbolize::{Symbolizer, stack_addrs},
+};
+
+pub struct LeakSession {
+    tracer: Tracer,
+    stream: EventStream,
+    pub markers: MarkerTable,
+    pub correlator: Correlator,
+    symbolizer: Symbolizer,
+    lost: u64,
+    last_tick_ns: u64,
+    pub events: u64,
+}
+
+impl LeakSession {
+    pub fn new(mut tracer: Tracer, grace_ns: u64) -> anyhow::Result<Self> {
+        let stream = EventStream::new(&mut tracer)?;
+        Ok(Self {
+            tracer,
+            stream,
+            markers: MarkerTable::default(),
+            correlator: Correlator::new(grace_ns),
+            symbolizer: Symbolizer::new(),
+            lost: 0,
+            last_tick_ns: monotonic_ns(),
+            events: 0,
+        })
+    }
+
+    /// Attaches the markers of `providers` found at `target`.
+    pub fn attach_markers(
+        &mut self,
+        target: &MarkerTarget,
+        providers: &[String],
+    ) -> Result<AttachReport, TracerError> {
+        self.markers.attach(&mut self.tracer, target, providers)
+    }
+
+    /// Total events the kernel could not deliver so far.
+    pub fn lost(&self) -> u64 {
+        self.lost
+    }
+
+    /// Waits until the ring buffer has records (then call [`Self::drain`]).
+    pub async fn readable(&self) -> anyhow::Result<()> {
+        self.stream.readable().await
+    }
+
+    /// Feeds every available record to the correlator.
+    pub fn drain(&mut self) -> Vec<Finding> {
+        let mut out = Vec::new();
+        for ev in self.stream.drain() {
+            self.events += 1;
+            out.extend(self.apply(ev));
+        }
+        out
+    }
+
+    fn apply(&mut self, ev: KernelEvent) -> Vec<Finding> {
+        let c = &mut self.correlator;
+        match ev {
+            KernelEvent::Create(e) => {
+                let addrs = stack_addrs(self.tracer.stacks(), e.user_stack);
+                c.socket_created(NewSocket {
+                    cookie: e.cookie,
+                    pid: e.pid,
+                    tid: e.tid,
+                    comm: comm_str(&e.comm),
+                    fd: (e.fd >= 0).then_some(e.fd),
+                    created_ns: e.ts_ns,
+                    span_pc: e.pc_id,
+                    stack: self.symbolizer.user(e.pid, &addrs),
+                });
+                Vec::new()
+            }
+            KernelEvent::Bind(e) => {
+                c.socket_bound(e.cookie, bind_addr(&e), e.port);
+                Vec::new()
+            }
+            KernelEvent::Release(e) => c.socket_released(e.cookie, e.ts_ns),
+            KernelEvent::Marker(m) => {
+                let marker = self.markers.get(m.probe).and_then(|a| a.pc_marker(&m.args));
+                match marker {
+                    Some(pm) => c.marker(m.pid, pm, m.ts_ns),
+                    None => c.advance(m.ts_ns),
+                }
+            }
+            KernelEvent::Exit(e) => c.process_exited(e.pid, e.ts_ns),
+        }
+    }
+
+    /// Notes lost events and judges what is due by now.
+    pub fn tick(&mut self) -> anyhow::Result<Vec<Finding>> {
+        let now = monotonic_ns();
+        let stats = self.tracer.stats()?;
+        if stats.lost > self.lost {
+            self.correlator.events_lost(self.last_tick_ns, now);
+            eprintln!(
+                "sockscope: lost {} events (ring buffer full): verdicts of PeerConnections alive meanwhile are incomplete",
+                stats.lost - self.lost
+            );
+            self.lost = stats.lost;
+        }
+        self.last_tick_ns = now;
+        Ok(self.correlator.advance(now))
+    }
+}

@@ -1,0 +1,108 @@
+//! Simulates PeerConnections with the real `tracer-usdt` markers and real UDP sockets:
+//! each "PeerConnection" opens, creates sockets on a worker thread inside its span,
+//! announces their ports, closes, and releases them — except where a leak is asked for.
+//!
+//! `pc_sim [--pcs N] [--sockets K] [--leak PC_ID]... [--leak-unannounced PC_ID]...
+//!         [--linger D_MS] [--after-span] [--wait]`
+//! Prints one JSON line per PeerConnection (`pc_id`, ports, leaked ports) and a final
+//! `{"done":true,...}`. `--after-span` also creates one socket right after the span
+//! of PeerConnection 1 ended (it must not carry pc_id 1).
+use std::{
+    io::{BufRead as _, Write as _},
+    net::UdpSocket,
+    time::Duration,
+};
+
+use serde_json::json;
+
+fn numbers(args: &[String], flag: &str) -> Vec<u64> {
+    args.windows(2)
+        .filter(|w| w[0] == flag)
+        .filter_map(|w| w[1].parse().ok())
+        .collect()
+}
+
+fn number(args: &[String], flag: &str, default: u64) -> u64 {
+    numbers(args, flag).first().copied().unwrap_or(default)
+}
+
+fn say(v: serde_json::Value) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{v}");
+    let _ = out.flush();
+}
+
+/// The sockets of one PeerConnection, made on a worker thread inside its span, as
+/// webrtc-rs does on its runtime's threads.
+#[inline(never)]
+fn pc_sim_create_sockets(pc_id: u64, count: u64) -> Vec<UdpSocket> {
+    std::thread::spawn(move || {
+        tracer_usdt::span_enter(pc_id);
+        let socks: Vec<UdpSocket> = (0..count)
+            .filter_map(|_| UdpSocket::bind("127.0.0.1:0").ok())
+            .collect();
+        tracer_usdt::span_exit(pc_id);
+        socks
+    })
+    .join()
+    .unwrap_or_default()
+}
+
+fn port(s: &UdpSocket) -> u16 {
+    s.local_addr().map(|a| a.port()).unwrap_or(0)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let pcs = number(&args, "--pcs", 3);
+    let per_pc = number(&args, "--sockets", 2);
+    let leak = numbers(&args, "--leak");
+    let leak_unannounced = numbers(&args, "--leak-unannounced");
+    let linger = Duration::from_millis(number(&args, "--linger", 0));
+    if args.iter().any(|a| a == "--wait") {
+        say(json!({"ready": true, "pid": std::process::id()}));
+        let mut line = String::new();
+        let _ = std::io::stdin().lock().read_line(&mut line);
+    }
+
+    let mut kept = Vec::new();
+    for pc_id in 1..=pcs {
+        tracer_usdt::pc_open(pc_id);
+        let socks = pc_sim_create_sockets(pc_id, per_pc);
+        let ports: Vec<u16> = socks.iter().map(port).collect();
+        if !leak_unannounced.contains(&pc_id) {
+            for p in &ports {
+                tracer_usdt::pc_socket(pc_id, *p);
+            }
+        }
+        tracer_usdt::pc_close_begin(pc_id);
+        let leaking = leak.contains(&pc_id) || leak_unannounced.contains(&pc_id);
+        // A leak keeps the first socket; the rest are closed as they should be.
+        let mut socks = socks.into_iter();
+        let leaked: Vec<u16> = if leaking {
+            socks
+                .next()
+                .map(|s| {
+                    let p = port(&s);
+                    kept.push(s);
+                    p
+                })
+                .into_iter()
+                .collect()
+        } else {
+            Vec::new()
+        };
+        drop(socks);
+        tracer_usdt::pc_close_end(pc_id);
+        say(json!({"pc_id": pc_id, "ports": ports, "leaked_ports": leaked}));
+        if pc_id == 1 && args.iter().any(|a| a == "--after-span") {
+            let s = UdpSocket::bind("127.0.0.1:0").ok();
+            say(json!({"after_span_port": s.as_ref().map(port)}));
+            kept.extend(s);
+        }
+    }
+    std::thread::sleep(linger);
+    say(
+        json!({"done": true, "pid": std::process::id(), "leaked": kept.iter().map(port).collect::<Vec<_>>()}),
+    );
+}
