@@ -84,7 +84,10 @@ pub struct ReleaseEvent {
     pub pid: u32,
     pub tid: u32,
     pub family: u16,
-    pub _pad: u16,
+    /// 1 if the releasing task was exiting (the kernel closing a dying process's
+    /// files, not the application closing the socket); 0 if not or unknown.
+    pub exiting: u8,
+    pub _pad: u8,
     pub ts_ns: u64,
     pub cookie: u64,
     pub comm: [u8; COMM_LEN],

@@ -2,6 +2,7 @@
 //! so the verifier sees constants and disabled filters cost nothing.
 use aya_ebpf::helpers::{
     bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
+    bpf_get_current_task, bpf_probe_read_kernel,
 };
 use tracer_common::COMM_LEN;
 
@@ -66,4 +67,29 @@ pub fn current_comm() -> [u8; COMM_LEN] {
 #[inline(always)]
 pub fn filters_active() -> bool {
     read(&FILTER_TGID) != 0 || read(&FILTER_COMM)[0] != 0 || read(&FILTER_CGROUP) != 0
+}
+
+/// Byte offset of `flags` in the kernel's `struct task_struct` (from kernel BTF, set
+/// by user space); 0 = unknown.
+#[unsafe(no_mangle)]
+static TASK_FLAGS_OFFSET: u32 = 0;
+
+/// `PF_EXITING`: the task is in `do_exit`.
+const PF_EXITING: u32 = 0x4;
+
+/// Whether the current task is exiting: then the kernel, not the application, is
+/// closing its files. 0 when it cannot be told.
+#[inline(always)]
+pub fn current_exiting() -> u8 {
+    let offset = read(&TASK_FLAGS_OFFSET);
+    if offset == 0 {
+        return 0;
+    }
+    // SAFETY: reads the current task's `flags` word through the helper, which fails
+    // cleanly on a bad address.
+    let flags: u32 = unsafe {
+        let task = bpf_get_current_task() as *const u8;
+        bpf_probe_read_kernel(task.add(offset as usize).cast::<u32>()).unwrap_or(0)
+    };
+    u8::from(flags & PF_EXITING != 0)
 }

@@ -8,7 +8,7 @@ use aya_ebpf::{
 use tracer_common::{BindEvent, EventKind, IPPROTO_UDP, ReleaseEvent, stats};
 
 use crate::{
-    filter::{current, current_comm, current_task_wanted, filters_active},
+    filter::{current, current_comm, current_exiting, current_task_wanted, filters_active},
     maps::{PENDING, PendingCreate, TRACKED, count, reserve},
 };
 
@@ -124,6 +124,7 @@ pub fn sockscope_release(ctx: SockContext) -> i32 {
             pid: tgid,
             tid,
             family: sock.family as u16,
+            exiting: current_exiting(),
             _pad: 0,
             // SAFETY: reads the clock only.
             ts_ns: unsafe { bpf_ktime_get_ns() },

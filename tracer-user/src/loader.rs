@@ -97,18 +97,8 @@ impl TracerBuilder {
                 })?,
             None => 0,
         };
-        let pid = self.pid.unwrap_or(0);
         let comm = self.comm.unwrap_or([0; COMM_LEN]);
-        let mut loader = EbpfLoader::new();
-        loader.override_global("FILTER_TGID", &pid, true);
-        loader.override_global("FILTER_COMM", &comm, true);
-        loader.override_global("FILTER_CGROUP", &cgroup_id, true);
-        if let Some(bytes) = self.ring_bytes {
-            loader.map_max_entries("EVENTS", bytes);
-        }
-        let mut ebpf = loader
-            .load(BPF_OBJECT)
-            .map_err(|source| TracerError::Load { source })?;
+        let mut ebpf = configured_load(self.pid.unwrap_or(0), comm, cgroup_id, self.ring_bytes)?;
 
         // The fd pairing must be in place before the first socket is stashed.
         let exit: &mut TracePoint = program(&mut ebpf, SOCKET_EXIT_PROGRAM)?;
@@ -152,6 +142,30 @@ impl TracerBuilder {
             exits_traced,
         })
     }
+}
+
+/// Loads the object with its read-only configuration. Shared by tracing and
+/// `doctor`, so doctor verifies exactly the code that tracing runs (the verifier
+/// prunes branches on these constants).
+fn configured_load(
+    pid: u32,
+    comm: [u8; COMM_LEN],
+    cgroup_id: u64,
+    ring_bytes: Option<u32>,
+) -> Result<Ebpf, TracerError> {
+    let mut loader = EbpfLoader::new();
+    loader.override_global("FILTER_TGID", &pid, true);
+    loader.override_global("FILTER_COMM", &comm, true);
+    loader.override_global("FILTER_CGROUP", &cgroup_id, true);
+    // Lets release events say whether a dying process's files are being closed.
+    let task_flags = system::kernel_member_offset("task_struct", "flags").unwrap_or(0);
+    loader.override_global("TASK_FLAGS_OFFSET", &task_flags, true);
+    if let Some(bytes) = ring_bytes {
+        loader.map_max_entries("EVENTS", bytes);
+    }
+    loader
+        .load(BPF_OBJECT)
+        .map_err(|source| TracerError::Load { source })
 }
 
 fn prog_err(
@@ -264,9 +278,7 @@ pub fn probe_programs() -> Result<Vec<ProgramProbe>, TracerError> {
         path: cgroup_path.clone(),
         source,
     })?;
-    let mut ebpf = EbpfLoader::new()
-        .load(BPF_OBJECT)
-        .map_err(|source| TracerError::Load { source })?;
+    let mut ebpf = configured_load(0, [0; COMM_LEN], 0, None)?;
     let mut probes = Vec::new();
     let exit = program::<TracePoint>(&mut ebpf, SOCKET_EXIT_PROGRAM).and_then(|p| {
         p.load().map_err(prog_err(SOCKET_EXIT_PROGRAM, "loaded"))?;

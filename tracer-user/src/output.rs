@@ -85,6 +85,8 @@ pub enum Record {
         /// Nanoseconds since creation, when the creation was traced.
         #[serde(skip_serializing_if = "Option::is_none")]
         age_ns: Option<u64>,
+        /// Closed by the kernel because the process was exiting, not by the application.
+        closed_by_exit: bool,
     },
     /// A USDT marker fired.
     Marker {
@@ -276,9 +278,15 @@ fn write_text(out: &mut dyn Write, record: &Record) -> io::Result<()> {
             local_addr,
             local_port,
             age_ns,
+            closed_by_exit,
             ..
         } => {
             let fd = fd.map(|f| format!(" fd={f}")).unwrap_or_default();
+            let by_exit = if *closed_by_exit {
+                " (closed by the process exit)"
+            } else {
+                ""
+            };
             let local = match (local_addr, local_port) {
                 (Some(a), Some(p)) => format!(" local={}", endpoint(*a, *p)),
                 _ => String::new(),
@@ -286,7 +294,7 @@ fn write_text(out: &mut dyn Write, record: &Record) -> io::Result<()> {
             let age = age_ns.map_or(" age=unknown".into(), |a| format!(" age={}", human_ns(a)));
             writeln!(
                 out,
-                "{} RELEASE  cookie={cookie} {} pid={pid} tid={tid} comm={comm}{fd}{local}{age}",
+                "{} RELEASE  cookie={cookie} {} pid={pid} tid={tid} comm={comm}{fd}{local}{age}{by_exit}",
                 hms(time),
                 family_str(*family)
             )

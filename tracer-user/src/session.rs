@@ -88,7 +88,17 @@ impl LeakSession {
                 c.socket_bound(e.cookie, bind_addr(&e), e.port);
                 Vec::new()
             }
-            KernelEvent::Release(e) => c.socket_released(e.cookie, e.ts_ns),
+            KernelEvent::Release(e) => {
+                // The kernel closing a dying process's files: judge what that process
+                // closed before this socket counts as released.
+                let mut found = if e.exiting != 0 {
+                    c.process_exited(e.pid, e.ts_ns)
+                } else {
+                    Vec::new()
+                };
+                found.extend(c.socket_released(e.cookie, e.ts_ns));
+                found
+            }
             KernelEvent::Marker(m) => {
                 let marker = self.markers.get(m.probe).and_then(|a| a.pc_marker(&m.args));
                 match marker {

@@ -305,6 +305,7 @@ impl TraceState {
                     age_ns: known
                         .and_then(|k| k.created_ns)
                         .map(|t| r.ts_ns.saturating_sub(t)),
+                    closed_by_exit: r.exiting != 0,
                 })
             }
             KernelEvent::Marker(m) => {

@@ -1,9 +1,11 @@
 //! Facts about the running system that tracing depends on, and the mounts it needs.
+mod btf;
 mod caps;
 mod cgroup;
 mod mounts;
 mod tracefs;
 
+pub use btf::kernel_member_offset;
 pub use caps::{Capability, effective_capabilities, has as has_capability};
 pub use cgroup::ScopedCgroup;
 pub use mounts::{MountState, cgroup2_mount, ensure_tracefs, lockdown_mode};

@@ -3,7 +3,7 @@
 //! announces their ports, closes, and releases them — except where a leak is asked for.
 //!
 //! `pc_sim [--pcs N] [--sockets K] [--leak PC_ID]... [--leak-unannounced PC_ID]...
-//!         [--linger D_MS] [--after-span] [--wait]`
+//!         [--linger D_MS] [--after-span] [--wait] [--exit-without-cleanup]`
 //! Prints one JSON line per PeerConnection (`pc_id`, ports, leaked ports) and a final
 //! `{"done":true,...}`. `--after-span` also creates one socket right after the span
 //! of PeerConnection 1 ended (it must not carry pc_id 1).
@@ -105,4 +105,8 @@ fn main() {
     say(
         json!({"done": true, "pid": std::process::id(), "leaked": kept.iter().map(port).collect::<Vec<_>>()}),
     );
+    if args.iter().any(|a| a == "--exit-without-cleanup") {
+        // Like a process that dies with the leak: the kernel closes what is left.
+        std::process::exit(0);
+    }
 }
