@@ -43,3 +43,32 @@ pub fn span_enter(pc_id: u64) {
 pub fn span_exit(pc_id: u64) {
     probe::probe!(sockscope, span_exit, pc_id);
 }
+
+/// A future whose every poll runs inside `pc_id`'s span, on whatever thread polls it:
+/// sockets it creates (directly, not in tasks it spawns) carry `pc_id`.
+pub struct InPcSpan<F> {
+    pc_id: u64,
+    inner: F,
+}
+
+/// Runs `fut` inside `pc_id`'s span (see [`InPcSpan`]).
+pub fn in_pc_span<F: core::future::Future>(pc_id: u64, fut: F) -> InPcSpan<F> {
+    InPcSpan { pc_id, inner: fut }
+}
+
+impl<F: core::future::Future> core::future::Future for InPcSpan<F> {
+    type Output = F::Output;
+
+    fn poll(
+        self: core::pin::Pin<&mut Self>,
+        cx: &mut core::task::Context<'_>,
+    ) -> core::task::Poll<F::Output> {
+        // SAFETY: `inner` is structurally pinned: never moved out of `self`.
+        let this = unsafe { self.get_unchecked_mut() };
+        span_enter(this.pc_id);
+        // SAFETY: see above.
+        let out = unsafe { core::pin::Pin::new_unchecked(&mut this.inner) }.poll(cx);
+        span_exit(this.pc_id);
+        out
+    }
+}

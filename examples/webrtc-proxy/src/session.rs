@@ -1,0 +1,230 @@
+//! One proxy session: two in-process RTCPeerConnections (offerer and answerer)
+//! connected over loopback, a data channel exchange, then `close()` of both. Each
+//! PeerConnection announces its life through the `tracer-usdt` markers.
+use std::{sync::Arc, time::Duration};
+
+use anyhow::{Context as _, bail};
+use tokio::{net::UdpSocket, sync::mpsc};
+use tracer_usdt::in_pc_span;
+use webrtc::{
+    api::{APIBuilder, setting_engine::SettingEngine},
+    data_channel::{RTCDataChannel, data_channel_message::DataChannelMessage},
+    ice::{
+        mdns::MulticastDnsMode,
+        network_type::NetworkType,
+        udp_mux::{UDPMux as _, UDPMuxDefault, UDPMuxParams},
+        udp_network::UDPNetwork,
+    },
+    peer_connection::sdp::session_description::RTCSessionDescription,
+    peer_connection::{RTCPeerConnection, configuration::RTCConfiguration},
+};
+
+use crate::leaks::{Leak, Leaked};
+
+/// PeerConnection ids of a session: odd for the offerer, even for the answerer.
+pub fn pc_ids(session: u64) -> (u64, u64) {
+    (2 * session + 1, 2 * session + 2)
+}
+
+/// Loopback only, IPv4 UDP only, mDNS off: no packet can leave `lo`.
+fn setting_engine(mux: Option<Arc<UDPMuxDefault>>) -> SettingEngine {
+    let mut s = SettingEngine::default();
+    s.set_include_loopback_candidate(true);
+    s.set_interface_filter(Box::new(|name: &str| name == "lo"));
+    s.set_ip_filter(Box::new(|ip| ip.is_loopback()));
+    s.set_network_types(vec![NetworkType::Udp4]);
+    s.set_ice_multicast_dns_mode(MulticastDnsMode::Disabled);
+    if let Some(mux) = mux {
+        s.set_udp_network(UDPNetwork::Muxed(mux));
+    }
+    s
+}
+
+/// Ports of the host candidates in a local description.
+fn candidate_ports(sdp: &str) -> Vec<u16> {
+    let mut ports: Vec<u16> = sdp
+        .lines()
+        .filter(|l| l.starts_with("a=candidate:") && l.contains(" typ host"))
+        .filter_map(|l| l.split_whitespace().nth(5)?.parse().ok())
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    ports
+}
+
+/// A per-session UDP socket multiplexing all ICE traffic of one PeerConnection, as
+/// SFUs commonly configure webrtc-rs (`UDPNetwork::Muxed`). The application owns it
+/// (`close()` of the PeerConnection does not close it): this guard closes it when the
+/// last reference goes, so whatever keeps a reference keeps the socket open.
+pub struct MuxGuard {
+    mux: Arc<UDPMuxDefault>,
+    pub port: u16,
+}
+
+impl Drop for MuxGuard {
+    fn drop(&mut self) {
+        let mux = self.mux.clone();
+        tokio::spawn(async move {
+            let _ = mux.close().await;
+        });
+    }
+}
+
+#[inline(never)]
+async fn open_session_mux() -> anyhow::Result<Arc<MuxGuard>> {
+    let socket = UdpSocket::bind("127.0.0.1:0")
+        .await
+        .context("binding the session's UDP mux socket")?;
+    let port = socket.local_addr()?.port();
+    Ok(Arc::new(MuxGuard {
+        mux: UDPMuxDefault::new(UDPMuxParams::new(socket)),
+        port,
+    }))
+}
+
+pub struct Peer {
+    pub pc_id: u64,
+    pub pc: Arc<RTCPeerConnection>,
+    pub mux: Option<Arc<MuxGuard>>,
+}
+
+async fn new_peer(pc_id: u64, use_mux: bool) -> anyhow::Result<Peer> {
+    let mux = if use_mux {
+        Some(open_session_mux().await?)
+    } else {
+        None
+    };
+    let network = mux.as_ref().map(|m| m.mux.clone());
+    let api = APIBuilder::new()
+        .with_setting_engine(setting_engine(network))
+        .build();
+    let pc = Arc::new(api.new_peer_connection(RTCConfiguration::default()).await?);
+    tracer_usdt::pc_open(pc_id);
+    if let Some(m) = &mux {
+        tracer_usdt::pc_socket(pc_id, m.port);
+    }
+    Ok(Peer { pc_id, pc, mux })
+}
+
+/// Sets the local description, waits for ICE gathering, announces candidate ports.
+async fn describe_locally(peer: &Peer, sdp: RTCSessionDescription) -> anyhow::Result<String> {
+    let mut gathered = peer.pc.gathering_complete_promise().await;
+    peer.pc.set_local_description(sdp).await?;
+    let _ = gathered.recv().await;
+    let local = peer
+        .pc
+        .local_description()
+        .await
+        .context("no local description")?;
+    for port in candidate_ports(&local.sdp) {
+        tracer_usdt::pc_socket(peer.pc_id, port);
+    }
+    Ok(local.sdp)
+}
+
+/// What a session did, for the program's report.
+pub struct SessionReport {
+    pub pc_ids: (u64, u64),
+    pub ports: (Vec<u16>, Vec<u16>),
+    pub leaked: Vec<Leaked>,
+}
+
+pub async fn run(
+    session: u64,
+    leak: Option<Leak>,
+    use_mux: bool,
+    messages: usize,
+) -> anyhow::Result<SessionReport> {
+    let (a_id, b_id) = pc_ids(session);
+    // The leaks that need an app-owned socket use the muxed network.
+    let use_mux = use_mux || leak.is_some_and(Leak::needs_mux);
+    let offerer = in_pc_span(a_id, new_peer(a_id, use_mux)).await?;
+    let answerer = in_pc_span(b_id, new_peer(b_id, use_mux)).await?;
+
+    // The answerer echoes every message back. The handler holds the channel weakly:
+    // a strong reference would be a channel -> handler -> channel cycle that keeps the
+    // PeerConnection's transports (and a muxed socket) alive after close().
+    answerer
+        .pc
+        .on_data_channel(Box::new(|dc: Arc<RTCDataChannel>| {
+            Box::pin(async move {
+                let echo = Arc::downgrade(&dc);
+                dc.on_message(Box::new(move |msg: DataChannelMessage| {
+                    let echo = echo.clone();
+                    Box::pin(async move {
+                        if let Some(dc) = echo.upgrade() {
+                            let _ = dc.send(&msg.data).await;
+                        }
+                    })
+                }));
+            })
+        }));
+    let (got_tx, mut got_rx) = mpsc::channel::<()>(messages.max(1));
+    let (open_tx, mut open_rx) = mpsc::channel::<()>(1);
+    let dc = in_pc_span(a_id, offerer.pc.create_data_channel("proxy", None)).await?;
+    dc.on_open(Box::new(move || {
+        Box::pin(async move {
+            let _ = open_tx.send(()).await;
+        })
+    }));
+    dc.on_message(Box::new(move |_msg: DataChannelMessage| {
+        let got_tx = got_tx.clone();
+        Box::pin(async move {
+            let _ = got_tx.send(()).await;
+        })
+    }));
+
+    let offer_sdp = in_pc_span(a_id, async {
+        let offer = offerer.pc.create_offer(None).await?;
+        describe_locally(&offerer, offer).await
+    })
+    .await?;
+    let answer_sdp = in_pc_span(b_id, async {
+        let offer = RTCSessionDescription::offer(offer_sdp.clone())?;
+        answerer.pc.set_remote_description(offer).await?;
+        let answer = answerer.pc.create_answer(None).await?;
+        describe_locally(&answerer, answer).await
+    })
+    .await?;
+    in_pc_span(a_id, async {
+        let answer = RTCSessionDescription::answer(answer_sdp.clone())?;
+        offerer.pc.set_remote_description(answer).await
+    })
+    .await?;
+
+    if tokio::time::timeout(Duration::from_secs(20), open_rx.recv())
+        .await
+        .is_err()
+    {
+        bail!("session {session}: the data channel did not open within 20 s");
+    }
+    for i in 0..messages {
+        dc.send_text(format!("packet {i} of session {session}"))
+            .await?;
+        if tokio::time::timeout(Duration::from_secs(10), got_rx.recv())
+            .await
+            .is_err()
+        {
+            bail!("session {session}: no echo of message {i} within 10 s");
+        }
+    }
+
+    let leaked = match leak {
+        Some(kind) => in_pc_span(a_id, crate::leaks::inject(kind, &offerer)).await?,
+        None => Vec::new(),
+    };
+
+    for peer in [&offerer, &answerer] {
+        tracer_usdt::pc_close_begin(peer.pc_id);
+        in_pc_span(peer.pc_id, peer.pc.close()).await?;
+        tracer_usdt::pc_close_end(peer.pc_id);
+    }
+    let ports = (candidate_ports(&offer_sdp), candidate_ports(&answer_sdp));
+    // Dropping the peers drops the session's mux guards: that is the cleanup.
+    drop((offerer, answerer));
+    Ok(SessionReport {
+        pc_ids: (a_id, b_id),
+        ports,
+        leaked,
+    })
+}
