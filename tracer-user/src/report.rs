@@ -50,6 +50,14 @@ impl Summary {
     }
 }
 
+fn sockets(n: usize) -> String {
+    if n == 1 {
+        "1 socket".into()
+    } else {
+        format!("{n} sockets")
+    }
+}
+
 pub fn write_finding(out: &mut dyn Write, f: &Finding, format: Format) -> io::Result<()> {
     match format {
         Format::Json => {
@@ -71,15 +79,15 @@ fn write_leak(out: &mut dyn Write, l: &Leak) -> io::Result<()> {
     let fd = l.fd.map(|f| format!(" fd={f}")).unwrap_or_default();
     writeln!(
         out,
-        "LEAK pid={} ({}) pc_id={} cookie={}{fd}{local}: still open {} after close, created {} ago by {:?} [{:?}]",
+        "LEAK pid={} ({}) pc_id={} cookie={}{fd}{local}: still open {} after close, created {} ago by {} [attributed {}]",
         l.pid,
         l.comm,
         l.pc_id,
         l.cookie,
         human_ns(l.since_close_ns),
         human_ns(l.age_ns),
-        l.subsystem,
-        l.confidence
+        l.subsystem.label(),
+        l.confidence.label()
     )?;
     write_frames(out, "creating", &l.stack)
 }
@@ -109,7 +117,7 @@ fn write_finding_text(out: &mut dyn Write, f: &Finding) -> io::Result<()> {
         }
         Finding::Verdict(v) => {
             let what = match v.outcome {
-                PcOutcome::Clean => format!("clean ({} sockets, all released in time)", v.sockets),
+                PcOutcome::Clean => format!("clean ({}, all released in time)", sockets(v.sockets)),
                 PcOutcome::Leak => {
                     format!("LEAK ({} of {} sockets still open)", v.leaked, v.sockets)
                 }

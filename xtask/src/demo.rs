@@ -1,74 +1,63 @@
-//! The demo: sockscope tracing a bundled workload that opens and closes UDP sockets,
-//! with the stacks that created them.
-use std::{
-    io::{BufRead as _, BufReader, Write as _},
-    process::{Command, Stdio},
-    sync::mpsc,
-    time::Duration,
-};
+//! The demo: `sockscope check` on a real webrtc-rs program (examples/webrtc-proxy) in
+//! a network namespace with only `lo`: once with a leaked mDNS socket (flagged with
+//! its PeerConnection and creating stack, exit 1), once clean (exit 0).
+use std::process::Command;
 
 use anyhow::{Context as _, bail};
 
 use crate::{setup, util};
 
+fn check(title: &str, proxy_args: &[&str]) -> anyhow::Result<Option<i32>> {
+    let mut cmd = Command::new("target/release/sockscope");
+    cmd.args([
+        "check",
+        "--grace",
+        "1s",
+        "--",
+        "target/release/webrtc-proxy",
+        "--netns",
+        "--sessions",
+        "3",
+    ])
+    .args(proxy_args);
+    let shown: Vec<String> = std::iter::once("sockscope".to_owned())
+        .chain(cmd.get_args().map(|a| a.to_string_lossy().into_owned()))
+        .collect();
+    println!("\n== {title}\n$ {}\n", shown.join(" "));
+    let status = cmd
+        .status()
+        .context("cannot run target/release/sockscope")?;
+    println!(
+        "\n(sockscope exit code: {})",
+        status.code().map_or("signal".into(), |c| c.to_string())
+    );
+    Ok(status.code())
+}
+
 pub fn run() -> anyhow::Result<()> {
     setup::run()?;
     util::require_root("cargo xtask demo")?;
-    util::cargo(&["build", "--release", "-p", "tracer-user", "-p", "workloads"])?;
-
-    let mut workload = Command::new("target/release/udp_workload")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("cannot start target/release/udp_workload")?;
-    let mut wl_out = BufReader::new(workload.stdout.take().context("workload stdout")?).lines();
-    let ready = wl_out.next().context("workload said nothing")??;
-    let pid = serde_pid(&ready).with_context(|| format!("unexpected workload line: {ready}"))?;
-
     println!(
-        "\n== sockscope trace --pid {pid} --stacks (udp_workload opens 6 UDP sockets and closes 3) ==\n"
+        "xtask: building sockscope and the webrtc-rs example (release; the first build takes a few minutes)"
     );
-    let mut tracer = Command::new("target/release/sockscope")
-        .args(["trace", "--pid", &pid.to_string(), "--stacks"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("cannot start target/release/sockscope")?;
-    let (tx, rx) = mpsc::channel();
-    let stderr = tracer.stderr.take().context("sockscope stderr")?;
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            eprintln!("{line}");
-            let _ = tx.send(line);
-        }
-    });
-    loop {
-        match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(line) if line.contains("tracing UDP sockets") => break,
-            Ok(_) => {}
-            Err(_) => {
-                let _ = workload.kill();
-                bail!("sockscope did not attach (see its message above; try `sockscope doctor`)");
-            }
-        }
+    util::cargo(&[
+        "build",
+        "--release",
+        "-p",
+        "tracer-user",
+        "-p",
+        "webrtc-proxy",
+    ])?;
+    let leak = check(
+        "webrtc-rs sessions; session 1 leaks an mDNS socket whose query task never stops",
+        &["--leak", "mdns", "--leak-session", "1", "--linger", "1500"],
+    )?;
+    let clean = check("the same sessions without the leak", &["--linger", "1500"])?;
+    if leak != Some(1) || clean != Some(0) {
+        bail!(
+            "unexpected verdicts: leak run exited {leak:?} (want 1), clean run {clean:?} (want 0)"
+        );
     }
-    let mut stdin = workload.stdin.take().context("workload stdin")?;
-    writeln!(stdin, "go")?;
-    let report = wl_out.next().context("workload report missing")??;
-    std::thread::sleep(Duration::from_millis(500));
-    // SAFETY: our own child's pid.
-    unsafe { libc::kill(tracer.id() as i32, libc::SIGINT) };
-    tracer.wait()?;
-    drop(stdin);
-    workload.wait()?;
-    println!("\n== what udp_workload says it did (ground truth) ==\n{report}");
+    println!("\nxtask: demo done: the leak was flagged (exit 1) and the clean run passed (exit 0)");
     Ok(())
-}
-
-fn serde_pid(line: &str) -> Option<u32> {
-    let rest = line.split("\"pid\":").nth(1)?;
-    rest.trim_start()
-        .split(|c: char| !c.is_ascii_digit())
-        .next()?
-        .parse()
-        .ok()
 }

@@ -23,7 +23,8 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Set up, build, and show sockscope tracing a bundled UDP workload (needs root).
+    /// Set up, build, and run `sockscope check` on a real webrtc-rs program, once
+    /// with an injected UDP socket leak and once clean (needs root).
     Demo,
 }
 
@@ -46,7 +47,8 @@ fn main() -> std::process::ExitCode {
 fn test(args: &[String]) -> anyhow::Result<()> {
     setup::run()?;
     util::require_root("cargo xtask test")?;
-    util::cargo(&["build", "--bins"])?;
+    // Every binary the tests run: sockscope, the workloads and the webrtc-rs example.
+    util::cargo(&["build", "--workspace", "--bins"])?;
     let mut cmd = vec!["test"];
     cmd.extend(args.iter().map(String::as_str));
     util::cargo(&cmd)

@@ -216,7 +216,11 @@ pub async fn run(
 
     for peer in [&offerer, &answerer] {
         tracer_usdt::pc_close_begin(peer.pc_id);
-        in_pc_span(peer.pc_id, peer.pc.close()).await?;
+        // close() reports teardown hiccups (e.g. an SCTP reset racing the association
+        // shutdown) yet still closes: log them, as applications do, and carry on.
+        if let Err(e) = in_pc_span(peer.pc_id, peer.pc.close()).await {
+            eprintln!("webrtc-proxy: PeerConnection {} close: {e}", peer.pc_id);
+        }
         tracer_usdt::pc_close_end(peer.pc_id);
     }
     let ports = (candidate_ports(&offer_sdp), candidate_ports(&answer_sdp));

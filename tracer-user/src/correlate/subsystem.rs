@@ -36,6 +36,20 @@ fn frame_in(name: &str, prefix: &str) -> bool {
     name.starts_with(prefix) || name.contains(&format!("<{prefix}"))
 }
 
+impl Subsystem {
+    /// How people call it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::IceAgent => "the ICE agent",
+            Self::Mdns => "mDNS",
+            Self::Dtls => "DTLS",
+            Self::Turn => "TURN",
+            Self::Sctp => "SCTP",
+            Self::Other => "application code",
+        }
+    }
+}
+
 pub fn classify(frames: &[Frame]) -> Subsystem {
     for frame in frames {
         for name in frame.names() {

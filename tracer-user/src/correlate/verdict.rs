@@ -18,6 +18,17 @@ pub enum Confidence {
     PortMarker,
 }
 
+impl Confidence {
+    /// How the attribution was made, for people.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::CreationStack => "by creating stack (weakest)",
+            Self::ThreadSpan => "by thread span",
+            Self::PortMarker => "by pc_socket port (strongest)",
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Attribution {
     pub pc_id: u64,

@@ -1,0 +1,208 @@
+//! `sockscope check` on a real webrtc-rs program (examples/webrtc-proxy) in a network
+//! namespace with only `lo`: verdicts against the program's own /proc ground truth.
+mod common;
+
+use std::process::{Command, Stdio};
+
+use common::*;
+use serde_json::Value;
+
+struct Run {
+    code: Option<i32>,
+    ours: Vec<Value>,
+    program: Vec<Value>,
+    stderr: String,
+}
+
+/// `sockscope check --grace 1s --format json -- webrtc-proxy --netns ARGS`.
+fn check_proxy(args: &[&str]) -> Run {
+    let _serial = serial();
+    let out = Command::new(sockscope_bin())
+        .args(["check", "--grace", "1s", "--format", "json", "--"])
+        .arg(workload_bin("webrtc-proxy"))
+        .args(["--netns", "--linger", "1500"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_nothing_attached("after check");
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let (ours, program) = lines.into_iter().partition(|v| v.get("schema").is_some());
+    Run {
+        code: out.status.code(),
+        ours,
+        program,
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
+    v.sort();
+    v
+}
+
+/// (pc_id, port) of each leak the program injected.
+fn injected(run: &Run) -> Vec<(u64, u64)> {
+    sorted(
+        run.program
+            .iter()
+            .flat_map(|l| l["leaked"].as_array().cloned().unwrap_or_default())
+            .map(|l| (l["pc_id"].as_u64().unwrap(), l["port"].as_u64().unwrap()))
+            .collect(),
+    )
+}
+
+/// Ports of the UDP sockets /proc says are still open after close + grace.
+fn still_open(run: &Run) -> Vec<u64> {
+    let check = run
+        .program
+        .iter()
+        .find_map(|l| l.get("self_check"))
+        .expect("self_check line");
+    sorted(
+        check["open_udp"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["port"].as_u64().unwrap())
+            .collect(),
+    )
+}
+
+fn flagged(run: &Run) -> Vec<(u64, u64)> {
+    sorted(
+        by_event(&run.ours, "leak")
+            .iter()
+            .map(|l| {
+                (
+                    l["pc_id"].as_u64().unwrap(),
+                    l["local_port"].as_u64().unwrap(),
+                )
+            })
+            .collect(),
+    )
+}
+
+fn stack_names(leak: &Value) -> Vec<String> {
+    leak["stack"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|f| {
+            let inl = f["inlined"].as_array().cloned().unwrap_or_default();
+            inl.into_iter().chain(std::iter::once(f["symbol"].clone()))
+        })
+        .filter_map(|n| n.as_str().map(str::to_owned))
+        .collect()
+}
+
+#[test]
+fn clean_sessions_give_a_clean_verdict() {
+    if !require_root("clean_sessions_give_a_clean_verdict") {
+        return;
+    }
+    let run = check_proxy(&["--sessions", "3", "--self-check", "1200"]);
+    assert_eq!(
+        run.code,
+        Some(0),
+        "clean → 0; stderr: {}; {:#?}",
+        run.stderr,
+        run.ours
+    );
+    assert!(still_open(&run).is_empty(), "ground truth: nothing open");
+    assert!(flagged(&run).is_empty(), "no false positive");
+    let verdicts = by_event(&run.ours, "verdict");
+    assert_eq!(verdicts.len(), 6, "3 sessions × 2 PeerConnections judged");
+    assert!(
+        verdicts
+            .iter()
+            .all(|v| v["outcome"] == "clean" && v["sockets"].as_u64() >= Some(1)),
+        "{verdicts:#?}"
+    );
+}
+
+fn assert_leak_kind(kind: &str, creator: &str, subsystem: &str) {
+    let run = check_proxy(&[
+        "--sessions",
+        "3",
+        "--leak",
+        kind,
+        "--leak-session",
+        "1",
+        "--self-check",
+        "1200",
+    ]);
+    assert_eq!(
+        run.code,
+        Some(1),
+        "{kind}: leak → 1; stderr: {}",
+        run.stderr
+    );
+    let injected = injected(&run);
+    assert_eq!(injected.len(), 1, "{kind}: one injected leak");
+    assert_eq!(
+        flagged(&run),
+        injected,
+        "{kind}: flagged exactly what was leaked"
+    );
+    let ports: Vec<u64> = injected.iter().map(|i| i.1).collect();
+    assert_eq!(still_open(&run), ports, "{kind}: /proc ground truth agrees");
+    assert_eq!(injected[0].0, 3, "{kind}: session 1's offerer");
+    let leak = by_event(&run.ours, "leak")[0];
+    let names = stack_names(leak);
+    assert!(
+        names.iter().any(|n| n.contains(creator)),
+        "{kind}: {creator} in the creating stack: {names:#?}"
+    );
+    assert_eq!(leak["subsystem"], subsystem, "{kind}");
+}
+
+#[test]
+fn task_leak_is_flagged_with_its_creator() {
+    if require_root("task_leak_is_flagged_with_its_creator") {
+        assert_leak_kind("task", "open_session_mux", "other");
+    }
+}
+
+#[test]
+fn arc_cycle_leak_is_flagged_with_its_creator() {
+    if require_root("arc_cycle_leak_is_flagged_with_its_creator") {
+        assert_leak_kind("arc-cycle", "open_session_mux", "other");
+    }
+}
+
+#[test]
+fn mdns_leak_is_flagged_with_its_creator() {
+    if require_root("mdns_leak_is_flagged_with_its_creator") {
+        assert_leak_kind("mdns", "webrtc_mdns::conn::DnsConn::server", "mdns");
+    }
+}
+
+#[test]
+fn only_the_leaking_one_of_concurrent_sessions_is_flagged() {
+    if !require_root("only_the_leaking_one_of_concurrent_sessions_is_flagged") {
+        return;
+    }
+    let run = check_proxy(&[
+        "--sessions",
+        "3",
+        "--concurrent",
+        "--leak",
+        "task",
+        "--leak-session",
+        "1",
+        "--self-check",
+        "1200",
+    ]);
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert_eq!(flagged(&run), injected(&run));
+    let leaking: Vec<u64> = by_event(&run.ours, "verdict")
+        .iter()
+        .filter(|v| v["outcome"] != "clean")
+        .map(|v| v["pc_id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(leaking, vec![3], "only session 1's offerer");
+}
