@@ -296,3 +296,54 @@ fn usdt_list_bad_input() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("sockscope:pc_socket"));
 }
+
+/// Every argument form and size, signed and unsigned, extreme values: what the BPF
+/// side reads (and sign- or zero-extends) must equal what the program put there.
+#[test]
+fn every_argument_form_arrives_exactly() {
+    if !require_root("every_argument_form_arrives_exactly") {
+        return;
+    }
+    let _serial = serial();
+    let forms = workload_bin("usdt_forms");
+    let tracer = Sockscope::start(&[
+        "trace",
+        "-f",
+        "json",
+        "--usdt",
+        forms.to_str().unwrap(),
+        "--usdt-provider",
+        "sockscope_test",
+    ]);
+    let mut child = Command::new(&forms)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = Lines::new(child.stdout.take().unwrap());
+    let hello: Value = serde_json::from_str(&out.next(Duration::from_secs(10)).unwrap()).unwrap();
+    writeln!(child.stdin.as_mut().unwrap(), "fire").unwrap();
+    out.wait_for("fired", Duration::from_secs(10));
+    drop(child.stdin.take());
+    let _ = child.wait();
+    std::thread::sleep(Duration::from_millis(300));
+    let (events, _) = tracer.stop_json();
+    let expected = hello["expected"].as_object().unwrap();
+    let markers = by_event(&events, "marker");
+    assert_eq!(
+        markers.len(),
+        expected.len(),
+        "each marker fired once: {markers:#?}"
+    );
+    for (name, want) in expected {
+        let got = markers
+            .iter()
+            .find(|m| m["name"] == name.as_str())
+            .unwrap_or_else(|| panic!("no {name}"));
+        assert_eq!(
+            &got["args"], want,
+            "{name}: args as read by the BPF program"
+        );
+        assert_eq!(got["provider"], "sockscope_test");
+    }
+}
