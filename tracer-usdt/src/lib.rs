@@ -7,6 +7,20 @@
 //!
 //! Ids are chosen by the application; 0 means "no PeerConnection" and is never a
 //! valid id.
+//!
+//! Features: `tracing` ([`PcSpanLayer`]: spans with a `pc_id` field become
+//! PeerConnection spans) and `webrtc` ([`TracedPeerConnection`]: a webrtc-rs
+//! `RTCPeerConnection` that fires every marker).
+
+#[cfg(feature = "tracing")]
+mod layer;
+#[cfg(feature = "webrtc")]
+mod webrtc_pc;
+
+#[cfg(feature = "tracing")]
+pub use layer::PcSpanLayer;
+#[cfg(feature = "webrtc")]
+pub use webrtc_pc::{TracedPeerConnection, candidate_ports};
 
 /// A PeerConnection came to life.
 #[inline(always)]

@@ -347,3 +347,32 @@ fn every_argument_form_arrives_exactly() {
         assert_eq!(got["provider"], "sockscope_test");
     }
 }
+
+/// tracer-usdt's tracing layer: spans with `pc_id` (and spans inside them, and tasks
+/// instrumented with them) tag the sockets created inside; none outside.
+#[test]
+fn tracing_layer_spans_tag_sockets() {
+    if !require_root("tracing_layer_spans_tag_sockets") {
+        return;
+    }
+    let _serial = serial();
+    let bin = workload_bin("traced_spans");
+    let tracer = Sockscope::start(&["trace", "-f", "json", "--usdt", bin.to_str().unwrap()]);
+    let out = Command::new(&bin).output().unwrap();
+    assert!(out.status.success());
+    std::thread::sleep(Duration::from_millis(300));
+    let (events, _) = tracer.stop_json();
+    let said: Value = serde_json::from_slice(&out.stdout).unwrap();
+    for want in said["sockets"].as_array().unwrap() {
+        let cookie = cookie_of_port(&events, want["port"].as_u64().unwrap());
+        let create = by_event(&events, "create")
+            .into_iter()
+            .find(|c| c["cookie"].as_u64() == Some(cookie))
+            .unwrap();
+        assert_eq!(
+            create.get("pc_id").unwrap_or(&Value::Null),
+            &want["pc_id"],
+            "{want}"
+        );
+    }
+}

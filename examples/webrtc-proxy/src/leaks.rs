@@ -50,7 +50,7 @@ pub async fn inject(kind: Leak, peer: &Peer) -> anyhow::Result<Vec<Leaked>> {
     let leaked = |port| {
         vec![Leaked {
             kind,
-            pc_id: peer.pc_id,
+            pc_id: peer.traced.pc_id,
             port,
         }]
     };
@@ -76,8 +76,8 @@ pub async fn inject(kind: Leak, peer: &Peer) -> anyhow::Result<Vec<Leaked>> {
                 .clone()
                 .context("arc-cycle leak needs the session mux")?;
             let port = guard.port;
-            let pc = peer.pc.clone();
-            peer.pc
+            let pc = peer.pc().clone();
+            peer.pc()
                 .on_peer_connection_state_change(Box::new(move |state| {
                     // Keeps the PeerConnection (and so this handler) and the mux alive.
                     let _cycle = (&pc, &guard);

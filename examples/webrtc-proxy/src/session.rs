@@ -5,7 +5,7 @@ use std::{sync::Arc, time::Duration};
 
 use anyhow::{Context as _, bail};
 use tokio::{net::UdpSocket, sync::mpsc};
-use tracer_usdt::in_pc_span;
+use tracer_usdt::{TracedPeerConnection, candidate_ports, in_pc_span};
 use webrtc::{
     api::{APIBuilder, setting_engine::SettingEngine},
     data_channel::{RTCDataChannel, data_channel_message::DataChannelMessage},
@@ -40,18 +40,6 @@ fn setting_engine(mux: Option<Arc<UDPMuxDefault>>) -> SettingEngine {
     s
 }
 
-/// Ports of the host candidates in a local description.
-fn candidate_ports(sdp: &str) -> Vec<u16> {
-    let mut ports: Vec<u16> = sdp
-        .lines()
-        .filter(|l| l.starts_with("a=candidate:") && l.contains(" typ host"))
-        .filter_map(|l| l.split_whitespace().nth(5)?.parse().ok())
-        .collect();
-    ports.sort_unstable();
-    ports.dedup();
-    ports
-}
-
 /// A per-session UDP socket multiplexing all ICE traffic of one PeerConnection, as
 /// SFUs commonly configure webrtc-rs (`UDPNetwork::Muxed`). The application owns it
 /// (`close()` of the PeerConnection does not close it): this guard closes it when the
@@ -83,9 +71,15 @@ async fn open_session_mux() -> anyhow::Result<Arc<MuxGuard>> {
 }
 
 pub struct Peer {
-    pub pc_id: u64,
-    pub pc: Arc<RTCPeerConnection>,
+    /// The PeerConnection, announced to sockscope (tracer-usdt's webrtc helper).
+    pub traced: TracedPeerConnection,
     pub mux: Option<Arc<MuxGuard>>,
+}
+
+impl Peer {
+    pub fn pc(&self) -> &Arc<RTCPeerConnection> {
+        &self.traced.pc
+    }
 }
 
 async fn new_peer(pc_id: u64, use_mux: bool) -> anyhow::Result<Peer> {
@@ -99,27 +93,11 @@ async fn new_peer(pc_id: u64, use_mux: bool) -> anyhow::Result<Peer> {
         .with_setting_engine(setting_engine(network))
         .build();
     let pc = Arc::new(api.new_peer_connection(RTCConfiguration::default()).await?);
-    tracer_usdt::pc_open(pc_id);
+    let traced = TracedPeerConnection::with_id(pc, pc_id);
     if let Some(m) = &mux {
         tracer_usdt::pc_socket(pc_id, m.port);
     }
-    Ok(Peer { pc_id, pc, mux })
-}
-
-/// Sets the local description, waits for ICE gathering, announces candidate ports.
-async fn describe_locally(peer: &Peer, sdp: RTCSessionDescription) -> anyhow::Result<String> {
-    let mut gathered = peer.pc.gathering_complete_promise().await;
-    peer.pc.set_local_description(sdp).await?;
-    let _ = gathered.recv().await;
-    let local = peer
-        .pc
-        .local_description()
-        .await
-        .context("no local description")?;
-    for port in candidate_ports(&local.sdp) {
-        tracer_usdt::pc_socket(peer.pc_id, port);
-    }
-    Ok(local.sdp)
+    Ok(Peer { traced, mux })
 }
 
 /// What a session did, for the program's report.
@@ -145,7 +123,7 @@ pub async fn run(
     // a strong reference would be a channel -> handler -> channel cycle that keeps the
     // PeerConnection's transports (and a muxed socket) alive after close().
     answerer
-        .pc
+        .pc()
         .on_data_channel(Box::new(|dc: Arc<RTCDataChannel>| {
             Box::pin(async move {
                 let echo = Arc::downgrade(&dc);
@@ -161,7 +139,7 @@ pub async fn run(
         }));
     let (got_tx, mut got_rx) = mpsc::channel::<()>(messages.max(1));
     let (open_tx, mut open_rx) = mpsc::channel::<()>(1);
-    let dc = in_pc_span(a_id, offerer.pc.create_data_channel("proxy", None)).await?;
+    let dc = in_pc_span(a_id, offerer.pc().create_data_channel("proxy", None)).await?;
     dc.on_open(Box::new(move || {
         Box::pin(async move {
             let _ = open_tx.send(()).await;
@@ -175,20 +153,30 @@ pub async fn run(
     }));
 
     let offer_sdp = in_pc_span(a_id, async {
-        let offer = offerer.pc.create_offer(None).await?;
-        describe_locally(&offerer, offer).await
+        let offer = offerer.pc().create_offer(None).await?;
+        Ok::<_, anyhow::Error>(
+            offerer
+                .traced
+                .set_local_description_and_gather(offer)
+                .await?,
+        )
     })
     .await?;
     let answer_sdp = in_pc_span(b_id, async {
         let offer = RTCSessionDescription::offer(offer_sdp.clone())?;
-        answerer.pc.set_remote_description(offer).await?;
-        let answer = answerer.pc.create_answer(None).await?;
-        describe_locally(&answerer, answer).await
+        answerer.pc().set_remote_description(offer).await?;
+        let answer = answerer.pc().create_answer(None).await?;
+        Ok::<_, anyhow::Error>(
+            answerer
+                .traced
+                .set_local_description_and_gather(answer)
+                .await?,
+        )
     })
     .await?;
     in_pc_span(a_id, async {
         let answer = RTCSessionDescription::answer(answer_sdp.clone())?;
-        offerer.pc.set_remote_description(answer).await
+        offerer.pc().set_remote_description(answer).await
     })
     .await?;
 
@@ -215,13 +203,14 @@ pub async fn run(
     };
 
     for peer in [&offerer, &answerer] {
-        tracer_usdt::pc_close_begin(peer.pc_id);
         // close() reports teardown hiccups (e.g. an SCTP reset racing the association
         // shutdown) yet still closes: log them, as applications do, and carry on.
-        if let Err(e) = in_pc_span(peer.pc_id, peer.pc.close()).await {
-            eprintln!("webrtc-proxy: PeerConnection {} close: {e}", peer.pc_id);
+        if let Err(e) = peer.traced.close().await {
+            eprintln!(
+                "webrtc-proxy: PeerConnection {} close: {e}",
+                peer.traced.pc_id
+            );
         }
-        tracer_usdt::pc_close_end(peer.pc_id);
     }
     let ports = (candidate_ports(&offer_sdp), candidate_ports(&answer_sdp));
     // Dropping the peers drops the session's mux guards: that is the cleanup.
