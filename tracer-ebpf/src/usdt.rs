@@ -49,12 +49,10 @@ pub fn sockscope_usdt(ctx: ProbeContext) -> u32 {
         usdt_action::SPAN_ENTER => {
             let _ = CURRENT_PC.insert(tid, args[0], 0);
         }
-        usdt_action::SPAN_EXIT => {
-            // Only the span it entered: an exit of another id leaves the current one.
-            // SAFETY: copied out at once.
-            if unsafe { CURRENT_PC.get(tid) }.copied() == Some(args[0]) {
-                let _ = CURRENT_PC.remove(tid);
-            }
+        // Only the span it entered: an exit of another id leaves the current one.
+        // SAFETY: copied out at once.
+        usdt_action::SPAN_EXIT if unsafe { CURRENT_PC.get(tid) }.copied() == Some(args[0]) => {
+            let _ = CURRENT_PC.remove(tid);
         }
         _ => {}
     }

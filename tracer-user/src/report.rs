@@ -36,7 +36,64 @@ pub struct SavedReport {
     pub summary: Summary,
 }
 
+/// Findings printed as they come, and kept for the summary and the saved report.
+pub struct FindingLog {
+    format: Format,
+    pub findings: Vec<Finding>,
+}
+
+impl FindingLog {
+    pub fn new(format: Format) -> Self {
+        Self {
+            format,
+            findings: Vec::new(),
+        }
+    }
+
+    pub fn emit(&mut self, found: Vec<Finding>) -> io::Result<()> {
+        if found.is_empty() {
+            return Ok(());
+        }
+        let mut out = io::stdout().lock();
+        for f in found {
+            write_finding(&mut out, &f, self.format)?;
+            self.findings.push(f);
+        }
+        out.flush()
+    }
+}
+
+/// What a `check` or `watch` run concluded, as its exit code says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Clean,
+    Leaks,
+    /// No trustworthy verdict (events lost, or the command did not run properly).
+    Inconclusive,
+}
+
+impl Outcome {
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Self::Clean => 0,
+            Self::Leaks => 1,
+            Self::Inconclusive => 2,
+        }
+    }
+}
+
 impl Summary {
+    /// Leaks first; then lost events make any other verdict untrustworthy.
+    pub fn outcome(&self) -> Outcome {
+        if self.leaks > 0 {
+            Outcome::Leaks
+        } else if self.incomplete > 0 || self.lost > 0 {
+            Outcome::Inconclusive
+        } else {
+            Outcome::Clean
+        }
+    }
+
     pub fn count(&mut self, f: &Finding) {
         if let Finding::Verdict(v) = f {
             self.judged += 1;

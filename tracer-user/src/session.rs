@@ -8,6 +8,7 @@ use crate::{
     events::{KernelEvent, bind_addr, comm_str},
     loader::Tracer,
     markers::{AttachReport, MarkerTable, MarkerTarget},
+    report::Summary,
     stream::EventStream,
     symbolize::{Symbolizer, stack_addrs},
 };
@@ -108,6 +109,28 @@ impl LeakSession {
             }
             KernelEvent::Exit(e) => c.process_exited(e.pid, e.ts_ns),
         }
+    }
+
+    /// The summary of everything judged so far.
+    pub fn summary(
+        &self,
+        grace: std::time::Duration,
+        markers_attached: usize,
+        findings: &[Finding],
+    ) -> Summary {
+        let mut summary = Summary {
+            grace_ms: grace.as_millis() as u64,
+            peer_connections: self.correlator.pc_counts().0,
+            never_closed: self.correlator.unclosed().len(),
+            events: self.events,
+            lost: self.lost,
+            markers_attached,
+            ..Default::default()
+        };
+        for f in findings {
+            summary.count(f);
+        }
+        summary
     }
 
     /// Notes lost events and judges what is due by now.

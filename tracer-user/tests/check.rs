@@ -12,31 +12,10 @@ use common::*;
 use serde_json::Value;
 
 /// `sockscope check --format json ARGS -- pc_sim SIM_ARGS`: (exit code, sockscope's
-/// JSON lines, pc_sim's JSON lines). Both write to the same stdout; told apart by keys.
+/// JSON lines, pc_sim's JSON lines, stderr).
 fn check(args: &[&str], sim_args: &[&str]) -> (Option<i32>, Vec<Value>, Vec<Value>, String) {
-    let _serial = serial();
-    let sim = workload_bin("pc_sim");
-    let out: Output = Command::new(sockscope_bin())
-        .args(["check", "--format", "json"])
-        .args(args)
-        .arg("--")
-        .arg(&sim)
-        .args(sim_args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert_nothing_attached("after check");
-    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
-    let (ours, sim_lines) = lines.into_iter().partition(|v| v.get("schema").is_some());
-    (
-        out.status.code(),
-        ours,
-        sim_lines,
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let run = run_check(args, &workload_bin("pc_sim"), sim_args);
+    (run.code, run.ours, run.program, run.stderr)
 }
 
 fn leaked_ports_said(sim: &[Value]) -> Vec<(u64, u64)> {

@@ -1,28 +1,14 @@
 //! Filters, output to a file, event loss, and `doctor`, on the real kernel.
 mod common;
 
-use std::{
-    io::Write as _,
-    process::{Command, Stdio},
-    time::Duration,
-};
+use std::{io::Write as _, process::Command, time::Duration};
 
 use common::*;
 use serde_json::Value;
 
-/// Runs `udp_churn --count N` (waiting for a go), returns (child, pid).
+/// `udp_churn --count N`, waiting for a go: (child, its stdout, pid).
 fn churn(count: usize) -> (std::process::Child, Lines, u32) {
-    let mut child = Command::new(workload_bin("udp_churn"))
-        .args(["--wait", "--count", &count.to_string()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let out = Lines::new(child.stdout.take().unwrap());
-    let ready: Value =
-        serde_json::from_str(&out.wait_for("ready", Duration::from_secs(10))).unwrap();
-    let pid = ready["pid"].as_u64().unwrap() as u32;
-    (child, out, pid)
+    spawn_waiting("udp_churn", &["--wait", "--count", &count.to_string()])
 }
 
 fn go(child: &mut std::process::Child, out: &Lines) -> Value {

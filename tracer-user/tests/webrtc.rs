@@ -2,41 +2,18 @@
 //! namespace with only `lo`: verdicts against the program's own /proc ground truth.
 mod common;
 
-use std::process::{Command, Stdio};
-
 use common::*;
 use serde_json::Value;
 
-struct Run {
-    code: Option<i32>,
-    ours: Vec<Value>,
-    program: Vec<Value>,
-    stderr: String,
-}
-
-/// `sockscope check --grace 1s --format json -- webrtc-proxy --netns ARGS`.
-fn check_proxy(args: &[&str]) -> Run {
-    let _serial = serial();
-    let out = Command::new(sockscope_bin())
-        .args(["check", "--grace", "1s", "--format", "json", "--"])
-        .arg(workload_bin("webrtc-proxy"))
-        .args(["--netns", "--linger", "1500"])
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert_nothing_attached("after check");
-    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
-    let (ours, program) = lines.into_iter().partition(|v| v.get("schema").is_some());
-    Run {
-        code: out.status.code(),
-        ours,
-        program,
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+/// `sockscope check --grace 1s --format json -- webrtc-proxy --netns --linger 1500 ARGS`.
+fn check_proxy(args: &[&str]) -> CheckRun {
+    let mut proxy_args = vec!["--netns", "--linger", "1500"];
+    proxy_args.extend_from_slice(args);
+    run_check(
+        &["--grace", "1s"],
+        &workload_bin("webrtc-proxy"),
+        &proxy_args,
+    )
 }
 
 fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
@@ -45,7 +22,7 @@ fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
 }
 
 /// (pc_id, port) of each leak the program injected.
-fn injected(run: &Run) -> Vec<(u64, u64)> {
+fn injected(run: &CheckRun) -> Vec<(u64, u64)> {
     sorted(
         run.program
             .iter()
@@ -56,7 +33,7 @@ fn injected(run: &Run) -> Vec<(u64, u64)> {
 }
 
 /// Ports of the UDP sockets /proc says are still open after close + grace.
-fn still_open(run: &Run) -> Vec<u64> {
+fn still_open(run: &CheckRun) -> Vec<u64> {
     let check = run
         .program
         .iter()
@@ -72,7 +49,7 @@ fn still_open(run: &Run) -> Vec<u64> {
     )
 }
 
-fn flagged(run: &Run) -> Vec<(u64, u64)> {
+fn flagged(run: &CheckRun) -> Vec<(u64, u64)> {
     sorted(
         by_event(&run.ours, "leak")
             .iter()

@@ -3,7 +3,6 @@
 //! verdict can be given (usage, environment, lost events, CMD failed to run).
 use std::{
     ffi::CString,
-    io::Write as _,
     os::unix::{ffi::OsStrExt as _, process::CommandExt as _},
     path::{Path, PathBuf},
     process::ExitStatus,
@@ -13,12 +12,11 @@ use std::{
 use anyhow::{Context as _, bail};
 
 use crate::{
-    correlate::Finding,
     error::UsageError,
     loader::TracerBuilder,
     markers::{MarkerTarget, PROVIDER},
     output::Format,
-    report::{SavedReport, Summary, write_finding, write_summary},
+    report::{FindingLog, Outcome, SavedReport, write_summary},
     session::LeakSession,
     shutdown::{StopReason, watch_shutdown},
     system::ScopedCgroup,
@@ -31,25 +29,6 @@ pub struct CheckOptions {
     pub report: Option<PathBuf>,
     pub ring_bytes: Option<u32>,
     pub command: Vec<String>,
-}
-
-/// How a check ended: the exit code sockscope should return.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CheckOutcome {
-    Clean,
-    Leaks,
-    /// No trustworthy verdict (events lost, or the command did not run properly).
-    Inconclusive,
-}
-
-impl CheckOutcome {
-    pub fn exit_code(self) -> u8 {
-        match self {
-            Self::Clean => 0,
-            Self::Leaks => 1,
-            Self::Inconclusive => 2,
-        }
-    }
 }
 
 /// CMD resolved through PATH, as exec would.
@@ -118,7 +97,7 @@ fn describe(status: &ExitStatus) -> String {
     }
 }
 
-pub async fn run(opts: CheckOptions) -> anyhow::Result<CheckOutcome> {
+pub async fn run(opts: CheckOptions) -> anyhow::Result<Outcome> {
     let exe = resolve(&opts.command[0])?;
     if let Some(r) = &opts.report {
         std::fs::File::create(r).map_err(|source| UsageError::Output {
@@ -161,23 +140,12 @@ pub async fn run(opts: CheckOptions) -> anyhow::Result<CheckOutcome> {
         child.id().unwrap_or(0),
         opts.grace
     );
-    let mut findings = Vec::new();
-    let format = opts.format;
-    let emit = |fs: Vec<Finding>, findings: &mut Vec<Finding>| -> anyhow::Result<()> {
-        let mut out = std::io::stdout().lock();
-        for f in fs {
-            write_finding(&mut out, &f, format)?;
-            findings.push(f);
-        }
-        out.flush()?;
-        Ok(())
-    };
-
+    let mut log = FindingLog::new(opts.format);
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let status = loop {
         tokio::select! {
-            r = session.readable() => { r?; let f = session.drain(); emit(f, &mut findings)?; }
-            _ = tick.tick() => { let f = session.tick()?; emit(f, &mut findings)?; }
+            r = session.readable() => { r?; log.emit(session.drain())?; }
+            _ = tick.tick() => log.emit(session.tick()?)?,
             status = child.wait() => break status.context("waiting for the command")?,
             _ = stop.changed() => {
                 // Passed on to CMD (ours to stop); its exit ends the check.
@@ -190,31 +158,16 @@ pub async fn run(opts: CheckOptions) -> anyhow::Result<CheckOutcome> {
     };
     // Descendants may outlive CMD; give the kernel's last records time to arrive.
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let f = session.drain();
-    emit(f, &mut findings)?;
-    let f = session.tick()?;
-    emit(f, &mut findings)?;
-
-    let (pcs, _) = session.correlator.pc_counts();
-    let mut summary = Summary {
-        command: opts.command.clone(),
-        command_status: Some(describe(&status)),
-        grace_ms: opts.grace.as_millis() as u64,
-        peer_connections: pcs,
-        never_closed: session.correlator.unclosed().len(),
-        events: session.events,
-        lost: session.lost(),
-        markers_attached,
-        ..Default::default()
-    };
-    for f in &findings {
-        summary.count(f);
-    }
+    log.emit(session.drain())?;
+    log.emit(session.tick()?)?;
+    let mut summary = session.summary(opts.grace, markers_attached, &log.findings);
+    summary.command = opts.command.clone();
+    summary.command_status = Some(describe(&status));
     write_summary(&mut std::io::stdout().lock(), &summary, opts.format)?;
     if let Some(path) = &opts.report {
         let saved = SavedReport {
             schema: crate::output::SCHEMA,
-            findings,
+            findings: log.findings,
             summary: summary.clone(),
         };
         std::fs::write(path, serde_json::to_vec_pretty(&saved)?)
@@ -223,22 +176,22 @@ pub async fn run(opts: CheckOptions) -> anyhow::Result<CheckOutcome> {
     drop(session); // detaches everything before the cgroup goes
     drop(cgroup);
 
-    let outcome = if summary.leaks > 0 {
-        CheckOutcome::Leaks
-    } else if summary.incomplete > 0 || summary.lost > 0 {
-        eprintln!(
-            "sockscope: {} events were lost: no clean verdict can be given (raise --ring-bytes)",
-            summary.lost
-        );
-        CheckOutcome::Inconclusive
-    } else if !status.success() {
-        eprintln!(
-            "sockscope: the command {}: no leaks found in what ran, but the check is not clean",
-            describe(&status)
-        );
-        CheckOutcome::Inconclusive
-    } else {
-        CheckOutcome::Clean
+    let outcome = match summary.outcome() {
+        Outcome::Inconclusive => {
+            eprintln!(
+                "sockscope: {} events were lost: no clean verdict can be given (raise --ring-bytes)",
+                summary.lost
+            );
+            Outcome::Inconclusive
+        }
+        Outcome::Clean if !status.success() => {
+            eprintln!(
+                "sockscope: the command {}: no leaks found in what ran, but the check is not clean",
+                describe(&status)
+            );
+            Outcome::Inconclusive
+        }
+        other => other,
     };
     Ok(outcome)
 }

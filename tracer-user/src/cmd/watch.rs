@@ -1,17 +1,15 @@
 //! `sockscope watch --pid P`: attach to a running process and its USDT markers, and
 //! report leaks as its PeerConnections close. Ends on Ctrl-C/SIGTERM or when P exits.
-use std::{io::Write as _, time::Duration};
+use std::time::Duration;
 
 use anyhow::Context as _;
 
 use crate::{
-    cmd::check::CheckOutcome,
-    correlate::Finding,
     error::UsageError,
     loader::TracerBuilder,
     markers::{MarkerTarget, PROVIDER},
     output::Format,
-    report::{Summary, write_finding, write_summary},
+    report::{FindingLog, Outcome, write_summary},
     session::LeakSession,
     shutdown::watch_shutdown,
 };
@@ -29,7 +27,7 @@ fn alive(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
-pub async fn run(opts: WatchOptions) -> anyhow::Result<CheckOutcome> {
+pub async fn run(opts: WatchOptions) -> anyhow::Result<Outcome> {
     if !alive(opts.pid) {
         return Err(UsageError::NoSuchPid(opts.pid).into());
     }
@@ -55,24 +53,13 @@ pub async fn run(opts: WatchOptions) -> anyhow::Result<CheckOutcome> {
         opts.pid, report.attached, opts.grace
     );
 
-    let mut findings: Vec<Finding> = Vec::new();
-    let format = opts.format;
-    let emit = |fs: Vec<Finding>, all: &mut Vec<Finding>| -> anyhow::Result<()> {
-        let mut out = std::io::stdout().lock();
-        for f in fs {
-            write_finding(&mut out, &f, format)?;
-            all.push(f);
-        }
-        out.flush()?;
-        Ok(())
-    };
+    let mut log = FindingLog::new(opts.format);
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     loop {
         tokio::select! {
-            r = session.readable() => { r?; let f = session.drain(); emit(f, &mut findings)?; }
+            r = session.readable() => { r?; log.emit(session.drain())?; }
             _ = tick.tick() => {
-                let f = session.tick()?;
-                emit(f, &mut findings)?;
+                log.emit(session.tick()?)?;
                 if !alive(opts.pid) {
                     break;
                 }
@@ -80,27 +67,8 @@ pub async fn run(opts: WatchOptions) -> anyhow::Result<CheckOutcome> {
             _ = stop.changed() => break,
         }
     }
-    let f = session.drain();
-    emit(f, &mut findings)?;
-    let (pcs, _) = session.correlator.pc_counts();
-    let mut summary = Summary {
-        grace_ms: opts.grace.as_millis() as u64,
-        peer_connections: pcs,
-        never_closed: session.correlator.unclosed().len(),
-        events: session.events,
-        lost: session.lost(),
-        markers_attached: report.attached,
-        ..Default::default()
-    };
-    for f in &findings {
-        summary.count(f);
-    }
+    log.emit(session.drain())?;
+    let summary = session.summary(opts.grace, report.attached, &log.findings);
     write_summary(&mut std::io::stdout().lock(), &summary, opts.format)?;
-    Ok(if summary.leaks > 0 {
-        CheckOutcome::Leaks
-    } else if summary.lost > 0 {
-        CheckOutcome::Inconclusive
-    } else {
-        CheckOutcome::Clean
-    })
+    Ok(summary.outcome())
 }

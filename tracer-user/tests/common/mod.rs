@@ -276,3 +276,53 @@ pub fn ss_udp_sockets() -> Vec<(u16, u64, u64)> {
 pub fn by_event<'a>(values: &'a [Value], event: &str) -> Vec<&'a Value> {
     values.iter().filter(|v| v["event"] == event).collect()
 }
+
+/// What a `sockscope check --format json ARGS -- CMD CMD_ARGS` printed. sockscope's
+/// lines carry `schema`; the command's own JSON lines (same stdout) do not.
+pub struct CheckRun {
+    pub code: Option<i32>,
+    pub ours: Vec<Value>,
+    pub program: Vec<Value>,
+    pub stderr: String,
+}
+
+pub fn run_check(check_args: &[&str], cmd: &std::path::Path, cmd_args: &[&str]) -> CheckRun {
+    let _serial = serial();
+    let out = Command::new(sockscope_bin())
+        .args(["check", "--format", "json"])
+        .args(check_args)
+        .arg("--")
+        .arg(cmd)
+        .args(cmd_args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_nothing_attached("after check");
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let (ours, program) = lines.into_iter().partition(|v| v.get("schema").is_some());
+    CheckRun {
+        code: out.status.code(),
+        ours,
+        program,
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Starts a workload that prints `{"ready":true,"pid":P}` and waits for a line on
+/// stdin: (child, its stdout lines, P).
+pub fn spawn_waiting(bin: &str, args: &[&str]) -> (Child, Lines, u32) {
+    let mut child = Command::new(workload_bin(bin))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {bin}: {e}"));
+    let out = Lines::new(child.stdout.take().expect("stdout"));
+    let ready: Value =
+        serde_json::from_str(&out.wait_for("ready", Duration::from_secs(10))).unwrap();
+    let pid = ready["pid"].as_u64().unwrap() as u32;
+    (child, out, pid)
+}
