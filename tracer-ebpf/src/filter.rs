@@ -69,6 +69,15 @@ pub fn filters_active() -> bool {
     read(&FILTER_TGID) != 0 || read(&FILTER_COMM)[0] != 0 || read(&FILTER_CGROUP) != 0
 }
 
+/// 1: take the kernel stack of socket creations too (`trace --stacks`).
+#[unsafe(no_mangle)]
+static KERNEL_STACKS: u8 = 0;
+
+#[inline(always)]
+pub fn kernel_stacks_wanted() -> bool {
+    read(&KERNEL_STACKS) != 0
+}
+
 /// Byte offset of `flags` in the kernel's `struct task_struct` (from kernel BTF, set
 /// by user space); 0 = unknown.
 #[unsafe(no_mangle)]

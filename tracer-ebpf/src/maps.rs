@@ -1,5 +1,6 @@
 //! Maps shared by the programs. Sizes are defaults: user space may resize some before
 //! load (`EbpfLoader::set_max_entries`).
+use aya_ebpf::bindings::BPF_F_NO_PREALLOC;
 use aya_ebpf::{
     macros::map,
     maps::{HashMap, PerCpuArray, RingBuf, StackTrace},
@@ -30,9 +31,10 @@ pub static PENDING: HashMap<u32, PendingCreate> = HashMap::with_max_entries(8192
 
 /// Sockets whose create passed the filters, so their release is reported even when the
 /// releasing task would not pass them (e.g. another process closed the last reference).
-/// Value: creation time.
+/// Value: creation time. Not preallocated: sized for a busy media server, it only
+/// takes memory for the sockets really open.
 #[map]
-pub static TRACKED: HashMap<u64, u64> = HashMap::with_max_entries(65536, 0);
+pub static TRACKED: HashMap<u64, u64> = HashMap::with_max_entries(262_144, BPF_F_NO_PREALLOC);
 
 #[map]
 pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stats::COUNT, 0);

@@ -11,7 +11,7 @@ use aya_ebpf::{
 use tracer_common::{CreateEvent, EventKind, ExitEvent};
 
 use crate::{
-    filter::{current, current_comm, current_task_wanted},
+    filter::{current, current_comm, current_task_wanted, kernel_stacks_wanted},
     maps::{CURRENT_PC, PENDING, STACKS, reserve},
 };
 
@@ -29,7 +29,11 @@ pub fn sockscope_socket_exit(ctx: TracePointContext) -> u32 {
     let _ = PENDING.remove(tid);
     // SAFETY: `ret` is a long at this offset of every sys_exit record.
     let ret: i64 = unsafe { ctx.read_at(RET_OFFSET) }.unwrap_or(-1);
-    let kernel_stack = ctx.get_stackid(&STACKS, 0).map_or(-1, |id| id as i32);
+    let kernel_stack = if kernel_stacks_wanted() {
+        ctx.get_stackid(&STACKS, 0).map_or(-1, |id| id as i32)
+    } else {
+        -1
+    };
     let user_stack = ctx
         .get_stackid(&STACKS, BPF_F_USER_STACK as u64)
         .map_or(-1, |id| id as i32);

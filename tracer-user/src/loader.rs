@@ -38,6 +38,7 @@ pub struct TracerBuilder {
     comm: Option<[u8; COMM_LEN]>,
     ring_bytes: Option<u32>,
     cgroup: Option<PathBuf>,
+    kernel_stacks: bool,
 }
 
 impl TracerBuilder {
@@ -65,6 +66,14 @@ impl TracerBuilder {
     /// Ring buffer size in bytes (a power of two, multiple of the page size).
     pub fn ring_bytes(mut self, bytes: Option<u32>) -> Self {
         self.ring_bytes = bytes;
+        self
+    }
+
+    /// Also take the kernel stack of each socket creation. Off by default: on this
+    /// backend it is always the `socket(2)` syscall path, and walking it costs about
+    /// as much as the rest of the create hooks together (see BENCHMARKS.md).
+    pub fn kernel_stacks(mut self, on: bool) -> Self {
+        self.kernel_stacks = on;
         self
     }
 
@@ -98,7 +107,13 @@ impl TracerBuilder {
             None => 0,
         };
         let comm = self.comm.unwrap_or([0; COMM_LEN]);
-        let mut ebpf = configured_load(self.pid.unwrap_or(0), comm, cgroup_id, self.ring_bytes)?;
+        let mut ebpf = configured_load(&LoadConfig {
+            pid: self.pid.unwrap_or(0),
+            comm,
+            cgroup_id,
+            ring_bytes: self.ring_bytes,
+            kernel_stacks: self.kernel_stacks,
+        })?;
 
         // The fd pairing must be in place before the first socket is stashed.
         let exit: &mut TracePoint = program(&mut ebpf, SOCKET_EXIT_PROGRAM)?;
@@ -147,20 +162,27 @@ impl TracerBuilder {
 /// Loads the object with its read-only configuration. Shared by tracing and
 /// `doctor`, so doctor verifies exactly the code that tracing runs (the verifier
 /// prunes branches on these constants).
-fn configured_load(
+/// The read-only globals and map sizes fixed at load.
+#[derive(Default)]
+struct LoadConfig {
     pid: u32,
     comm: [u8; COMM_LEN],
     cgroup_id: u64,
     ring_bytes: Option<u32>,
-) -> Result<Ebpf, TracerError> {
+    kernel_stacks: bool,
+}
+
+fn configured_load(cfg: &LoadConfig) -> Result<Ebpf, TracerError> {
     let mut loader = EbpfLoader::new();
-    loader.override_global("FILTER_TGID", &pid, true);
-    loader.override_global("FILTER_COMM", &comm, true);
-    loader.override_global("FILTER_CGROUP", &cgroup_id, true);
+    loader.override_global("FILTER_TGID", &cfg.pid, true);
+    loader.override_global("FILTER_COMM", &cfg.comm, true);
+    loader.override_global("FILTER_CGROUP", &cfg.cgroup_id, true);
+    let kernel_stacks = u8::from(cfg.kernel_stacks);
+    loader.override_global("KERNEL_STACKS", &kernel_stacks, true);
     // Lets release events say whether a dying process's files are being closed.
     let task_flags = system::kernel_member_offset("task_struct", "flags").unwrap_or(0);
     loader.override_global("TASK_FLAGS_OFFSET", &task_flags, true);
-    if let Some(bytes) = ring_bytes {
+    if let Some(bytes) = cfg.ring_bytes {
         loader.map_max_entries("EVENTS", bytes);
     }
     loader
@@ -278,7 +300,11 @@ pub fn probe_programs() -> Result<Vec<ProgramProbe>, TracerError> {
         path: cgroup_path.clone(),
         source,
     })?;
-    let mut ebpf = configured_load(0, [0; COMM_LEN], 0, None)?;
+    // Kernel stacks on: the verifier then checks every path the tracer may use.
+    let mut ebpf = configured_load(&LoadConfig {
+        kernel_stacks: true,
+        ..LoadConfig::default()
+    })?;
     let mut probes = Vec::new();
     let exit = program::<TracePoint>(&mut ebpf, SOCKET_EXIT_PROGRAM).and_then(|p| {
         p.load().map_err(prog_err(SOCKET_EXIT_PROGRAM, "loaded"))?;

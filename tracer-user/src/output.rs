@@ -8,7 +8,11 @@ use std::{
 };
 
 use crate::{
-    clock::human_ns, error::UsageError, events::Family, sockets::Origin, symbolize::Frame,
+    clock::human_ns,
+    error::UsageError,
+    events::Family,
+    sockets::Origin,
+    symbolize::{Frame, Stack},
 };
 
 /// Version of the JSON Lines schema; bump on incompatible changes.
@@ -22,8 +26,8 @@ pub enum Format {
 
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct Stacks {
-    pub user: Vec<Frame>,
-    pub kernel: Vec<Frame>,
+    pub user: Stack,
+    pub kernel: Stack,
 }
 
 #[derive(Debug, serde::Serialize)]

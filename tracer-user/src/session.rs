@@ -10,7 +10,7 @@ use crate::{
     markers::{AttachReport, MarkerTable, MarkerTarget},
     report::Summary,
     stream::EventStream,
-    symbolize::{Symbolizer, stack_addrs},
+    symbolize::StackCache,
 };
 
 pub struct LeakSession {
@@ -18,7 +18,7 @@ pub struct LeakSession {
     stream: EventStream,
     pub markers: MarkerTable,
     pub correlator: Correlator,
-    symbolizer: Symbolizer,
+    stacks: StackCache,
     lost: u64,
     last_tick_ns: u64,
     pub events: u64,
@@ -32,7 +32,7 @@ impl LeakSession {
             stream,
             markers: MarkerTable::default(),
             correlator: Correlator::new(grace_ns),
-            symbolizer: Symbolizer::new(),
+            stacks: StackCache::new(),
             lost: 0,
             last_tick_ns: monotonic_ns(),
             events: 0,
@@ -72,7 +72,6 @@ impl LeakSession {
         let c = &mut self.correlator;
         match ev {
             KernelEvent::Create(e) => {
-                let addrs = stack_addrs(self.tracer.stacks(), e.user_stack);
                 c.socket_created(NewSocket {
                     cookie: e.cookie,
                     pid: e.pid,
@@ -81,7 +80,7 @@ impl LeakSession {
                     fd: (e.fd >= 0).then_some(e.fd),
                     created_ns: e.ts_ns,
                     span_pc: e.pc_id,
-                    stack: self.symbolizer.user(e.pid, &addrs),
+                    stack: self.stacks.user(self.tracer.stacks(), e.pid, e.user_stack),
                 });
                 Vec::new()
             }
@@ -107,7 +106,10 @@ impl LeakSession {
                     None => c.advance(m.ts_ns),
                 }
             }
-            KernelEvent::Exit(e) => c.process_exited(e.pid, e.ts_ns),
+            KernelEvent::Exit(e) => {
+                self.stacks.forget_process(e.pid);
+                c.process_exited(e.pid, e.ts_ns)
+            }
         }
     }
 

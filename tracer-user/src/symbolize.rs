@@ -1,5 +1,7 @@
 //! Stack symbolization with blazesym: user stacks through the process's memory maps
 //! (Rust names demangled), kernel stacks through kallsyms.
+use std::{collections::HashMap, sync::Arc};
+
 use aya::maps::{MapData, StackTraceMap};
 use blazesym::symbolize::{
     Input, Symbolized, Symbolizer as Blaze, source::Kernel, source::Process, source::Source,
@@ -100,6 +102,65 @@ impl Symbolizer {
                 },
             })
             .collect()
+    }
+}
+
+/// A symbolized stack, innermost first, shared by every socket created through it.
+pub type Stack = Arc<[Frame]>;
+
+/// Symbolized stacks by stack id. Symbolizing costs tens of microseconds and a stack's
+/// frames take kilobytes, while sockets of one process come from a handful of code
+/// paths: each (process, stack id) is symbolized once and shared. Stack ids are
+/// stable because sockscope never deletes from the stack map.
+pub struct StackCache {
+    symbolizer: Symbolizer,
+    user: HashMap<(u32, i32), Stack>,
+    kernel: HashMap<i32, Stack>,
+    empty: Stack,
+}
+
+impl Default for StackCache {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl StackCache {
+    pub fn new() -> Self {
+        Self {
+            symbolizer: Symbolizer::new(),
+            user: HashMap::new(),
+            kernel: HashMap::new(),
+            empty: Arc::from(Vec::new()),
+        }
+    }
+
+    /// User stack `id` of process `pid` (empty if no stack was taken).
+    pub fn user(&mut self, stacks: &StackTraceMap<MapData>, pid: u32, id: i32) -> Stack {
+        if id < 0 {
+            return self.empty.clone();
+        }
+        let sym = &self.symbolizer;
+        self.user
+            .entry((pid, id))
+            .or_insert_with(|| sym.user(pid, &stack_addrs(stacks, id)).into())
+            .clone()
+    }
+
+    pub fn kernel(&mut self, stacks: &StackTraceMap<MapData>, id: i32) -> Stack {
+        if id < 0 {
+            return self.empty.clone();
+        }
+        let sym = &self.symbolizer;
+        self.kernel
+            .entry(id)
+            .or_insert_with(|| sym.kernel(&stack_addrs(stacks, id)).into())
+            .clone()
+    }
+
+    /// A process exited: its pid may come back with other code at the same addresses.
+    pub fn forget_process(&mut self, pid: u32) {
+        self.user.retain(|(p, _), _| *p != pid);
     }
 }
 

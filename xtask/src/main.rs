@@ -1,5 +1,6 @@
 //! Project tasks: `cargo xtask setup | test | demo`. Each installs what it needs first,
 //! so a fresh machine needs nothing but this repository and cargo.
+mod bench;
 mod demo;
 mod setup;
 mod util;
@@ -26,6 +27,21 @@ enum Task {
     /// Set up, build, and run `sockscope check` on a real webrtc-rs program, once
     /// with an injected UDP socket leak and once clean (needs root).
     Demo,
+    /// Set up, build (release) and measure what tracing costs: overhead ratios
+    /// traced/untraced, events/s without loss, memory per socket, attach and verdict
+    /// latency, against bpftrace. Writes bench/results.json and bench/results.md.
+    Bench {
+        /// Fewer and shorter rounds (under 2 minutes after the build).
+        #[arg(long)]
+        quick: bool,
+        /// Where to write the JSON results (the table goes beside it, .md).
+        #[arg(long)]
+        output: Option<std::path::PathBuf>,
+        /// Only these groups of figures (comma-separated): churn, echo, webrtc, loss,
+        /// memory, latency.
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -34,6 +50,11 @@ fn main() -> std::process::ExitCode {
         Task::Setup => setup::run(),
         Task::Test { args } => test(&args),
         Task::Demo => demo::run(),
+        Task::Bench {
+            quick,
+            output,
+            only,
+        } => bench::run(quick, output, &only),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

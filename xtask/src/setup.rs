@@ -103,7 +103,13 @@ fn bpf_linker() -> anyhow::Result<()> {
 }
 
 fn apt_packages() -> anyhow::Result<()> {
-    let missing: Vec<&str> = APT_PACKAGES
+    ensure_commands(&APT_PACKAGES)
+}
+
+/// Installs the Debian package of each (package, command) pair whose command is
+/// missing.
+pub fn ensure_commands(wanted: &[(&str, &str)]) -> anyhow::Result<()> {
+    let missing: Vec<&str> = wanted
         .iter()
         .filter(|(_, cmd)| output("which", &[cmd]).is_none())
         .map(|(pkg, _)| *pkg)

@@ -120,6 +120,7 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         }
     };
     let mut reports = Vec::new();
+    let started = std::time::Instant::now();
     if args.concurrent {
         let tasks: Vec<_> = (0..args.sessions)
             .map(|s| {
@@ -136,10 +137,13 @@ async fn run(args: &Args) -> anyhow::Result<()> {
             reports.extend(session_with_leaks(s, leak_for(s), args.udp_mux, args.messages).await?);
         }
     }
+    // Sessions per second, for `cargo xtask bench` (traced vs untraced).
+    let sessions_seconds = started.elapsed().as_secs_f64();
     for r in &reports {
         say(json!({
             "pc_ids": [r.pc_ids.0, r.pc_ids.1],
             "ports": [r.ports.0, r.ports.1],
+            "seconds": r.seconds,
             "leaked": r.leaked.iter().map(|l| json!({"kind": l.kind.name(), "pc_id": l.pc_id, "port": l.port})).collect::<Vec<_>>(),
         }));
     }
@@ -152,7 +156,9 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         say(json!({"self_check": {"open_udp": open}}));
     }
     tokio::time::sleep(Duration::from_millis(args.linger)).await;
-    say(json!({"done": true, "pid": std::process::id()}));
+    say(
+        json!({"done": true, "pid": std::process::id(), "sessions": args.sessions, "sessions_seconds": sessions_seconds}),
+    );
     Ok(())
 }
 

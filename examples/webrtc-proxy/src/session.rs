@@ -105,6 +105,8 @@ pub struct SessionReport {
     pub pc_ids: (u64, u64),
     pub ports: (Vec<u16>, Vec<u16>),
     pub leaked: Vec<Leaked>,
+    /// From creating the PeerConnections to both closed.
+    pub seconds: f64,
 }
 
 pub async fn run(
@@ -114,6 +116,7 @@ pub async fn run(
     messages: usize,
 ) -> anyhow::Result<SessionReport> {
     let (a_id, b_id) = pc_ids(session);
+    let started = std::time::Instant::now();
     // The leaks that need an app-owned socket use the muxed network.
     let use_mux = use_mux || leak.is_some_and(Leak::needs_mux);
     let offerer = in_pc_span(a_id, new_peer(a_id, use_mux)).await?;
@@ -219,5 +222,6 @@ pub async fn run(
         pc_ids: (a_id, b_id),
         ports,
         leaked,
+        seconds: started.elapsed().as_secs_f64(),
     })
 }

@@ -59,6 +59,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Trace(a) => {
+            let to_file = a.output.is_some();
             let summary = trace::run(trace::TraceOptions {
                 pid: a.pid,
                 comm: a.comm,
@@ -71,6 +72,14 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 usdt_providers: a.usdt_provider,
             })
             .await?;
+            if to_file {
+                // The summary record went to the file; the user watching the
+                // terminal still wants it.
+                eprintln!(
+                    "sockscope: {} events, {} lost, {} UDP sockets still open",
+                    summary.events, summary.lost, summary.open_sockets
+                );
+            }
             if summary.lost > 0 {
                 eprintln!(
                     "sockscope: {} events were lost: the trace is incomplete",

@@ -14,7 +14,7 @@ use crate::{
     shutdown::watch_shutdown,
     sockets::{Origin, SocketInfo, SocketTable},
     stream::EventStream,
-    symbolize::{Symbolizer, stack_addrs},
+    symbolize::StackCache,
 };
 
 #[derive(Clone, Debug)]
@@ -63,7 +63,8 @@ pub async fn run(opts: TraceOptions) -> anyhow::Result<TraceSummary> {
     let builder = TracerBuilder::new()
         .pid(opts.pid)
         .comm(opts.comm.as_deref())
-        .ring_bytes(opts.ring_bytes);
+        .ring_bytes(opts.ring_bytes)
+        .kernel_stacks(opts.stacks);
     let mut tracer = tokio::task::spawn_blocking(move || builder.attach()).await??;
     let mut stream = EventStream::new(&mut tracer)?;
     let markers = attach_markers(&opts, &mut tracer)?;
@@ -150,7 +151,8 @@ struct TraceState {
     /// Processes that created sockets or fired markers.
     seen: std::collections::HashSet<u32>,
     clock: Clock,
-    symbolizer: Option<Symbolizer>,
+    /// With `--stacks`.
+    stacks: Option<StackCache>,
     sockets: SocketTable,
     pid: Option<u32>,
     comm: Option<String>,
@@ -164,7 +166,7 @@ impl TraceState {
             markers,
             seen: Default::default(),
             clock: Clock::new(),
-            symbolizer: opts.stacks.then(Symbolizer::new),
+            stacks: opts.stacks.then(StackCache::new),
             sockets: SocketTable::default(),
             pid: opts.pid,
             comm: opts.comm.clone(),
@@ -257,9 +259,9 @@ impl TraceState {
                         pc_id: c.pc_id,
                     },
                 );
-                let stacks = self.symbolizer.as_ref().map(|sym| Stacks {
-                    user: sym.user(c.pid, &stack_addrs(tracer.stacks(), c.user_stack)),
-                    kernel: sym.kernel(&stack_addrs(tracer.stacks(), c.kernel_stack)),
+                let stacks = self.stacks.as_mut().map(|cache| Stacks {
+                    user: cache.user(tracer.stacks(), c.pid, c.user_stack),
+                    kernel: cache.kernel(tracer.stacks(), c.kernel_stack),
                 });
                 Some(Record::Create {
                     time: self.clock.format(c.ts_ns),
@@ -323,11 +325,16 @@ impl TraceState {
             // Only processes whose sockets or markers we saw: a host-wide trace would
             // otherwise list every process exit.
             KernelEvent::Exit(e) if !self.seen.contains(&e.pid) => None,
-            KernelEvent::Exit(e) => Some(Record::Exit {
-                time: self.clock.format(e.ts_ns),
-                mono_ns: e.ts_ns,
-                pid: e.pid,
-                open_sockets: self.sockets.iter().filter(|(_, s)| s.pid == e.pid).count(),
+            KernelEvent::Exit(e) => Some({
+                if let Some(cache) = self.stacks.as_mut() {
+                    cache.forget_process(e.pid);
+                }
+                Record::Exit {
+                    time: self.clock.format(e.ts_ns),
+                    mono_ns: e.ts_ns,
+                    pid: e.pid,
+                    open_sockets: self.sockets.iter().filter(|(_, s)| s.pid == e.pid).count(),
+                }
             }),
         }
     }

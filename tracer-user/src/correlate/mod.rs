@@ -16,7 +16,7 @@ use std::{
 pub use subsystem::{Subsystem, classify, is_webrtc_frame};
 pub use verdict::{Attribution, Confidence, Finding, Leak, PcOutcome, PcVerdict};
 
-use crate::symbolize::Frame;
+use crate::symbolize::{Frame, Stack};
 
 /// A PeerConnection: the process it lives in and the id the application gave it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -46,7 +46,7 @@ pub struct NewSocket {
     /// The creating thread's current PeerConnection (0: none).
     pub span_pc: u64,
     /// Symbolized creating user stack, innermost first.
-    pub stack: Vec<Frame>,
+    pub stack: Stack,
 }
 
 #[derive(Clone, Debug)]
@@ -342,7 +342,7 @@ impl Correlator {
                 subsystem: sock.subsystem,
                 age_ns: at_ns.saturating_sub(sock.info.created_ns),
                 since_close_ns: at_ns.saturating_sub(close_end),
-                stack: sock.info.stack.clone(),
+                stack: sock.info.stack.to_vec(),
             }));
         }
         self.leaks += leaked;

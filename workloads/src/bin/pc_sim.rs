@@ -4,7 +4,8 @@
 //!
 //! `pc_sim [--pcs N] [--sockets K] [--leak PC_ID]... [--leak-unannounced PC_ID]...
 //!         [--linger D_MS] [--after-span] [--wait] [--exit-without-cleanup]`
-//! Prints one JSON line per PeerConnection (`pc_id`, ports, leaked ports) and a final
+//! Prints one JSON line per PeerConnection (`pc_id`, ports, leaked ports, and when
+//! `pc_close_end` fired as `close_end_mono_ns`, CLOCK_MONOTONIC) and a final
 //! `{"done":true,...}`. `--after-span` also creates one socket right after the span
 //! of PeerConnection 1 ended (it must not carry pc_id 1).
 use std::{
@@ -94,7 +95,10 @@ fn main() {
         };
         drop(socks);
         tracer_usdt::pc_close_end(pc_id);
-        say(json!({"pc_id": pc_id, "ports": ports, "leaked_ports": leaked}));
+        let closed_ns = workloads::monotonic_ns();
+        say(
+            json!({"pc_id": pc_id, "ports": ports, "leaked_ports": leaked, "close_end_mono_ns": closed_ns}),
+        );
         if pc_id == 1 && args.iter().any(|a| a == "--after-span") {
             let s = UdpSocket::bind("127.0.0.1:0").ok();
             say(json!({"after_span_port": s.as_ref().map(port)}));

@@ -1,31 +1,21 @@
 //! Creates, binds (loopback, port 0) and closes UDP sockets as fast as it can.
 //!
-//! `udp_churn [--count N] [--threads T] [--wait]`: N sockets per thread (default
-//! 1000), T threads (default 1). With `--wait` it prints `{"ready":true,"pid":P}` and
+//! `udp_churn [--count N] [--threads T] [--rate R] [--wait]`: N sockets per thread
+//! (default 1000), T threads (default 1); with `--rate`, at most R sockets per second
+//! in all (paced, for finding the highest rate a tracer follows without loss).
+//! With `--wait` it prints `{"ready":true,"pid":P}` and
 //! waits for a line on stdin before starting. At the end it prints
 //! `{"pid":P,"sockets":TOTAL,"seconds":S}`.
-use std::{
-    io::{BufRead as _, Write as _},
-    net::UdpSocket,
-    time::Instant,
-};
+use std::{net::UdpSocket, time::Instant};
 
-fn arg(args: &[String], name: &str, default: usize) -> usize {
-    match args.iter().position(|a| a == name) {
-        Some(i) => args
-            .get(i + 1)
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| {
-                eprintln!("udp_churn: {name} needs a number");
-                std::process::exit(2)
-            }),
-        None => default,
-    }
-}
+use workloads::{Pacer, number_arg, say, wait_if_asked};
 
-fn churn(count: usize) -> usize {
+/// Creates, binds and closes `count` sockets, at most `rate` per second.
+fn churn(count: usize, rate: Option<f64>) -> usize {
+    let pacer = Pacer::new(rate);
     let mut done = 0;
-    for _ in 0..count {
+    for i in 0..count {
+        pacer.wait(i as u64);
         if UdpSocket::bind("127.0.0.1:0").is_ok() {
             done += 1;
         }
@@ -35,20 +25,21 @@ fn churn(count: usize) -> usize {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let count = arg(&args, "--count", 1000);
-    let threads = arg(&args, "--threads", 1).max(1);
+    let count = number_arg(&args, "--count", 1000) as usize;
+    let threads = number_arg(&args, "--threads", 1).max(1) as usize;
+    let rate = match number_arg(&args, "--rate", 0) {
+        0 => None,
+        r => Some(r as f64 / threads as f64),
+    };
     let pid = std::process::id();
-    if args.iter().any(|a| a == "--wait") {
-        println!("{{\"ready\":true,\"pid\":{pid}}}");
-        let _ = std::io::stdout().flush();
-        let mut line = String::new();
-        let _ = std::io::stdin().lock().read_line(&mut line);
-    }
+    wait_if_asked(&args);
     let start = Instant::now();
     let workers: Vec<_> = (0..threads)
-        .map(|_| std::thread::spawn(move || churn(count)))
+        .map(|_| std::thread::spawn(move || churn(count, rate)))
         .collect();
     let total: usize = workers.into_iter().map(|w| w.join().unwrap_or(0)).sum();
     let seconds = start.elapsed().as_secs_f64();
-    println!("{{\"pid\":{pid},\"sockets\":{total},\"seconds\":{seconds:.6}}}");
+    say(&format!(
+        "{{\"pid\":{pid},\"sockets\":{total},\"seconds\":{seconds:.6}}}"
+    ));
 }

@@ -1,0 +1,89 @@
+//! What the workload binaries share: numeric flags and the `--wait` handshake that
+//! lets a tracer attach to a known pid before the work starts.
+use std::{
+    io::{BufRead as _, Write as _},
+    time::{Duration, Instant},
+};
+
+/// The value of `name N` in `args`, `default` when absent; exits 2 when not a number.
+pub fn number_arg(args: &[String], name: &str, default: u64) -> u64 {
+    match args.iter().position(|a| a == name) {
+        Some(i) => args
+            .get(i + 1)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| {
+                eprintln!("{name} needs a number");
+                std::process::exit(2)
+            }),
+        None => default,
+    }
+}
+
+/// Prints one JSON line and flushes it (the reader is usually a pipe).
+pub fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+/// Prints `{"ready":true,"pid":P,...}` and blocks until a line (or EOF) on stdin.
+pub fn ready_then_wait(extra: &str) {
+    say(&format!(
+        "{{\"ready\":true,\"pid\":{}{extra}}}",
+        std::process::id()
+    ));
+    wait_line();
+}
+
+/// Blocks until a line (or EOF) on stdin.
+pub fn wait_line() {
+    let mut line = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut line);
+}
+
+/// With `--wait` in `args`: [`ready_then_wait`].
+pub fn wait_if_asked(args: &[String]) {
+    if args.iter().any(|a| a == "--wait") {
+        ready_then_wait("");
+    }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock of BPF's `bpf_ktime_get_ns`, so times
+/// printed here compare with the tracer's.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid timespec; CLOCK_MONOTONIC cannot fail on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Spaces out work to at most `per_second` items, sleeping only when more than a
+/// millisecond ahead of schedule (shorter sleeps cost more than the work).
+pub struct Pacer {
+    start: Instant,
+    per_second: Option<f64>,
+}
+
+impl Pacer {
+    /// `per_second` None or not positive: no pacing.
+    pub fn new(per_second: Option<f64>) -> Self {
+        Self {
+            start: Instant::now(),
+            per_second: per_second.filter(|r| *r > 0.0),
+        }
+    }
+
+    /// Before item `i` (counted from 0).
+    pub fn wait(&self, i: u64) {
+        if let Some(rate) = self.per_second {
+            let due = Duration::from_secs_f64(i as f64 / rate);
+            let now = self.start.elapsed();
+            if due > now + Duration::from_millis(1) {
+                std::thread::sleep(due - now);
+            }
+        }
+    }
+}
