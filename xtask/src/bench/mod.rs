@@ -193,6 +193,9 @@ pub fn run(quick: bool, output: Option<PathBuf>, only: &[String]) -> anyhow::Res
     let table = report::markdown(&results);
     println!("\n{table}");
     let json = serde_json::to_string_pretty(&results)?;
+    if let Some(dir) = json_path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
     // What we write must read back: the schema check is the smoke test of CI runs.
     Results::parse(&json).context("bench results do not match their own schema")?;
     std::fs::write(&json_path, json + "\n")
