@@ -197,3 +197,16 @@ mod pod {
     unsafe impl aya::Pod for UsdtSpec {}
     unsafe impl aya::Pod for ExitEvent {}
 }
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns`, so times taken in
+/// user space (by the tracer, a workload or the benchmarks) compare with the kernel's.
+#[cfg(feature = "clock")]
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid out-pointer; CLOCK_MONOTONIC always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}

@@ -137,6 +137,9 @@ impl LeakSession {
 
     /// Notes lost events and judges what is due by now.
     pub fn tick(&mut self) -> anyhow::Result<Vec<Finding>> {
+        // Whatever the kernel recorded before now counts before judging at now: a
+        // release still in the ring must not make a leak.
+        let mut found = self.drain();
         let now = monotonic_ns();
         let stats = self.tracer.stats()?;
         if stats.lost > self.lost {
@@ -148,6 +151,22 @@ impl LeakSession {
             self.lost = stats.lost;
         }
         self.last_tick_ns = now;
-        Ok(self.correlator.advance(now))
+        found.extend(self.correlator.advance(now));
+        Ok(found)
+    }
+
+    /// Sleeps until the next PeerConnection's grace ends (forever if none waits), so a
+    /// leak is reported when it becomes one rather than at the next periodic tick.
+    pub fn grace_expiry(&self) -> impl std::future::Future<Output = ()> + use<> {
+        let wait = self
+            .correlator
+            .next_deadline_ns()
+            .map(|d| std::time::Duration::from_nanos(d.saturating_sub(monotonic_ns())));
+        async move {
+            match wait {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
+            }
+        }
     }
 }

@@ -48,17 +48,7 @@ pub fn wait_if_asked(args: &[String]) {
     }
 }
 
-/// CLOCK_MONOTONIC in nanoseconds: the clock of BPF's `bpf_ktime_get_ns`, so times
-/// printed here compare with the tracer's.
-pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid timespec; CLOCK_MONOTONIC cannot fail on Linux.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
+pub use tracer_common::monotonic_ns;
 
 /// Spaces out work to at most `per_second` items, sleeping only when more than a
 /// millisecond ahead of schedule (shorter sleeps cost more than the work).

@@ -40,14 +40,7 @@ pub fn run() -> anyhow::Result<()> {
     println!(
         "xtask: building sockscope and the webrtc-rs example (release; the first build takes a few minutes)"
     );
-    util::cargo(&[
-        "build",
-        "--release",
-        "-p",
-        "tracer-user",
-        "-p",
-        "webrtc-proxy",
-    ])?;
+    util::build_release(&["tracer-user", "webrtc-proxy"])?;
     let leak = check(
         "webrtc-rs sessions; session 1 leaks an mDNS socket whose query task never stops",
         &["--leak", "mdns", "--leak-session", "1", "--linger", "1500"],

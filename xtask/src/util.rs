@@ -26,6 +26,15 @@ pub fn cargo(args: &[&str]) -> anyhow::Result<()> {
     run_ok(Command::new(cargo).args(args))
 }
 
+/// `cargo build --release` of these packages.
+pub fn build_release(packages: &[&str]) -> anyhow::Result<()> {
+    let mut args = vec!["build", "--release"];
+    for p in packages {
+        args.extend(["-p", p]);
+    }
+    cargo(&args)
+}
+
 pub fn is_root() -> bool {
     output("id", &["-u"]).is_some_and(|s| s.trim() == "0")
 }

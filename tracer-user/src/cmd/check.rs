@@ -146,6 +146,7 @@ pub async fn run(opts: CheckOptions) -> anyhow::Result<Outcome> {
         tokio::select! {
             r = session.readable() => { r?; log.emit(session.drain())?; }
             _ = tick.tick() => log.emit(session.tick()?)?,
+            _ = session.grace_expiry() => log.emit(session.tick()?)?,
             status = child.wait() => break status.context("waiting for the command")?,
             _ = stop.changed() => {
                 // Passed on to CMD (ours to stop); its exit ends the check.

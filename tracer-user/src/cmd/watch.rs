@@ -58,6 +58,7 @@ pub async fn run(opts: WatchOptions) -> anyhow::Result<Outcome> {
     loop {
         tokio::select! {
             r = session.readable() => { r?; log.emit(session.drain())?; }
+            _ = session.grace_expiry() => log.emit(session.tick()?)?,
             _ = tick.tick() => {
                 log.emit(session.tick()?)?;
                 if !alive(opts.pid) {

@@ -128,16 +128,7 @@ pub fn run(quick: bool, output: Option<PathBuf>, only: &[String]) -> anyhow::Res
     util::require_root("cargo xtask bench")?;
     let bpftrace = bpftrace_script();
     println!("xtask: building sockscope, the workloads and the webrtc-rs example (release)");
-    util::cargo(&[
-        "build",
-        "--release",
-        "-p",
-        "tracer-user",
-        "-p",
-        "workloads",
-        "-p",
-        "webrtc-proxy",
-    ])?;
+    util::build_release(&["tracer-user", "workloads", "webrtc-proxy"])?;
     let bins = Bins::new(&root().join("target/release"));
     let plan = Plan::new(quick);
     let started = std::time::Instant::now();
