@@ -17,6 +17,7 @@ pub enum EventKind {
     Release = 3,
     Marker = 4,
     Exit = 5,
+    Exec = 6,
 }
 
 impl TryFrom<u32> for EventKind {
@@ -28,6 +29,7 @@ impl TryFrom<u32> for EventKind {
             3 => Self::Release,
             4 => Self::Marker,
             5 => Self::Exit,
+            6 => Self::Exec,
             other => return Err(other),
         })
     }
@@ -93,12 +95,14 @@ pub struct ReleaseEvent {
     pub comm: [u8; COMM_LEN],
 }
 
-/// A traced process is exiting (its last thread reached `do_exit`). Emitted before
-/// the kernel closes the process's files, so releases that follow in the ring buffer
-/// were done by the exit, not by the application.
+/// Something happened to a whole process. Kind `Exit`: its last thread reached
+/// `do_exit`; emitted before the kernel closes the process's files, so releases that
+/// follow in the ring buffer were done by the exit, not by the application. Kind
+/// `Exec`: it executed a new program and was stopped (SIGSTOP) so that user space can
+/// attach that program's markers before it runs; user space continues it.
 #[derive(Clone, Copy, Debug)]
 #[repr(C)]
-pub struct ExitEvent {
+pub struct ProcessEvent {
     pub kind: u32,
     pub pid: u32,
     pub tid: u32,
@@ -195,7 +199,7 @@ mod pod {
     unsafe impl aya::Pod for ReleaseEvent {}
     unsafe impl aya::Pod for MarkerEvent {}
     unsafe impl aya::Pod for UsdtSpec {}
-    unsafe impl aya::Pod for ExitEvent {}
+    unsafe impl aya::Pod for ProcessEvent {}
 }
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns`, so times taken in

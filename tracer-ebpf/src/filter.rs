@@ -56,6 +56,12 @@ pub fn current_task_wanted(tgid: u32) -> bool {
     }
 }
 
+/// Whether tracing is scoped to a cgroup of sockscope's own (`check`).
+#[inline(always)]
+pub fn cgroup_filter_set() -> bool {
+    read(&FILTER_CGROUP) != 0
+}
+
 /// The current comm, zeroed if it cannot be read.
 #[inline(always)]
 pub fn current_comm() -> [u8; COMM_LEN] {

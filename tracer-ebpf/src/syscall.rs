@@ -2,16 +2,17 @@
 //! stashed for this thread with the fd `socket(2)` returned and the creating stacks
 //! (cgroup_sock programs may not take stacks). It fires for every `socket(2)` on the
 //! system, so the common path (no stash for this thread) is one hash lookup.
-use aya_ebpf::helpers::bpf_ktime_get_ns;
+use aya_ebpf::helpers::{bpf_ktime_get_ns, bpf_send_signal};
 use aya_ebpf::{
     bindings::BPF_F_USER_STACK,
     macros::tracepoint,
+    maps::ring_buf::RingBufEntry,
     programs::{TracePointContext, tracing::StackIdContext as _},
 };
-use tracer_common::{CreateEvent, EventKind, ExitEvent};
+use tracer_common::{CreateEvent, EventKind, ProcessEvent};
 
 use crate::{
-    filter::{current, current_comm, current_task_wanted, kernel_stacks_wanted},
+    filter::{cgroup_filter_set, current, current_comm, current_task_wanted, kernel_stacks_wanted},
     maps::{CURRENT_PC, PENDING, STACKS, reserve},
 };
 
@@ -78,15 +79,43 @@ pub fn sockscope_proc_exit(ctx: TracePointContext) -> u32 {
     if !current_task_wanted(tgid) {
         return 0;
     }
-    if let Some(mut entry) = reserve::<ExitEvent>() {
-        entry.write(ExitEvent {
-            kind: EventKind::Exit as u32,
-            pid: tgid,
-            tid,
-            _pad: 0,
-            // SAFETY: reads the clock only.
-            ts_ns: unsafe { bpf_ktime_get_ns() },
-        });
+    if let Some(entry) = process_event(EventKind::Exit, tgid, tid) {
+        entry.submit(0);
+    }
+    0
+}
+
+/// A process record, written but not yet submitted.
+#[inline(always)]
+fn process_event(kind: EventKind, pid: u32, tid: u32) -> Option<RingBufEntry<ProcessEvent>> {
+    let mut entry = reserve::<ProcessEvent>()?;
+    entry.write(ProcessEvent {
+        kind: kind as u32,
+        pid,
+        tid,
+        _pad: 0,
+        // SAFETY: reads the clock only.
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+    });
+    Some(entry)
+}
+
+const SIGSTOP: u32 = 19;
+
+/// `sched/sched_process_exec` in the traced cgroup (`check` only): stops the process
+/// before its first instruction, so user space can attach the new program's USDT
+/// markers (test binaries that `cargo test` runs, say) and then continue it. Without a
+/// record to tell user space (ring full), the process is not stopped.
+#[tracepoint(category = "sched", name = "sched_process_exec")]
+pub fn sockscope_exec(_ctx: TracePointContext) -> u32 {
+    let (tgid, tid) = current();
+    if !cgroup_filter_set() || !current_task_wanted(tgid) {
+        return 0;
+    }
+    if let Some(entry) = process_event(EventKind::Exec, tgid, tid) {
+        // Stop first, tell after: user space's SIGCONT cannot come before the SIGSTOP.
+        // SAFETY: signals the current process only.
+        unsafe { bpf_send_signal(SIGSTOP) };
         entry.submit(0);
     }
     0

@@ -3,7 +3,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use tracer_common::{
-    AF_INET, AF_INET6, BindEvent, COMM_LEN, CreateEvent, EventKind, ExitEvent, MarkerEvent,
+    AF_INET, AF_INET6, BindEvent, COMM_LEN, CreateEvent, EventKind, MarkerEvent, ProcessEvent,
     ReleaseEvent,
 };
 
@@ -13,7 +13,9 @@ pub enum KernelEvent {
     Bind(BindEvent),
     Release(ReleaseEvent),
     Marker(MarkerEvent),
-    Exit(ExitEvent),
+    Exit(ProcessEvent),
+    /// Only when following execs (`check`): the process is stopped until continued.
+    Exec(ProcessEvent),
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -57,6 +59,7 @@ impl KernelEvent {
             EventKind::Release => Self::Release(read(bytes, kind)?),
             EventKind::Marker => Self::Marker(read(bytes, kind)?),
             EventKind::Exit => Self::Exit(read(bytes, kind)?),
+            EventKind::Exec => Self::Exec(read(bytes, kind)?),
         })
     }
 }

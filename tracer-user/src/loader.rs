@@ -25,6 +25,7 @@ pub const CGROUP_PROGRAMS: [&str; 4] = [
 pub const SOCKET_EXIT_PROGRAM: &str = "sockscope_socket_exit";
 /// Process exits, so releases done by the exit are told apart from the application's.
 pub const PROC_EXIT_PROGRAM: &str = "sockscope_proc_exit";
+pub const EXEC_PROGRAM: &str = "sockscope_exec";
 /// The one uprobe program behind every USDT marker.
 pub const USDT_PROGRAM: &str = "sockscope_usdt";
 /// Every program sockscope attaches; all names start with this (the kernel keeps 15
@@ -39,6 +40,7 @@ pub struct TracerBuilder {
     ring_bytes: Option<u32>,
     cgroup: Option<PathBuf>,
     kernel_stacks: bool,
+    follow_exec: bool,
 }
 
 impl TracerBuilder {
@@ -74,6 +76,16 @@ impl TracerBuilder {
     /// as much as the rest of the create hooks together (see BENCHMARKS.md).
     pub fn kernel_stacks(mut self, on: bool) -> Self {
         self.kernel_stacks = on;
+        self
+    }
+
+    /// Stop every process of the cgroup (see [`Self::cgroup`]; refused without one)
+    /// that executes a new program until user space continues it, so the program's
+    /// markers are attached before it runs ([`KernelEvent::Exec`]).
+    ///
+    /// [`KernelEvent::Exec`]: crate::events::KernelEvent::Exec
+    pub fn follow_exec(mut self, on: bool) -> Self {
+        self.follow_exec = on;
         self
     }
 
@@ -138,6 +150,14 @@ impl TracerBuilder {
             exit.load().map_err(prog_err(PROC_EXIT_PROGRAM, "loaded"))?;
             exit.attach("sched", "sched_process_exit")
                 .map_err(prog_err(PROC_EXIT_PROGRAM, "attached"))?;
+        }
+
+        // Never host-wide: the program stops what it sees (it also checks the filter).
+        if self.follow_exec && cgroup_id != 0 {
+            let exec: &mut TracePoint = program(&mut ebpf, EXEC_PROGRAM)?;
+            exec.load().map_err(prog_err(EXEC_PROGRAM, "loaded"))?;
+            exec.attach("sched", "sched_process_exec")
+                .map_err(prog_err(EXEC_PROGRAM, "attached"))?;
         }
 
         // Loaded now, attached per marker later (see `usdt::attach`).
@@ -318,6 +338,15 @@ pub fn probe_programs() -> Result<Vec<ProgramProbe>, TracerError> {
         name: SOCKET_EXIT_PROGRAM,
         kind: "tracepoint",
         result: exit,
+    });
+    // Loaded only: attached without a cgroup of sockscope's own it would stop
+    // processes (and it refuses to act without one anyway).
+    let exec = program::<TracePoint>(&mut ebpf, EXEC_PROGRAM)
+        .and_then(|p| p.load().map_err(prog_err(EXEC_PROGRAM, "loaded")));
+    probes.push(ProgramProbe {
+        name: EXEC_PROGRAM,
+        kind: "tracepoint, load only",
+        result: exec,
     });
     // A uprobe (what USDT markers use), attached for a moment to this very process.
     let usdt = program::<UProbe>(&mut ebpf, USDT_PROGRAM).and_then(|p| {

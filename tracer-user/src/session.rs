@@ -7,7 +7,7 @@ use crate::{
     error::TracerError,
     events::{KernelEvent, bind_addr, comm_str},
     loader::Tracer,
-    markers::{AttachReport, MarkerTable, MarkerTarget},
+    markers::{AttachReport, MarkerTable, MarkerTarget, PROVIDER},
     report::Summary,
     stream::EventStream,
     symbolize::StackCache,
@@ -22,6 +22,10 @@ pub struct LeakSession {
     lost: u64,
     last_tick_ns: u64,
     pub events: u64,
+    /// Programs whose markers were looked for after an exec, by (device, inode).
+    exec_programs: std::collections::HashSet<(u64, u64)>,
+    /// Markers attached to programs the traced processes executed.
+    pub exec_markers: usize,
 }
 
 impl LeakSession {
@@ -36,6 +40,8 @@ impl LeakSession {
             lost: 0,
             last_tick_ns: monotonic_ns(),
             events: 0,
+            exec_programs: Default::default(),
+            exec_markers: 0,
         })
     }
 
@@ -58,14 +64,34 @@ impl LeakSession {
         self.stream.readable().await
     }
 
-    /// Feeds every available record to the correlator.
-    pub fn drain(&mut self) -> Vec<Finding> {
+    /// Feeds every available record to the correlator, after noting losses: a record
+    /// that judges (a process exit, a later marker) must not find clean a
+    /// PeerConnection whose records were lost.
+    pub fn drain(&mut self) -> anyhow::Result<Vec<Finding>> {
+        self.note_losses()?;
         let mut out = Vec::new();
         for ev in self.stream.drain() {
             self.events += 1;
             out.extend(self.apply(ev));
         }
-        out
+        Ok(out)
+    }
+
+    /// Records the kernel had no room for since the last look make everything alive
+    /// meanwhile incomplete.
+    fn note_losses(&mut self) -> anyhow::Result<()> {
+        let now = monotonic_ns();
+        let stats = self.tracer.stats()?;
+        if stats.lost > self.lost {
+            self.correlator.events_lost(self.last_tick_ns, now);
+            eprintln!(
+                "sockscope: lost {} events (ring buffer full): verdicts of PeerConnections alive meanwhile are incomplete",
+                stats.lost - self.lost
+            );
+            self.lost = stats.lost;
+        }
+        self.last_tick_ns = now;
+        Ok(())
     }
 
     fn apply(&mut self, ev: KernelEvent) -> Vec<Finding> {
@@ -106,11 +132,49 @@ impl LeakSession {
                     None => c.advance(m.ts_ns),
                 }
             }
+            KernelEvent::Exec(e) => {
+                self.exec_stopped(e.pid);
+                Vec::new()
+            }
             KernelEvent::Exit(e) => {
                 self.stacks.forget_process(e.pid);
                 c.process_exited(e.pid, e.ts_ns)
             }
         }
+    }
+
+    /// Process `pid` executed a program and the kernel stopped it: attach that
+    /// program's markers (once per program), then let it run. It is continued even
+    /// when attaching fails: never leave a process stopped.
+    fn exec_stopped(&mut self, pid: u32) {
+        use std::os::unix::fs::MetadataExt as _;
+        let exe = std::path::PathBuf::from(format!("/proc/{pid}/exe"));
+        if let Ok(meta) = std::fs::metadata(&exe)
+            && self.exec_programs.insert((meta.dev(), meta.ino()))
+        {
+            let shown = std::fs::read_link(&exe).unwrap_or_else(|_| exe.clone());
+            match self.markers.attach(
+                &mut self.tracer,
+                &MarkerTarget::Binary(exe),
+                &[PROVIDER.to_owned()],
+            ) {
+                Ok(r) if r.attached > 0 => {
+                    self.exec_markers += r.attached;
+                    eprintln!(
+                        "sockscope: attached {} markers of {} (pid {pid})",
+                        r.attached,
+                        shown.display()
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => eprintln!(
+                    "sockscope: markers of {} (pid {pid}) not attached: {e}",
+                    shown.display()
+                ),
+            }
+        }
+        // SAFETY: continues the process the kernel stopped for us.
+        unsafe { libc::kill(pid as i32, libc::SIGCONT) };
     }
 
     /// The summary of everything judged so far.
@@ -139,19 +203,8 @@ impl LeakSession {
     pub fn tick(&mut self) -> anyhow::Result<Vec<Finding>> {
         // Whatever the kernel recorded before now counts before judging at now: a
         // release still in the ring must not make a leak.
-        let mut found = self.drain();
-        let now = monotonic_ns();
-        let stats = self.tracer.stats()?;
-        if stats.lost > self.lost {
-            self.correlator.events_lost(self.last_tick_ns, now);
-            eprintln!(
-                "sockscope: lost {} events (ring buffer full): verdicts of PeerConnections alive meanwhile are incomplete",
-                stats.lost - self.lost
-            );
-            self.lost = stats.lost;
-        }
-        self.last_tick_ns = now;
-        found.extend(self.correlator.advance(now));
+        let mut found = self.drain()?;
+        found.extend(self.correlator.advance(self.last_tick_ns));
         Ok(found)
     }
 

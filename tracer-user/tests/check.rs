@@ -112,6 +112,38 @@ fn leak_flags_exactly_the_leaked_socket_with_its_stack() {
 }
 
 #[test]
+fn markers_of_programs_the_command_runs_are_attached() {
+    if !require_root("markers_of_programs_the_command_runs_are_attached") {
+        return;
+    }
+    // As `cargo test` runs test binaries: CMD (a shell, no markers) forks and execs the
+    // program that has them. `; true` keeps the shell from exec'ing it in its place.
+    let sim = workload_bin("pc_sim");
+    let script = format!("{} --pcs 3 --leak 2 --linger 800; true", sim.display());
+    let run = run_check(
+        &["--grace", "300ms"],
+        std::path::Path::new("/bin/sh"),
+        &["-c", &script],
+    );
+    assert_eq!(run.code, Some(1), "leak → exit 1; stderr: {}", run.stderr);
+    assert!(
+        run.stderr.contains("markers of") && run.stderr.contains("pc_sim"),
+        "says it attached the exec'd program's markers: {}",
+        run.stderr
+    );
+    assert_eq!(
+        leaks_found(&run.ours),
+        leaked_ports_said(&run.program),
+        "flagged = what the exec'd program kept open"
+    );
+    let s = summary(&run.ours);
+    assert_eq!(
+        (s["peer_connections"].as_u64(), s["leaks"].as_u64()),
+        (Some(3), Some(1))
+    );
+}
+
+#[test]
 fn unannounced_socket_is_attributed_through_the_thread_span() {
     if !require_root("unannounced_socket_is_attributed_through_the_thread_span") {
         return;

@@ -178,8 +178,8 @@ fn doctor_tells_the_truth_on_this_kernel() {
         .collect();
     assert_eq!(
         programs.len(),
-        6,
-        "every program sockscope uses is tried (5 cgroup backend + the USDT uprobe)"
+        7,
+        "every program sockscope uses is tried (5 cgroup backend + the USDT uprobe + exec, load only)"
     );
     assert!(programs.iter().all(|p| p["check"]["status"] == "ok"));
     assert_nothing_attached("after doctor");

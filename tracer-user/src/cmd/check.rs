@@ -109,6 +109,7 @@ pub async fn run(opts: CheckOptions) -> anyhow::Result<Outcome> {
     let cgroup = ScopedCgroup::create("check")?;
     let builder = TracerBuilder::new()
         .cgroup(Some(cgroup.path().to_owned()))
+        .follow_exec(true)
         .ring_bytes(opts.ring_bytes);
     let tracer = tokio::task::spawn_blocking(move || builder.attach()).await??;
     let mut session = LeakSession::new(tracer, opts.grace.as_nanos() as u64)?;
@@ -128,7 +129,7 @@ pub async fn run(opts: CheckOptions) -> anyhow::Result<Outcome> {
     };
     if markers_attached == 0 {
         eprintln!(
-            "sockscope: {} has no sockscope markers: sockets cannot be tied to PeerConnections (add the tracer-usdt crate)",
+            "sockscope: {} has no sockscope markers; those of the programs it runs are attached as they start (add the tracer-usdt crate where PeerConnections live)",
             exe.display()
         );
     }
@@ -144,7 +145,7 @@ pub async fn run(opts: CheckOptions) -> anyhow::Result<Outcome> {
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let status = loop {
         tokio::select! {
-            r = session.readable() => { r?; log.emit(session.drain())?; }
+            r = session.readable() => { r?; log.emit(session.drain()?)?; }
             _ = tick.tick() => log.emit(session.tick()?)?,
             _ = session.grace_expiry() => log.emit(session.tick()?)?,
             status = child.wait() => break status.context("waiting for the command")?,
@@ -159,8 +160,9 @@ pub async fn run(opts: CheckOptions) -> anyhow::Result<Outcome> {
     };
     // Descendants may outlive CMD; give the kernel's last records time to arrive.
     tokio::time::sleep(Duration::from_millis(50)).await;
-    log.emit(session.drain())?;
+    log.emit(session.drain()?)?;
     log.emit(session.tick()?)?;
+    let markers_attached = markers_attached + session.exec_markers;
     let mut summary = session.summary(opts.grace, markers_attached, &log.findings);
     summary.command = opts.command.clone();
     summary.command_status = Some(describe(&status));

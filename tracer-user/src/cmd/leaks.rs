@@ -136,7 +136,8 @@ fn apply(live: &mut HashMap<u64, Outstanding>, events: Vec<KernelEvent>) {
             KernelEvent::Release(r) => {
                 live.remove(&r.cookie);
             }
-            KernelEvent::Marker(_) | KernelEvent::Exit(_) => {}
+            // Exec records come only to `check`, which follows execs.
+            KernelEvent::Marker(_) | KernelEvent::Exit(_) | KernelEvent::Exec(_) => {}
         }
     }
 }

@@ -57,7 +57,7 @@ pub async fn run(opts: WatchOptions) -> anyhow::Result<Outcome> {
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     loop {
         tokio::select! {
-            r = session.readable() => { r?; log.emit(session.drain())?; }
+            r = session.readable() => { r?; log.emit(session.drain()?)?; }
             _ = session.grace_expiry() => log.emit(session.tick()?)?,
             _ = tick.tick() => {
                 log.emit(session.tick()?)?;
@@ -68,7 +68,7 @@ pub async fn run(opts: WatchOptions) -> anyhow::Result<Outcome> {
             _ = stop.changed() => break,
         }
     }
-    log.emit(session.drain())?;
+    log.emit(session.drain()?)?;
     let summary = session.summary(opts.grace, report.attached, &log.findings);
     write_summary(&mut std::io::stdout().lock(), &summary, opts.format)?;
     Ok(summary.outcome())

@@ -294,7 +294,6 @@ impl Correlator {
         self.lost.push((from_ns, to_ns));
     }
 
-    /// Judges every PeerConnection whose grace ended by `now`.
     /// When the next closed PeerConnection's grace ends (monotonic ns), if any waits.
     pub fn next_deadline_ns(&self) -> Option<u64> {
         self.pcs
@@ -304,6 +303,7 @@ impl Correlator {
             .min()
     }
 
+    /// Judges every PeerConnection whose grace ended by `now`.
     pub fn advance(&mut self, now_ns: u64) -> Vec<Finding> {
         let mut due: Vec<(u64, PeerConnectionId)> = self
             .pcs

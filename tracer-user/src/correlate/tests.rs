@@ -102,9 +102,17 @@ fn next_deadline_is_the_earliest_unjudged_grace_end() {
     one_pc(&mut c);
     assert_eq!(c.next_deadline_ns(), Some(100 * MS + GRACE));
     c.marker(PID, PcMarker::CloseEnd(2), 300 * MS);
-    assert_eq!(c.next_deadline_ns(), Some(100 * MS + GRACE), "earliest first");
+    assert_eq!(
+        c.next_deadline_ns(),
+        Some(100 * MS + GRACE),
+        "earliest first"
+    );
     c.advance(100 * MS + GRACE);
-    assert_eq!(c.next_deadline_ns(), Some(300 * MS + GRACE), "judged ones drop out");
+    assert_eq!(
+        c.next_deadline_ns(),
+        Some(300 * MS + GRACE),
+        "judged ones drop out"
+    );
     c.advance(300 * MS + GRACE);
     assert_eq!(c.next_deadline_ns(), None);
 }
