@@ -37,7 +37,8 @@ pub enum Command {
     ///
     /// The command runs in a cgroup of its own (children included) as the invoking user
     /// when run through sudo. Its binary's USDT markers (crate tracer-usdt) are attached
-    /// before it starts. Keep it running `--grace` after closing its PeerConnections, or
+    /// before it starts, and those of every program it or its children execute (e.g.
+    /// the test binaries of `cargo test`) before that program runs. Keep it running `--grace` after closing its PeerConnections, or
     /// sockets closed by its exit are judged at the exit.
     Check(CheckArgs),
     /// Attach to a running process and its USDT markers; print leaks as its

@@ -22,6 +22,8 @@ pub struct LeakSession {
     lost: u64,
     last_tick_ns: u64,
     pub events: u64,
+    /// Thread names, each kept once.
+    comms: std::collections::HashMap<[u8; tracer_common::COMM_LEN], std::sync::Arc<str>>,
     /// Programs whose markers were looked for after an exec, by (device, inode).
     exec_programs: std::collections::HashSet<(u64, u64)>,
     /// Markers attached to programs the traced processes executed.
@@ -40,6 +42,7 @@ impl LeakSession {
             lost: 0,
             last_tick_ns: monotonic_ns(),
             events: 0,
+            comms: Default::default(),
             exec_programs: Default::default(),
             exec_markers: 0,
         })
@@ -98,11 +101,16 @@ impl LeakSession {
         let c = &mut self.correlator;
         match ev {
             KernelEvent::Create(e) => {
+                let comm = self
+                    .comms
+                    .entry(e.comm)
+                    .or_insert_with(|| comm_str(&e.comm).into())
+                    .clone();
                 c.socket_created(NewSocket {
                     cookie: e.cookie,
                     pid: e.pid,
                     tid: e.tid,
-                    comm: comm_str(&e.comm),
+                    comm,
                     fd: (e.fd >= 0).then_some(e.fd),
                     created_ns: e.ts_ns,
                     span_pc: e.pc_id,

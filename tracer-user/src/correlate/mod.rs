@@ -40,7 +40,8 @@ pub struct NewSocket {
     pub cookie: u64,
     pub pid: u32,
     pub tid: u32,
-    pub comm: String,
+    /// The creating thread's name, shared by the sockets of threads with that name.
+    pub comm: std::sync::Arc<str>,
     pub fd: Option<i32>,
     pub created_ns: u64,
     /// The creating thread's current PeerConnection (0: none).
@@ -340,7 +341,7 @@ impl Correlator {
             leaked += 1;
             out.push(Finding::Leak(Leak {
                 pid: sock.info.pid,
-                comm: sock.info.comm.clone(),
+                comm: sock.info.comm.to_string(),
                 tid: sock.info.tid,
                 cookie,
                 fd: sock.info.fd,
