@@ -1,6 +1,8 @@
 //! Maps shared by the programs. Sizes are defaults: user space may resize some before
 //! load (`EbpfLoader::set_max_entries`).
-use aya_ebpf::bindings::BPF_F_NO_PREALLOC;
+use aya_ebpf::bindings::{
+    BPF_F_NO_PREALLOC, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP,
+};
 use aya_ebpf::{
     macros::map,
     maps::{HashMap, PerCpuArray, RingBuf, StackTrace},
@@ -44,6 +46,31 @@ pub fn count(index: u32) {
     if let Some(slot) = STATS.get_ptr_mut(index) {
         // SAFETY: per-CPU slot, no other writer while this program runs on this CPU.
         unsafe { *slot += 1 };
+    }
+}
+
+/// Wake the consumer only once this many bytes wait in the ring (set by user space
+/// to an eighth of the ring); below it the consumer polls. A wakeup per record would
+/// cost more than the record (an irq_work here, a context switch there).
+#[unsafe(no_mangle)]
+static WAKEUP_BYTES: u64 = 32 * 1024;
+
+/// Records are at most this long (with their 8-byte header): the one record that
+/// brings the ring past the threshold is in this window above it.
+const RECORD_WINDOW: u64 = 256;
+
+/// Submit flags for a record: wake the consumer once, with the record that brings the
+/// waiting data past the threshold (forcing it for every later record would wake it
+/// more often than the kernel's default does).
+#[inline(always)]
+pub fn wakeup() -> u64 {
+    // SAFETY: a static; the volatile read keeps the load-time value.
+    let threshold = unsafe { core::ptr::read_volatile(&WAKEUP_BYTES) };
+    let waiting = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
+    if waiting >= threshold && waiting < threshold + RECORD_WINDOW {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
     }
 }
 

@@ -9,7 +9,7 @@ use tracer_common::{BindEvent, EventKind, IPPROTO_UDP, ReleaseEvent, stats};
 
 use crate::{
     filter::{current, current_comm, current_exiting, current_task_wanted, filters_active},
-    maps::{PENDING, PendingCreate, TRACKED, count, reserve},
+    maps::{PENDING, PendingCreate, TRACKED, count, reserve, wakeup},
 };
 
 const ALLOW: i32 = 1;
@@ -103,7 +103,7 @@ fn emit_bind(ctx: &SockContext, sock: &bpf_sock, addr: [u8; 16]) {
             cookie,
             addr,
         });
-        entry.submit(0);
+        entry.submit(wakeup());
     }
 }
 
@@ -131,7 +131,7 @@ pub fn sockscope_release(ctx: SockContext) -> i32 {
             cookie,
             comm: current_comm(),
         });
-        entry.submit(0);
+        entry.submit(wakeup());
     }
     ALLOW
 }

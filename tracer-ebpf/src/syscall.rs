@@ -4,7 +4,7 @@
 //! system, so the common path (no stash for this thread) is one hash lookup.
 use aya_ebpf::helpers::{bpf_ktime_get_ns, bpf_send_signal};
 use aya_ebpf::{
-    bindings::BPF_F_USER_STACK,
+    bindings::{BPF_F_USER_STACK, BPF_RB_FORCE_WAKEUP},
     macros::tracepoint,
     maps::ring_buf::RingBufEntry,
     programs::{TracePointContext, tracing::StackIdContext as _},
@@ -13,7 +13,7 @@ use tracer_common::{CreateEvent, EventKind, ProcessEvent};
 
 use crate::{
     filter::{cgroup_filter_set, current, current_comm, current_task_wanted, kernel_stacks_wanted},
-    maps::{CURRENT_PC, PENDING, STACKS, reserve},
+    maps::{CURRENT_PC, PENDING, STACKS, reserve, wakeup},
 };
 
 /// Offset of `ret` in the `sys_exit_*` tracepoint record (after the common header and
@@ -56,7 +56,7 @@ pub fn sockscope_socket_exit(ctx: TracePointContext) -> u32 {
             pc_id,
             comm: current_comm(),
         });
-        entry.submit(0);
+        entry.submit(wakeup());
     }
     0
 }
@@ -80,7 +80,7 @@ pub fn sockscope_proc_exit(ctx: TracePointContext) -> u32 {
         return 0;
     }
     if let Some(entry) = process_event(EventKind::Exit, tgid, tid) {
-        entry.submit(0);
+        entry.submit(wakeup());
     }
     0
 }
@@ -116,7 +116,8 @@ pub fn sockscope_exec(_ctx: TracePointContext) -> u32 {
         // Stop first, tell after: user space's SIGCONT cannot come before the SIGSTOP.
         // SAFETY: signals the current process only.
         unsafe { bpf_send_signal(SIGSTOP) };
-        entry.submit(0);
+        // The process waits for us: wake the consumer now.
+        entry.submit(BPF_RB_FORCE_WAKEUP as u64);
     }
     0
 }

@@ -16,7 +16,7 @@ use tracer_common::{
 
 use crate::{
     filter::{current, current_task_wanted},
-    maps::{CURRENT_PC, reserve},
+    maps::{CURRENT_PC, reserve, wakeup},
 };
 
 /// Argument specs by attach cookie.
@@ -66,7 +66,7 @@ pub fn sockscope_usdt(ctx: ProbeContext) -> u32 {
             ts_ns: unsafe { bpf_ktime_get_ns() },
             args,
         });
-        entry.submit(0);
+        entry.submit(wakeup());
     }
     0
 }

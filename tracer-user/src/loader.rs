@@ -182,6 +182,9 @@ impl TracerBuilder {
 /// Loads the object with its read-only configuration. Shared by tracing and
 /// `doctor`, so doctor verifies exactly the code that tracing runs (the verifier
 /// prunes branches on these constants).
+/// `EVENTS`' size in tracer-ebpf.
+const DEFAULT_RING_BYTES: u32 = 256 * 1024;
+
 /// The read-only globals and map sizes fixed at load.
 #[derive(Default)]
 struct LoadConfig {
@@ -202,6 +205,9 @@ fn configured_load(cfg: &LoadConfig) -> Result<Ebpf, TracerError> {
     // Lets release events say whether a dying process's files are being closed.
     let task_flags = system::kernel_member_offset("task_struct", "flags").unwrap_or(0);
     loader.override_global("TASK_FLAGS_OFFSET", &task_flags, true);
+    // Wake the consumer when an eighth of the ring waits (see stream::POLL).
+    let wakeup_bytes = u64::from(cfg.ring_bytes.unwrap_or(DEFAULT_RING_BYTES) / 8);
+    loader.override_global("WAKEUP_BYTES", &wakeup_bytes, true);
     if let Some(bytes) = cfg.ring_bytes {
         loader.map_max_entries("EVENTS", bytes);
     }

@@ -77,3 +77,16 @@ impl Pacer {
         }
     }
 }
+
+/// CPU time (user + system) this process has used, in seconds. BPF programs run in
+/// the context of the task that triggers them, so a tracer's kernel-side cost shows
+/// up here, in the traced program's system time.
+pub fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage fills the struct it is given.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
+        return 0.0;
+    }
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}

@@ -37,8 +37,8 @@ enum Task {
         /// Where to write the JSON results (the table goes beside it, .md).
         #[arg(long)]
         output: Option<std::path::PathBuf>,
-        /// Only these groups of figures (comma-separated): churn, echo, webrtc, loss,
-        /// memory, latency.
+        /// Only these groups of figures (comma-separated): churn, paced, echo, webrtc,
+        /// loss, memory, latency.
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
     },

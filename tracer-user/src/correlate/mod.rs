@@ -11,6 +11,7 @@ mod verdict;
 use std::{
     collections::{HashMap, HashSet},
     net::IpAddr,
+    sync::Arc,
 };
 
 pub use subsystem::{Subsystem, classify, is_webrtc_frame};
@@ -79,6 +80,10 @@ pub struct Correlator {
     /// Processes that exited: their sockets' later releases were done by the exit.
     exited: HashMap<u32, u64>,
     leaks: usize,
+    /// Per process, what each distinct creating stack says (subsystem, webrtc-rs code
+    /// or not), by the address of its shared frames, which the entry keeps alive:
+    /// matching crate names in long generic symbols is the costliest part of a socket.
+    stack_classes: HashMap<u32, HashMap<usize, (Stack, Subsystem, bool)>>,
 }
 
 impl Correlator {
@@ -90,6 +95,7 @@ impl Correlator {
             lost: Vec::new(),
             exited: HashMap::new(),
             leaks: 0,
+            stack_classes: HashMap::new(),
         }
     }
 
@@ -115,19 +121,25 @@ impl Correlator {
             .map(|s| (&s.info, s.attribution, s.local))
     }
 
+    fn classify_stack(&mut self, pid: u32, stack: &Stack) -> (Subsystem, bool) {
+        let key = Arc::as_ptr(stack).cast::<Frame>() as usize;
+        let per_process = self.stack_classes.entry(pid).or_default();
+        if let Some((_, subsystem, webrtc)) = per_process.get(&key) {
+            return (*subsystem, *webrtc);
+        }
+        let subsystem = classify(stack);
+        let webrtc = stack.iter().flat_map(Frame::names).any(is_webrtc_frame);
+        per_process.insert(key, (stack.clone(), subsystem, webrtc));
+        (subsystem, webrtc)
+    }
+
     pub fn socket_created(&mut self, info: NewSocket) {
-        let subsystem = classify(&info.stack);
+        let (subsystem, webrtc_stack) = self.classify_stack(info.pid, &info.stack);
         let mut attribution = (info.span_pc != 0).then_some(Attribution {
             pc_id: info.span_pc,
             confidence: Confidence::ThreadSpan,
         });
-        if attribution.is_none()
-            && info
-                .stack
-                .iter()
-                .flat_map(Frame::names)
-                .any(is_webrtc_frame)
-        {
+        if attribution.is_none() && webrtc_stack {
             attribution = self
                 .only_open_pc(info.pid, info.created_ns)
                 .map(|pc_id| Attribution {
@@ -278,6 +290,7 @@ impl Correlator {
     pub fn process_exited(&mut self, pid: u32, ts: u64) -> Vec<Finding> {
         let mut out = self.advance(ts);
         self.exited.insert(pid, ts);
+        self.stack_classes.remove(&pid);
         let due: Vec<PeerConnectionId> = self
             .pcs
             .iter()

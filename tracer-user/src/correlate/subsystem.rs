@@ -32,8 +32,12 @@ pub fn is_webrtc_frame(name: &str) -> bool {
 
 /// Function names may be qualified (`<webrtc_ice::agent::Agent as ..>::f`): match
 /// the crate path anywhere after a `<` or at the start.
+/// Runs once per socket and frame: no allocation.
 fn frame_in(name: &str, prefix: &str) -> bool {
-    name.starts_with(prefix) || name.contains(&format!("<{prefix}"))
+    name.starts_with(prefix)
+        || name
+            .match_indices(prefix)
+            .any(|(i, _)| name[..i].ends_with('<'))
 }
 
 impl Subsystem {

@@ -5,10 +5,11 @@
 //! in all (paced, for finding the highest rate a tracer follows without loss).
 //! With `--wait` it prints `{"ready":true,"pid":P}` and
 //! waits for a line on stdin before starting. At the end it prints
-//! `{"pid":P,"sockets":TOTAL,"seconds":S}`.
+//! `{"pid":P,"sockets":TOTAL,"seconds":S,"cpu_seconds":C}` (C: its CPU time, which
+//! includes the time BPF programs ran on its behalf).
 use std::{net::UdpSocket, time::Instant};
 
-use workloads::{Pacer, number_arg, say, wait_if_asked};
+use workloads::{Pacer, cpu_seconds, number_arg, say, wait_if_asked};
 
 /// Creates, binds and closes `count` sockets, at most `rate` per second.
 fn churn(count: usize, rate: Option<f64>) -> usize {
@@ -33,13 +34,15 @@ fn main() {
     };
     let pid = std::process::id();
     wait_if_asked(&args);
+    let cpu_start = cpu_seconds();
     let start = Instant::now();
     let workers: Vec<_> = (0..threads)
         .map(|_| std::thread::spawn(move || churn(count, rate)))
         .collect();
     let total: usize = workers.into_iter().map(|w| w.join().unwrap_or(0)).sum();
     let seconds = start.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - cpu_start;
     say(&format!(
-        "{{\"pid\":{pid},\"sockets\":{total},\"seconds\":{seconds:.6}}}"
+        "{{\"pid\":{pid},\"sockets\":{total},\"seconds\":{seconds:.6},\"cpu_seconds\":{cpu:.6}}}"
     ));
 }

@@ -6,6 +6,7 @@ mod echo;
 mod latency;
 mod loss;
 mod memory;
+mod paced;
 mod procs;
 mod report;
 mod rounds;
@@ -34,6 +35,8 @@ pub struct Plan {
     /// Paced churn rates (sockets/s) for the loss ladder, then one unpaced rung.
     pub loss_rates: Vec<u64>,
     pub loss_seconds: f64,
+    /// Sockets/s of the production-like paced churn (CPU per socket).
+    pub paced_rate: u64,
     pub hold_counts: Vec<u64>,
     pub hold_rate: u64,
     pub latency_pcs: u64,
@@ -52,6 +55,7 @@ impl Plan {
                 webrtc_reps: 3,
                 loss_rates: vec![50_000, 200_000],
                 loss_seconds: 1.0,
+                paced_rate: 10_000,
                 hold_counts: vec![10_000, 100_000],
                 hold_rate: 100_000,
                 latency_pcs: 3,
@@ -66,6 +70,7 @@ impl Plan {
                 webrtc_reps: 5,
                 loss_rates: vec![25_000, 50_000, 100_000, 200_000, 400_000],
                 loss_seconds: 2.0,
+                paced_rate: 10_000,
                 hold_counts: vec![10_000, 100_000],
                 hold_rate: 50_000,
                 latency_pcs: 8,
@@ -90,7 +95,9 @@ fn bpftrace_script() -> Option<PathBuf> {
     Some(root().join("bench/churn.bt"))
 }
 
-pub const GROUPS: [&str; 6] = ["churn", "echo", "webrtc", "loss", "memory", "latency"];
+pub const GROUPS: [&str; 7] = [
+    "churn", "paced", "echo", "webrtc", "loss", "memory", "latency",
+];
 
 /// Runs one group of figures unless `--only` leaves it out; a failure becomes a
 /// figure that says so, and the run goes on (its exit code still says something
@@ -140,6 +147,9 @@ pub fn run(quick: bool, output: Option<PathBuf>, only: &[String]) -> anyhow::Res
         let c = churn::run(&bins, &plan, bpftrace.as_deref())?;
         attach_s.extend(c.attach_s);
         Ok(c.figures)
+    });
+    group(&mut figures, &mut failed, only, "paced", || {
+        Ok(vec![paced::run(&bins, &plan)?])
     });
     group(&mut figures, &mut failed, only, "echo", || {
         let (f, a) = echo::run(&bins, &plan)?;

@@ -156,6 +156,7 @@ pub struct Tracer {
     child: Child,
     /// From spawn to its "attached" line.
     pub attach: Duration,
+    cpu_at_attach: Duration,
     stdout: Option<JoinHandle<(Vec<Line>, u64)>>,
     stderr: Option<JoinHandle<(Vec<Line>, u64)>>,
     what: String,
@@ -209,6 +210,7 @@ impl Tracer {
         let mut tracer = Self {
             child,
             attach: Duration::ZERO,
+            cpu_at_attach: Duration::ZERO,
             stdout: Some(stdout),
             stderr: Some(stderr),
             what,
@@ -216,6 +218,7 @@ impl Tracer {
         match rx.recv_timeout(Duration::from_secs(60)) {
             Ok(_) => {
                 tracer.attach = started.elapsed();
+                tracer.cpu_at_attach = tracer.cpu_time().unwrap_or_default();
                 Ok(tracer)
             }
             Err(_) => {
@@ -233,20 +236,27 @@ impl Tracer {
         self.child.id()
     }
 
-    /// CPU time (user + system) the tracer has used so far.
-    pub fn cpu_time(&self) -> anyhow::Result<Duration> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))?;
-        // Fields after the ")" that ends comm: utime and stime are the 12th and 13th.
-        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks: u64 = fields
-            .get(11)
-            .zip(fields.get(12))
-            .and_then(|(u, s)| Some(u.parse::<u64>().ok()? + s.parse::<u64>().ok()?))
-            .context("cannot read utime/stime")?;
-        // SAFETY: sysconf has no memory-safety preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-        Ok(Duration::from_nanos(ticks * 1_000_000_000 / hz))
+    /// CPU time the tracer has used since it attached (its start-up, BPF
+    /// verification included, is not counted).
+    pub fn cpu_since_attach(&self) -> anyhow::Result<Duration> {
+        Ok(self.cpu_time()?.saturating_sub(self.cpu_at_attach))
+    }
+
+    /// CPU time of the tracer's live threads, in nanoseconds from
+    /// /proc/PID/task/*/schedstat (precise, where /proc/PID/stat counts 10 ms ticks).
+    fn cpu_time(&self) -> anyhow::Result<Duration> {
+        let mut ns = 0u64;
+        for task in std::fs::read_dir(format!("/proc/{}/task", self.pid()))? {
+            let Ok(stat) = std::fs::read_to_string(task?.path().join("schedstat")) else {
+                continue;
+            };
+            ns += stat
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+                .context("malformed schedstat")?;
+        }
+        Ok(Duration::from_nanos(ns))
     }
 
     /// Resident set size in bytes.

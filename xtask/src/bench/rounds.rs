@@ -15,6 +15,7 @@ use super::{
 pub struct Traced {
     pub out: Stopped,
     pub attach: Duration,
+    /// CPU the tracer used from attach to the end of the work.
     pub cpu: Duration,
     /// Run time of sockscope's programs (zero unless BPF stats are on).
     pub progs: Vec<ProgTime>,
@@ -37,7 +38,7 @@ pub fn round(mut workload: Command, tracer: Option<StartTracer>) -> anyhow::Resu
     let result = w.finish()?;
     let traced = match t.as_mut() {
         Some(t) => {
-            let cpu = t.cpu_time()?;
+            let cpu = t.cpu_since_attach()?;
             let progs = prog_times();
             let attach = t.attach;
             Some(Traced {
