@@ -69,11 +69,14 @@ impl LeakSession {
 
     /// Feeds every available record to the correlator, after noting losses: a record
     /// that judges (a process exit, a later marker) must not find clean a
-    /// PeerConnection whose records were lost.
+    /// PeerConnection whose records were lost. Losses are read after the records are
+    /// taken: the kernel keeps writing while we read, so a record taken late (a
+    /// process exit) may have been written after records that found the ring full.
     pub fn drain(&mut self) -> anyhow::Result<Vec<Finding>> {
+        let records = self.stream.drain();
         self.note_losses()?;
         let mut out = Vec::new();
-        for ev in self.stream.drain() {
+        for ev in records {
             self.events += 1;
             out.extend(self.apply(ev));
         }

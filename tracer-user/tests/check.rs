@@ -212,6 +212,7 @@ fn lost_events_give_incomplete_never_clean() {
         .spawn()
         .unwrap();
     let out = Lines::new(child.stdout.take().unwrap());
+    let err = Lines::new(child.stderr.take().unwrap());
     out.wait_for("ready", Duration::from_secs(30));
     // SAFETY: our child's pid. A stopped sockscope cannot drain its one-page ring.
     unsafe { libc::kill(child.id() as i32, libc::SIGSTOP) };
@@ -224,14 +225,19 @@ fn lost_events_give_incomplete_never_clean() {
         .iter()
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect();
+    let stderr = err.rest(Duration::from_secs(10)).join("\n");
     assert_nothing_attached("after check");
-    assert_eq!(status.code(), Some(2), "lost events → no verdict (exit 2)");
+    assert_eq!(
+        status.code(),
+        Some(2),
+        "lost events → no verdict (exit 2): {stderr}"
+    );
     let s = by_event(&rest, "summary")[0];
     assert!(s["lost"].as_u64().unwrap() > 0);
     assert_eq!(
         s["clean"].as_u64(),
         Some(0),
-        "never clean when events were lost: {s}"
+        "never clean when events were lost: {s}\n{stderr}"
     );
 }
 
