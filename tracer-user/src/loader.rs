@@ -1,7 +1,7 @@
 //! Loads sockscope's BPF object and attaches the cgroup backend: a builder for the
 //! filters and sizes, and a [`Tracer`] whose drop detaches everything (links are file
 //! descriptors, so even SIGKILL leaves nothing attached).
-use std::{fs::File, path::PathBuf};
+use std::{fs::File, path::PathBuf, sync::Arc};
 
 use aya::{
     Ebpf, EbpfLoader,
@@ -171,7 +171,7 @@ impl TracerBuilder {
         Ok(Tracer {
             ebpf,
             events: Some(events),
-            stacks,
+            stacks: Arc::new(stacks),
             stats,
             usdt_specs,
             exits_traced,
@@ -252,7 +252,8 @@ pub struct Tracer {
     #[allow(dead_code)]
     ebpf: Ebpf,
     events: Option<RingBuf<MapData>>,
-    stacks: StackTraceMap<MapData>,
+    /// Shared with the ring reader, which reads user stacks while their process lives.
+    stacks: Arc<StackTraceMap<MapData>>,
     stats: PerCpuArray<MapData, u64>,
     usdt_specs: UsdtSpecs,
     exits_traced: bool,
@@ -290,6 +291,11 @@ impl Tracer {
 
     pub fn stacks(&self) -> &StackTraceMap<MapData> {
         &self.stacks
+    }
+
+    /// The stack map, for a reader on another thread.
+    pub fn shared_stacks(&self) -> Arc<StackTraceMap<MapData>> {
+        Arc::clone(&self.stacks)
     }
 
     pub fn stats(&self) -> Result<KernelStats, TracerError> {

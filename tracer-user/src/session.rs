@@ -9,7 +9,7 @@ use crate::{
     loader::Tracer,
     markers::{AttachReport, MarkerTable, MarkerTarget, PROVIDER},
     report::Summary,
-    stream::EventStream,
+    stream::{EventStream, Record},
     symbolize::StackCache,
 };
 
@@ -62,24 +62,37 @@ impl LeakSession {
         self.lost
     }
 
-    /// Waits until the ring buffer has records (then call [`Self::drain`]).
-    pub async fn readable(&self) -> anyhow::Result<()> {
+    /// Waits for the ring reader's next pass (then call [`Self::drain`]).
+    pub async fn readable(&mut self) -> anyhow::Result<()> {
         self.stream.readable().await
     }
 
-    /// Feeds every available record to the correlator, after noting losses: a record
-    /// that judges (a process exit, a later marker) must not find clean a
-    /// PeerConnection whose records were lost. Losses are read after the records are
-    /// taken: the kernel keeps writing while we read, so a record taken late (a
-    /// process exit) may have been written after records that found the ring full.
+    /// Feeds every record read so far to the correlator, after noting losses (a
+    /// record that judges, such as a process exit, must not find clean a
+    /// PeerConnection whose records were lost), then judges every PeerConnection
+    /// whose grace ended before the reader's horizon: a release still in the ring
+    /// must not make a leak. Losses are read after the records were taken: the kernel
+    /// keeps writing while the reader reads, so a record taken late (a process exit)
+    /// may have been written after records that found the ring full.
     pub fn drain(&mut self) -> anyhow::Result<Vec<Finding>> {
         let records = self.stream.drain();
+        self.judge(records, self.stream.horizon_ns())
+    }
+
+    /// Everything the kernel recorded until now, judged as of now.
+    pub fn finish(&mut self) -> anyhow::Result<Vec<Finding>> {
+        let records = self.stream.finish();
+        self.judge(records, monotonic_ns())
+    }
+
+    fn judge(&mut self, records: Vec<Record>, until_ns: u64) -> anyhow::Result<Vec<Finding>> {
         self.note_losses()?;
         let mut out = Vec::new();
-        for ev in records {
+        for record in records {
             self.events += 1;
-            out.extend(self.apply(ev));
+            out.extend(self.apply(record));
         }
+        out.extend(self.correlator.advance(until_ns));
         Ok(out)
     }
 
@@ -100,9 +113,9 @@ impl LeakSession {
         Ok(())
     }
 
-    fn apply(&mut self, ev: KernelEvent) -> Vec<Finding> {
+    fn apply(&mut self, record: Record) -> Vec<Finding> {
         let c = &mut self.correlator;
-        match ev {
+        match record.event {
             KernelEvent::Create(e) => {
                 let comm = self
                     .comms
@@ -117,7 +130,9 @@ impl LeakSession {
                     fd: (e.fd >= 0).then_some(e.fd),
                     created_ns: e.ts_ns,
                     span_pc: e.pc_id,
-                    stack: self.stacks.user(self.tracer.stacks(), e.pid, e.user_stack),
+                    stack: self
+                        .stacks
+                        .user(e.pid, e.user_stack, record.user_stack.as_ref()),
                 });
                 Vec::new()
             }
@@ -208,29 +223,5 @@ impl LeakSession {
             summary.count(f);
         }
         summary
-    }
-
-    /// Notes lost events and judges what is due by now.
-    pub fn tick(&mut self) -> anyhow::Result<Vec<Finding>> {
-        // Whatever the kernel recorded before now counts before judging at now: a
-        // release still in the ring must not make a leak.
-        let mut found = self.drain()?;
-        found.extend(self.correlator.advance(self.last_tick_ns));
-        Ok(found)
-    }
-
-    /// Sleeps until the next PeerConnection's grace ends (forever if none waits), so a
-    /// leak is reported when it becomes one rather than at the next periodic tick.
-    pub fn grace_expiry(&self) -> impl std::future::Future<Output = ()> + use<> {
-        let wait = self
-            .correlator
-            .next_deadline_ns()
-            .map(|d| std::time::Duration::from_nanos(d.saturating_sub(monotonic_ns())));
-        async move {
-            match wait {
-                Some(d) => tokio::time::sleep(d).await,
-                None => std::future::pending().await,
-            }
-        }
     }
 }

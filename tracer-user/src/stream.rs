@@ -1,54 +1,213 @@
-//! The kernel's ring buffer as an async stream of decoded events.
+//! The kernel's ring buffer, read on a thread of its own into an async stream of
+//! decoded records.
+//!
+//! The reader does only what cannot wait: it takes records off the ring and
+//! normalizes new user stacks while their process still lives (a test binary may be
+//! gone a millisecond later). Naming them can take most of a second the first time a
+//! debug binary is read, and happens on the consumer's side without losing them.
+use std::{
+    collections::HashMap,
+    os::fd::AsRawFd as _,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::JoinHandle,
+};
+
 use anyhow::Context as _;
-use aya::maps::{MapData, RingBuf};
-use tokio::io::unix::AsyncFd;
+use aya::maps::{MapData, RingBuf, StackTraceMap};
+use tokio::sync::mpsc;
 
-use crate::{events::KernelEvent, loader::Tracer};
+use crate::{
+    clock::monotonic_ns,
+    events::KernelEvent,
+    loader::Tracer,
+    symbolize::{Normalizer, RawStack, stack_addrs},
+};
 
-/// How long a record may wait in the ring when the kernel did not wake us. A wakeup
-/// per record cost 17 µs of sockscope CPU per socket at 10k sockets/s (BENCHMARKS.md).
-pub const POLL: std::time::Duration = std::time::Duration::from_millis(50);
+/// How long a record may wait in the ring when the kernel did not wake us (it wakes
+/// the reader only once an eighth of the ring is full, see `WAKEUP_BYTES` in the BPF
+/// programs: a wakeup per record cost 17 µs of CPU per socket at 10k sockets/s). It
+/// also bounds how late a verdict can come after its grace ends.
+pub const POLL: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// Records handed over at most at once, so a busy ring still reaches the consumer.
+const MAX_BATCH: usize = 16 * 1024;
+
+/// One kernel record, with its creating user stack normalized if it has one.
+pub struct Record {
+    pub event: KernelEvent,
+    pub user_stack: Option<RawStack>,
+}
+
+/// What one pass of the reader found.
+struct Batch {
+    records: Vec<Record>,
+    /// Every record the kernel committed before this time (monotonic ns) has been
+    /// read, in this batch or an earlier one.
+    horizon_ns: u64,
+}
 
 pub struct EventStream {
-    ring: AsyncFd<RingBuf<MapData>>,
+    batches: mpsc::UnboundedReceiver<Batch>,
+    ready: Vec<Record>,
+    horizon_ns: u64,
+    stop: Arc<AtomicBool>,
+    reader: Option<JoinHandle<()>>,
 }
 
 impl EventStream {
-    /// Takes the tracer's ring buffer (once).
+    /// Takes the tracer's ring buffer (once) and starts reading it.
     pub fn new(tracer: &mut Tracer) -> anyhow::Result<Self> {
         let ring = tracer.take_events().context("ring buffer already taken")?;
-        // SAFETY: the ring buffer map owns its fd and keeps it open and unchanged
-        // until the AsyncFd (which owns the map) is dropped.
-        let ring = unsafe { AsyncFd::register(ring) }
-            .map_err(std::io::Error::from)
-            .context("cannot poll the ring buffer")?;
-        Ok(Self { ring })
+        let stacks = tracer.shared_stacks();
+        let (tx, batches) = mpsc::unbounded_channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let reader = std::thread::Builder::new()
+            .name("sockscope-ring".into())
+            .spawn({
+                let stop = Arc::clone(&stop);
+                move || read(ring, &stacks, &tx, &stop)
+            })
+            .context("cannot start the ring buffer reader")?;
+        Ok(Self {
+            batches,
+            ready: Vec::new(),
+            horizon_ns: 0,
+            stop,
+            reader: Some(reader),
+        })
     }
 
-    /// Waits until records may be available (then call [`Self::drain`]): when the
-    /// kernel wakes us (it does so only once the ring is an eighth full, see
-    /// `WAKEUP_BYTES` in the BPF programs), or after [`POLL`] at the latest.
-    pub async fn readable(&self) -> anyhow::Result<()> {
-        tokio::select! {
-            guard = self.ring.readable() => {
-                // Cleared before draining: records that arrive later wake us again.
-                guard.context("ring buffer poll failed")?.clear_ready();
-            }
-            _ = tokio::time::sleep(POLL) => {}
-        }
+    /// Waits for the reader's next pass (records, or only a later horizon; then call
+    /// [`Self::drain`]). The reader passes at least every [`POLL`].
+    pub async fn readable(&mut self) -> anyhow::Result<()> {
+        let batch = self
+            .batches
+            .recv()
+            .await
+            .context("the ring buffer reader stopped")?;
+        self.take(batch);
         Ok(())
     }
 
-    /// Every record available now, decoded; malformed ones are reported and skipped.
-    pub fn drain(&mut self) -> Vec<KernelEvent> {
-        let mut out = Vec::new();
-        let ring = self.ring.get_mut();
-        while let Some(item) = ring.next() {
-            match KernelEvent::decode(&item) {
-                Ok(ev) => out.push(ev),
-                Err(e) => eprintln!("sockscope: skipped a malformed kernel record: {e}"),
-            }
+    /// Every record read so far, in the kernel's order.
+    pub fn drain(&mut self) -> Vec<Record> {
+        while let Ok(batch) = self.batches.try_recv() {
+            self.take(batch);
         }
-        out
+        std::mem::take(&mut self.ready)
     }
+
+    /// Records committed before this time (monotonic ns) are all in what
+    /// [`Self::drain`] returned.
+    pub fn horizon_ns(&self) -> u64 {
+        self.horizon_ns
+    }
+
+    /// Stops the reader after a last pass: every record the kernel wrote before now.
+    pub fn finish(&mut self) -> Vec<Record> {
+        self.stop_reader();
+        self.drain()
+    }
+
+    fn take(&mut self, batch: Batch) {
+        self.ready.extend(batch.records);
+        self.horizon_ns = self.horizon_ns.max(batch.horizon_ns);
+    }
+
+    fn stop_reader(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(reader) = self.reader.take()
+            && reader.join().is_err()
+        {
+            eprintln!("sockscope: the ring buffer reader failed; records may be missing");
+        }
+    }
+}
+
+impl Drop for EventStream {
+    fn drop(&mut self) {
+        self.stop_reader();
+    }
+}
+
+/// The reader thread: passes over the ring until stopped (one last pass then) or
+/// until nobody listens.
+fn read(
+    mut ring: RingBuf<MapData>,
+    stacks: &StackTraceMap<MapData>,
+    tx: &mpsc::UnboundedSender<Batch>,
+    stop: &AtomicBool,
+) {
+    let mut normalizer = Normalizer::new();
+    // Stacks normalized per (process, stack id), forgotten when the process exits.
+    let mut normalized: HashMap<(u32, i32), RawStack> = HashMap::new();
+    loop {
+        let last = stop.load(Ordering::Acquire);
+        let horizon_ns = monotonic_ns();
+        let mut records = Vec::new();
+        let mut emptied = true;
+        loop {
+            if records.len() == MAX_BATCH {
+                // The kernel writes as fast as we read: hand these over now; the
+                // horizon moves once the ring was seen empty.
+                emptied = false;
+                break;
+            }
+            let Some(item) = ring.next() else {
+                break;
+            };
+            let event = match KernelEvent::decode(&item) {
+                Ok(event) => event,
+                Err(e) => {
+                    eprintln!("sockscope: skipped a malformed kernel record: {e}");
+                    continue;
+                }
+            };
+            let user_stack = match &event {
+                KernelEvent::Create(c) if c.user_stack >= 0 => Some(
+                    normalized
+                        .entry((c.pid, c.user_stack))
+                        .or_insert_with(|| {
+                            normalizer.user(c.pid, &stack_addrs(stacks, c.user_stack))
+                        })
+                        .clone(),
+                ),
+                KernelEvent::Exit(e) => {
+                    normalized.retain(|(pid, _), _| *pid != e.pid);
+                    None
+                }
+                _ => None,
+            };
+            records.push(Record { event, user_stack });
+        }
+        let horizon_ns = if emptied { horizon_ns } else { 0 };
+        if tx
+            .send(Batch {
+                records,
+                horizon_ns,
+            })
+            .is_err()
+            || (last && emptied)
+        {
+            return;
+        }
+        if emptied {
+            wait_readable(&ring);
+        }
+    }
+}
+
+/// Sleeps until the kernel wakes the ring's consumer, or [`POLL`] at the latest.
+fn wait_readable(ring: &RingBuf<MapData>) {
+    let mut fd = libc::pollfd {
+        fd: ring.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd; the ring's descriptor stays open while we poll it.
+    // An error (EINTR) only makes this pass come early.
+    unsafe { libc::poll(&mut fd, 1, POLL.as_millis() as libc::c_int) };
 }

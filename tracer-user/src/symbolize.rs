@@ -1,10 +1,27 @@
-//! Stack symbolization with blazesym: user stacks through the process's memory maps
-//! (Rust names demangled), kernel stacks through kallsyms.
-use std::{collections::HashMap, sync::Arc};
+//! Stack symbolization with blazesym (Rust names demangled), kernel stacks through
+//! kallsyms.
+//!
+//! User stacks are taken in two steps. [`Normalizer`] turns addresses into (object
+//! file, file offset) while the process still lives, holding the object file open;
+//! [`Symbolizer::raw`] names them later, from the file alone. Reading a debug
+//! build's DWARF the first time takes most of a second: a process that exits
+//! meanwhile (a test binary under `check`) still gets its stacks named.
+use std::{
+    collections::HashMap,
+    fs::File,
+    os::{fd::AsRawFd as _, unix::fs::MetadataExt as _},
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
 use aya::maps::{MapData, StackTraceMap};
-use blazesym::symbolize::{
-    Input, Symbolized, Symbolizer as Blaze, source::Kernel, source::Process, source::Source,
+use blazesym::{
+    Pid,
+    normalize::{NormalizeOpts, Normalizer as BlazeNormalizer, UserMeta},
+    symbolize::{
+        Input, Sym, Symbolized, Symbolizer as Blaze,
+        source::{Elf, Kernel, Process, Source},
+    },
 };
 
 /// One symbolized frame.
@@ -63,6 +80,39 @@ impl Symbolizer {
         self.run(&Source::Kernel(Kernel::default()), addrs)
     }
 
+    /// Frames of a stack normalized while its process lived (see [`Normalizer`]).
+    pub fn raw(&self, frames: &[RawFrame]) -> Vec<Frame> {
+        let mut out: Vec<Frame> = frames.iter().map(|f| Frame::unknown(f.addr)).collect();
+        let mut by_object: Vec<(&Arc<ObjectFile>, Vec<usize>)> = Vec::new();
+        for (i, f) in frames.iter().enumerate() {
+            let Some((object, _)) = &f.object else {
+                continue;
+            };
+            match by_object.iter_mut().find(|(o, _)| Arc::ptr_eq(o, object)) {
+                Some((_, idx)) => idx.push(i),
+                None => by_object.push((object, vec![i])),
+            }
+        }
+        for (object, idx) in by_object {
+            let offsets: Vec<u64> = idx
+                .iter()
+                .filter_map(|&i| frames[i].object.as_ref().map(|(_, off)| *off))
+                .collect();
+            // Through our own descriptor: the file may be gone from its path, or be
+            // in another mount namespace; blazesym caches its parse by inode.
+            let src = Source::Elf(Elf::new(object.fd_path()));
+            let Ok(symbolized) = self.blaze.symbolize(&src, Input::FileOffset(&offsets)) else {
+                continue;
+            };
+            for (&i, sym) in idx.iter().zip(&symbolized) {
+                let mut frame = Frame::of(frames[i].addr, sym);
+                frame.module = Some(object.shown.clone());
+                out[i] = frame;
+            }
+        }
+        out
+    }
+
     fn run(&self, src: &Source<'_>, addrs: &[u64]) -> Vec<Frame> {
         // A failure (process gone, unreadable maps) still yields the raw addresses.
         let symbolized = self
@@ -73,36 +123,156 @@ impl Symbolizer {
             .iter()
             .enumerate()
             .map(|(i, &addr)| match symbolized.get(i) {
-                Some(Symbolized::Sym(sym)) => Frame {
-                    addr,
-                    symbol: Some(strip_hash(&sym.name).to_owned()),
-                    inlined: sym
-                        .inlined
-                        .iter()
-                        .rev()
-                        .map(|f| strip_hash(&f.name).to_owned())
-                        .collect(),
-                    module: sym
-                        .module
-                        .as_ref()
-                        .map(|m| m.to_string_lossy().into_owned()),
-                    file: sym
-                        .code_info
-                        .as_ref()
-                        .map(|c| c.to_path().display().to_string()),
-                    line: sym.code_info.as_ref().and_then(|c| c.line),
-                },
-                _ => Frame {
-                    addr,
-                    symbol: None,
-                    inlined: Vec::new(),
-                    module: None,
-                    file: None,
-                    line: None,
-                },
+                Some(sym) => Frame::of(addr, sym),
+                None => Frame::unknown(addr),
             })
             .collect()
     }
+}
+
+impl Frame {
+    fn unknown(addr: u64) -> Self {
+        Self {
+            addr,
+            symbol: None,
+            inlined: Vec::new(),
+            module: None,
+            file: None,
+            line: None,
+        }
+    }
+
+    fn of(addr: u64, symbolized: &Symbolized<'_>) -> Self {
+        match symbolized {
+            Symbolized::Sym(sym) => Self::named(addr, sym),
+            _ => Self::unknown(addr),
+        }
+    }
+
+    fn named(addr: u64, sym: &Sym<'_>) -> Self {
+        Self {
+            addr,
+            symbol: Some(strip_hash(&sym.name).to_owned()),
+            inlined: sym
+                .inlined
+                .iter()
+                .rev()
+                .map(|f| strip_hash(&f.name).to_owned())
+                .collect(),
+            module: sym
+                .module
+                .as_ref()
+                .map(|m| m.to_string_lossy().into_owned()),
+            file: sym
+                .code_info
+                .as_ref()
+                .map(|c| c.to_path().display().to_string()),
+            line: sym.code_info.as_ref().and_then(|c| c.line),
+        }
+    }
+}
+
+/// An object file (executable or shared library) some process had mapped, kept open
+/// so its code can be named after the process is gone.
+#[derive(Debug)]
+pub struct ObjectFile {
+    file: File,
+    /// Its path as the process saw it, for display.
+    shown: String,
+}
+
+impl ObjectFile {
+    fn fd_path(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/self/fd/{}", self.file.as_raw_fd()))
+    }
+}
+
+/// A user stack frame as an offset into an object file; `object` is `None` where the
+/// address is in no file (JIT code, vDSO) or the process was already gone.
+#[derive(Clone, Debug)]
+pub struct RawFrame {
+    pub addr: u64,
+    pub object: Option<(Arc<ObjectFile>, u64)>,
+}
+
+/// A normalized user stack, innermost first.
+pub type RawStack = Arc<[RawFrame]>;
+
+/// Normalizes user stacks of live processes (cheap: one read of their memory map).
+pub struct Normalizer {
+    blaze: BlazeNormalizer,
+    /// Every object file seen, by (device, inode): one descriptor each.
+    objects: HashMap<(u64, u64), Arc<ObjectFile>>,
+}
+
+impl Default for Normalizer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Normalizer {
+    pub fn new() -> Self {
+        Self {
+            blaze: BlazeNormalizer::builder().enable_build_ids(false).build(),
+            objects: HashMap::new(),
+        }
+    }
+
+    /// The frames of `addrs` in process `pid`; raw addresses if it is gone.
+    pub fn user(&mut self, pid: u32, addrs: &[u64]) -> RawStack {
+        let opts = NormalizeOpts {
+            sorted_addrs: false,
+            // Paths under /proc/PID/map_files open the very file mapped, even when
+            // it was replaced or lives in another mount namespace.
+            map_files: true,
+            ..Default::default()
+        };
+        let Self { blaze, objects } = self;
+        let Ok(normalized) = blaze.normalize_user_addrs_opts(Pid::from(pid), addrs, &opts) else {
+            return addrs
+                .iter()
+                .map(|&addr| RawFrame { addr, object: None })
+                .collect();
+        };
+        let mut opened: HashMap<usize, Option<Arc<ObjectFile>>> = HashMap::new();
+        addrs
+            .iter()
+            .zip(&normalized.outputs)
+            .map(|(&addr, &(offset, meta))| {
+                let object = opened
+                    .entry(meta)
+                    .or_insert_with(|| match normalized.meta.get(meta) {
+                        Some(UserMeta::Elf(elf)) => open_object(objects, &elf.path),
+                        _ => None,
+                    })
+                    .clone();
+                RawFrame {
+                    addr,
+                    object: object.map(|o| (o, offset)),
+                }
+            })
+            .collect()
+    }
+}
+
+/// The object file mapped at `map_file`, opened once per (device, inode).
+fn open_object(
+    objects: &mut HashMap<(u64, u64), Arc<ObjectFile>>,
+    map_file: &Path,
+) -> Option<Arc<ObjectFile>> {
+    let file = File::open(map_file).ok()?;
+    let meta = file.metadata().ok()?;
+    let key = (meta.dev(), meta.ino());
+    if let Some(known) = objects.get(&key) {
+        return Some(Arc::clone(known));
+    }
+    let shown = std::fs::read_link(map_file)
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| map_file.to_string_lossy().into_owned());
+    let object = Arc::new(ObjectFile { file, shown });
+    objects.insert(key, Arc::clone(&object));
+    Some(object)
 }
 
 /// A symbolized stack, innermost first, shared by every socket created through it.
@@ -135,15 +305,16 @@ impl StackCache {
         }
     }
 
-    /// User stack `id` of process `pid` (empty if no stack was taken).
-    pub fn user(&mut self, stacks: &StackTraceMap<MapData>, pid: u32, id: i32) -> Stack {
-        if id < 0 {
+    /// User stack `id` of process `pid`, normalized by the reader as `raw` (empty if
+    /// no stack was taken).
+    pub fn user(&mut self, pid: u32, id: i32, raw: Option<&RawStack>) -> Stack {
+        let Some(raw) = raw.filter(|_| id >= 0) else {
             return self.empty.clone();
-        }
+        };
         let sym = &self.symbolizer;
         self.user
             .entry((pid, id))
-            .or_insert_with(|| sym.user(pid, &stack_addrs(stacks, id)).into())
+            .or_insert_with(|| sym.raw(raw).into())
             .clone()
     }
 

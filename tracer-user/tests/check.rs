@@ -100,7 +100,7 @@ fn leak_flags_exactly_the_leaked_socket_with_its_stack() {
         .collect();
     assert!(
         names.iter().any(|n| n.contains("pc_sim_create_sockets")),
-        "creating function in stack: {names:#?}"
+        "creating function in stack: {names:#?} in {leak}\n{stderr}"
     );
     let verdicts: Vec<(u64, &str)> = by_event(&ours, "verdict")
         .iter()

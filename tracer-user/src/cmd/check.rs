@@ -142,12 +142,11 @@ pub async fn run(opts: CheckOptions) -> anyhow::Result<Outcome> {
         opts.grace
     );
     let mut log = FindingLog::new(opts.format);
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    // The reader passes over the ring at least every `stream::POLL`: each pass
+    // judges the graces that ended before it.
     let status = loop {
         tokio::select! {
             r = session.readable() => { r?; log.emit(session.drain()?)?; }
-            _ = tick.tick() => log.emit(session.tick()?)?,
-            _ = session.grace_expiry() => log.emit(session.tick()?)?,
             status = child.wait() => break status.context("waiting for the command")?,
             _ = stop.changed() => {
                 // Passed on to CMD (ours to stop); its exit ends the check.
@@ -160,8 +159,7 @@ pub async fn run(opts: CheckOptions) -> anyhow::Result<Outcome> {
     };
     // Descendants may outlive CMD; give the kernel's last records time to arrive.
     tokio::time::sleep(Duration::from_millis(50)).await;
-    log.emit(session.drain()?)?;
-    log.emit(session.tick()?)?;
+    log.emit(session.finish()?)?;
     let markers_attached = markers_attached + session.exec_markers;
     let mut summary = session.summary(opts.grace, markers_attached, &log.findings);
     summary.command = opts.command.clone();

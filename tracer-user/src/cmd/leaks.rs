@@ -13,7 +13,7 @@ use crate::{
     loader::{Tracer, TracerBuilder},
     output::{Format, SCHEMA, write_frames},
     shutdown::watch_shutdown,
-    stream::EventStream,
+    stream::{self, EventStream},
     symbolize::{Frame, Symbolizer, stack_addrs},
 };
 
@@ -77,7 +77,7 @@ pub async fn run(opts: LeaksOptions) -> anyhow::Result<()> {
             _ = stop.changed() => break,
         }
     }
-    apply(&mut live, stream.drain());
+    apply(&mut live, stream.finish());
     print(&live, &tracer, &symbolizer, &opts)?;
     let lost = tracer.stats()?.lost;
     if lost > 0 {
@@ -113,9 +113,9 @@ fn preexisting(pid: Option<u32>) -> anyhow::Result<HashMap<u64, Outstanding>> {
     Ok(live)
 }
 
-fn apply(live: &mut HashMap<u64, Outstanding>, events: Vec<KernelEvent>) {
-    for ev in events {
-        match ev {
+fn apply(live: &mut HashMap<u64, Outstanding>, records: Vec<stream::Record>) {
+    for record in records {
+        match record.event {
             KernelEvent::Create(c) => {
                 live.insert(
                     c.cookie,

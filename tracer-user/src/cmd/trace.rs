@@ -13,7 +13,8 @@ use crate::{
     output::{Format, Record, Sink, Stacks},
     shutdown::watch_shutdown,
     sockets::{Origin, SocketInfo, SocketTable},
-    stream::EventStream,
+    stream::{self, EventStream},
+    symbolize::RawStack,
     symbolize::StackCache,
 };
 
@@ -87,7 +88,7 @@ pub async fn run(opts: TraceOptions) -> anyhow::Result<TraceSummary> {
         sink.flush().context("cannot write output")?;
     }
     // What the kernel produced before we stopped still counts.
-    state.apply_all(stream.drain(), &tracer, &mut sink)?;
+    state.apply_all(stream.finish(), &tracer, &mut sink)?;
     state.check_lost(&tracer, &mut sink)?;
     let summary = TraceSummary {
         events: state.events,
@@ -223,13 +224,13 @@ impl TraceState {
 
     fn apply_all(
         &mut self,
-        events: Vec<KernelEvent>,
+        records: Vec<stream::Record>,
         tracer: &Tracer,
         sink: &mut Sink,
     ) -> anyhow::Result<()> {
-        for ev in events {
+        for record in records {
             self.events += 1;
-            if let Some(r) = self.apply(ev, tracer) {
+            if let Some(r) = self.apply(record.event, record.user_stack.as_ref(), tracer) {
                 sink.write(&r).context("cannot write output")?;
             }
         }
@@ -237,7 +238,12 @@ impl TraceState {
     }
 
     /// Updates the socket table with one kernel event and says what to print.
-    fn apply(&mut self, ev: KernelEvent, tracer: &Tracer) -> Option<Record> {
+    fn apply(
+        &mut self,
+        ev: KernelEvent,
+        user_stack: Option<&RawStack>,
+        tracer: &Tracer,
+    ) -> Option<Record> {
         match &ev {
             KernelEvent::Create(c) => self.seen.insert(c.pid),
             KernelEvent::Marker(m) => self.seen.insert(m.pid),
@@ -260,7 +266,7 @@ impl TraceState {
                     },
                 );
                 let stacks = self.stacks.as_mut().map(|cache| Stacks {
-                    user: cache.user(tracer.stacks(), c.pid, c.user_stack),
+                    user: cache.user(c.pid, c.user_stack, user_stack),
                     kernel: cache.kernel(tracer.stacks(), c.kernel_stack),
                 });
                 Some(Record::Create {

@@ -54,13 +54,13 @@ pub async fn run(opts: WatchOptions) -> anyhow::Result<Outcome> {
     );
 
     let mut log = FindingLog::new(opts.format);
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    // The reader passes over the ring at least every `stream::POLL`: each pass
+    // judges the graces that ended before it.
+    let mut alive_check = tokio::time::interval(Duration::from_millis(100));
     loop {
         tokio::select! {
             r = session.readable() => { r?; log.emit(session.drain()?)?; }
-            _ = session.grace_expiry() => log.emit(session.tick()?)?,
-            _ = tick.tick() => {
-                log.emit(session.tick()?)?;
+            _ = alive_check.tick() => {
                 if !alive(opts.pid) {
                     break;
                 }
@@ -68,7 +68,7 @@ pub async fn run(opts: WatchOptions) -> anyhow::Result<Outcome> {
             _ = stop.changed() => break,
         }
     }
-    log.emit(session.drain()?)?;
+    log.emit(session.finish()?)?;
     let summary = session.summary(opts.grace, report.attached, &log.findings);
     write_summary(&mut std::io::stdout().lock(), &summary, opts.format)?;
     Ok(summary.outcome())

@@ -308,15 +308,6 @@ impl Correlator {
         self.lost.push((from_ns, to_ns));
     }
 
-    /// When the next closed PeerConnection's grace ends (monotonic ns), if any waits.
-    pub fn next_deadline_ns(&self) -> Option<u64> {
-        self.pcs
-            .values()
-            .filter(|pc| !pc.judged)
-            .filter_map(|pc| pc.close_end_ns.map(|c| c + self.grace_ns))
-            .min()
-    }
-
     /// Judges every PeerConnection whose grace ended by `now`.
     pub fn advance(&mut self, now_ns: u64) -> Vec<Finding> {
         let mut due: Vec<(u64, PeerConnectionId)> = self

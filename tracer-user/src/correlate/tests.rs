@@ -95,29 +95,6 @@ fn released_within_grace_is_clean() {
 }
 
 #[test]
-fn next_deadline_is_the_earliest_unjudged_grace_end() {
-    let mut c = Correlator::new(GRACE);
-    assert_eq!(c.next_deadline_ns(), None, "nothing closed yet");
-    c.marker(PID, PcMarker::Open(2), 0);
-    one_pc(&mut c);
-    assert_eq!(c.next_deadline_ns(), Some(100 * MS + GRACE));
-    c.marker(PID, PcMarker::CloseEnd(2), 300 * MS);
-    assert_eq!(
-        c.next_deadline_ns(),
-        Some(100 * MS + GRACE),
-        "earliest first"
-    );
-    c.advance(100 * MS + GRACE);
-    assert_eq!(
-        c.next_deadline_ns(),
-        Some(300 * MS + GRACE),
-        "judged ones drop out"
-    );
-    c.advance(300 * MS + GRACE);
-    assert_eq!(c.next_deadline_ns(), None);
-}
-
-#[test]
 fn open_after_grace_is_a_leak_with_the_strongest_attribution() {
     let mut c = Correlator::new(GRACE);
     one_pc(&mut c);
