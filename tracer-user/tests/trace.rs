@@ -142,6 +142,15 @@ fn user_stack_names_the_creating_function() {
         .into_iter()
         .find(|c| c["fd"] == named["fd"])
         .unwrap();
+    assert_names_creator(create);
+    assert!(
+        !create["stacks"]["kernel"].as_array().unwrap().is_empty(),
+        "kernel stack present"
+    );
+}
+
+/// The create event's user stack names the workload's named creating function.
+fn assert_names_creator(create: &Value) {
     let frames = create["stacks"]["user"].as_array().expect("user stack");
     let names: Vec<&str> = frames
         .iter()
@@ -160,10 +169,36 @@ fn user_stack_names_the_creating_function() {
             .any(|n| n.ends_with("sockscope_workload_named_creator")),
         "creating function not in user stack: {names:#?}"
     );
-    assert!(
-        !create["stacks"]["kernel"].as_array().unwrap().is_empty(),
-        "kernel stack present"
-    );
+}
+
+#[test]
+fn stacks_of_a_process_that_exits_soon_are_named() {
+    if !require_root("stacks_of_a_process_that_exits_soon_are_named") {
+        return;
+    }
+    let _serial = serial();
+    let mut wl = Workload::start(&[]);
+    let pid = wl.pid.to_string();
+    let tracer = Sockscope::start(&["trace", "--format", "json", "--stacks", "--pid", &pid]);
+    let report = wl.go();
+    // Gone 100 ms after its sockets, long before this sockscope has read the debug
+    // binary's DWARF for the first of its stacks: the others must still be named.
+    std::thread::sleep(Duration::from_millis(100));
+    wl.finish();
+    std::thread::sleep(Duration::from_millis(1500));
+    let (events, status) = tracer.stop_json();
+    assert!(status.success(), "sockscope exited with {status}");
+    let named = report["sockets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["label"] == "named_creator_v4")
+        .unwrap();
+    let create = by_event(&events, "create")
+        .into_iter()
+        .find(|c| c["fd"] == named["fd"])
+        .unwrap_or_else(|| panic!("no create of {named} in {events:#?}"));
+    assert_names_creator(create);
 }
 
 #[test]
