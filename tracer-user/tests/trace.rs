@@ -132,21 +132,26 @@ fn user_stack_names_the_creating_function() {
     }
     let _serial = serial();
     let (report, events, _) = trace_workload(&["--stacks"]);
+    let create = named_creator_event(&report, &events);
+    assert_names_creator(create);
+    assert!(
+        !create["stacks"]["kernel"].as_array().unwrap().is_empty(),
+        "kernel stack present"
+    );
+}
+
+/// The create event of the workload's socket made in its named function.
+fn named_creator_event<'a>(report: &Value, events: &'a [Value]) -> &'a Value {
     let named = report["sockets"]
         .as_array()
         .unwrap()
         .iter()
         .find(|s| s["label"] == "named_creator_v4")
         .unwrap();
-    let create = by_event(&events, "create")
+    by_event(events, "create")
         .into_iter()
         .find(|c| c["fd"] == named["fd"])
-        .unwrap();
-    assert_names_creator(create);
-    assert!(
-        !create["stacks"]["kernel"].as_array().unwrap().is_empty(),
-        "kernel stack present"
-    );
+        .unwrap_or_else(|| panic!("no create of {named} in {events:#?}"))
 }
 
 /// The create event's user stack names the workload's named creating function.
@@ -188,17 +193,7 @@ fn stacks_of_a_process_that_exits_soon_are_named() {
     std::thread::sleep(Duration::from_millis(1500));
     let (events, status) = tracer.stop_json();
     assert!(status.success(), "sockscope exited with {status}");
-    let named = report["sockets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["label"] == "named_creator_v4")
-        .unwrap();
-    let create = by_event(&events, "create")
-        .into_iter()
-        .find(|c| c["fd"] == named["fd"])
-        .unwrap_or_else(|| panic!("no create of {named} in {events:#?}"));
-    assert_names_creator(create);
+    assert_names_creator(named_creator_event(&report, &events));
 }
 
 #[test]
