@@ -34,6 +34,19 @@ fn cookie_of(id: &SocketId) -> u64 {
     high << 32 | low
 }
 
+/// Every UDP socket on the host, or none, with a warning, when the kernel cannot list
+/// them: its `udp_diag` module is missing or cannot be loaded (an initramfs without
+/// modules). Tracing works without the list; sockets that predate sockscope are then
+/// unknown to it.
+pub fn udp_sockets_or_warn() -> Vec<LiveSocket> {
+    udp_sockets().unwrap_or_else(|e| {
+        eprintln!(
+            "sockscope: sockets that predate sockscope are not listed ({e}): load the kernel's udp_diag module (`modprobe udp_diag`)"
+        );
+        Vec::new()
+    })
+}
+
 /// Every UDP socket on the host (both families).
 pub fn udp_sockets() -> Result<Vec<LiveSocket>, TracerError> {
     let mut out = Vec::new();

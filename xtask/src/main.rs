@@ -1,9 +1,10 @@
-//! Project tasks: `cargo xtask setup | test | demo`. Each installs what it needs first,
+//! Project tasks: `cargo xtask setup | test | demo | bench | vm-test`. Each installs what it needs first,
 //! so a fresh machine needs nothing but this repository and cargo.
 mod bench;
 mod demo;
 mod setup;
 mod util;
+mod vm;
 
 use clap::{Parser, Subcommand};
 
@@ -42,6 +43,16 @@ enum Task {
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
     },
+    /// Boot Debian's newest 6.1 and 6.12 cloud kernels under QEMU (TCG) with static
+    /// sockscope and workloads in an initramfs, run the end-to-end checks inside
+    /// (doctor, trace of a known workload, USDT markers and a leak verdict, a clean
+    /// check), and print the kernel x check matrix (needs root; about 2 minutes per
+    /// kernel after the build).
+    VmTest {
+        /// 6.1, 6.12 or all.
+        #[arg(long, default_value = "all")]
+        kernel: String,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -55,6 +66,7 @@ fn main() -> std::process::ExitCode {
             output,
             only,
         } => bench::run(quick, output, &only),
+        Task::VmTest { kernel } => vm::run(&kernel),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

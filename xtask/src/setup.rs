@@ -109,6 +109,16 @@ fn apt_packages() -> anyhow::Result<()> {
 /// Installs the Debian package of each (package, command) pair whose command is
 /// missing.
 pub fn ensure_commands(wanted: &[(&str, &str)]) -> anyhow::Result<()> {
+    install_missing(wanted, None)
+}
+
+/// The same from the release's backports (added to the apt sources if missing):
+/// Debian's own qemu-system-x86 would replace the machine's backports qemu-utils.
+pub fn ensure_backports_commands(wanted: &[(&str, &str)]) -> anyhow::Result<()> {
+    install_missing(wanted, Some(&backports_suite()?))
+}
+
+fn install_missing(wanted: &[(&str, &str)], suite: Option<&str>) -> anyhow::Result<()> {
     let missing: Vec<&str> = wanted
         .iter()
         .filter(|(_, cmd)| output("which", &[cmd]).is_none())
@@ -125,11 +135,57 @@ pub fn ensure_commands(wanted: &[(&str, &str)]) -> anyhow::Result<()> {
         );
     }
     println!("xtask: installing {}", missing.join(" "));
+    if let Some(suite) = suite {
+        add_apt_suite(suite)?;
+    }
     run_ok(Command::new("apt-get").arg("update").arg("-q"))?;
+    let mut install = Command::new("apt-get");
+    install.args(["install", "-y", "-q", "--no-install-recommends"]);
+    if let Some(suite) = suite {
+        install.args(["-t", suite]);
+    }
     run_ok(
-        Command::new("apt-get")
-            .args(["install", "-y", "-q", "--no-install-recommends"])
+        install
             .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )
+}
+
+/// `<codename>-backports` of this Debian release.
+fn backports_suite() -> anyhow::Result<String> {
+    let os = std::fs::read_to_string("/etc/os-release").context("cannot read /etc/os-release")?;
+    let codename = os
+        .lines()
+        .find_map(|l| l.strip_prefix("VERSION_CODENAME="))
+        .map(|c| c.trim_matches('"').to_owned())
+        .context("no VERSION_CODENAME in /etc/os-release: not Debian?")?;
+    Ok(format!("{codename}-backports"))
+}
+
+/// Adds Debian's `suite` to the apt sources unless a source already names it.
+fn add_apt_suite(suite: &str) -> anyhow::Result<()> {
+    let mut listed = String::new();
+    for dir in ["/etc/apt/sources.list", "/etc/apt/sources.list.d"] {
+        let path = std::path::Path::new(dir);
+        let files: Vec<std::path::PathBuf> = if path.is_dir() {
+            std::fs::read_dir(path)
+                .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
+                .unwrap_or_default()
+        } else {
+            vec![path.to_path_buf()]
+        };
+        for f in files {
+            listed.push_str(&std::fs::read_to_string(f).unwrap_or_default());
+        }
+    }
+    if listed.contains(suite) {
+        return Ok(());
+    }
+    let file = format!("/etc/apt/sources.list.d/sockscope-{suite}.list");
+    println!("xtask: adding {suite} to the apt sources ({file})");
+    std::fs::write(
+        &file,
+        format!("deb http://deb.debian.org/debian {suite} main\n"),
+    )
+    .with_context(|| format!("cannot write {file}"))
 }

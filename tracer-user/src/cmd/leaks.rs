@@ -91,7 +91,7 @@ pub async fn run(opts: LeaksOptions) -> anyhow::Result<()> {
 fn preexisting(pid: Option<u32>) -> anyhow::Result<HashMap<u64, Outstanding>> {
     let holders = inventory::socket_holders(pid);
     let mut live = HashMap::new();
-    for s in inventory::udp_sockets()? {
+    for s in inventory::udp_sockets_or_warn() {
         let Some(&(hp, _)) = holders.get(&(s.inode as u64)).and_then(|h| h.first()) else {
             continue;
         };

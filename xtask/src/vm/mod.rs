@@ -1,0 +1,317 @@
+//! `cargo xtask vm-test`: sockscope end to end on other kernels. Fetches Debian's
+//! cloud kernels (the newest 6.1 and 6.12 apt knows), builds static sockscope and
+//! workloads, packs them with busybox into an initramfs whose /init (`init.sh`) runs
+//! the checks, boots each kernel under QEMU TCG (KVM is not usable here) with no
+//! network device, and reads the verdicts from the serial console: QEMU exits 0 even
+//! when the guest panics, so only the `VMTEST` lines count.
+use std::{
+    collections::BTreeMap,
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+
+use crate::{setup, util};
+
+/// The kernels of the matrix: name, and the apt package name pattern of its newest
+/// cloud build.
+const KERNELS: &[(&str, &str)] = &[
+    ("6.1", r"^linux-image-6\.1\.0-[0-9]+-cloud-amd64-unsigned$"),
+    (
+        "6.12",
+        r"^linux-image-6\.12\.[0-9]+\+deb12-cloud-amd64-unsigned$",
+    ),
+];
+
+/// Binaries the guest runs, built static.
+const GUEST_BINARIES: &[&str] = &["sockscope", "udp_workload", "pc_sim"];
+
+/// A guest that has not powered off by then is stuck.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(900);
+
+/// Every check `init.sh` reports; one missing is a failure too.
+const CHECKS: &[&str] = &[
+    "doctor",
+    "trace_exit",
+    "trace_creates",
+    "trace_releases",
+    "trace_fixed_port_bind",
+    "check_leak_exit",
+    "check_leak_pc2",
+    "check_leak_stack",
+    "check_clean_exit",
+];
+
+pub fn run(kernel: &str) -> anyhow::Result<()> {
+    let wanted: Vec<(&str, &str)> = KERNELS
+        .iter()
+        .copied()
+        .filter(|(name, _)| kernel == "all" || kernel == *name)
+        .collect();
+    if wanted.is_empty() {
+        bail!("unknown kernel {kernel:?}: use 6.1, 6.12 or all");
+    }
+    setup::run()?;
+    util::require_root("cargo xtask vm-test")?;
+    setup::ensure_backports_commands(&[
+        ("qemu-system-x86", "qemu-system-x86_64"),
+        ("busybox-static", "busybox"),
+        ("cpio", "cpio"),
+    ])?;
+    let work = PathBuf::from("target/vm");
+    fs::create_dir_all(work.join("cache")).context("cannot create target/vm")?;
+    let bins = build_static(&work)?;
+    let initrd = pack_initramfs(&work, &bins)?;
+    let mut results = BTreeMap::new();
+    for (name, pattern) in wanted {
+        let vmlinuz = fetch_kernel(&work, name, pattern)?;
+        println!(
+            "xtask: booting {name} ({}) under QEMU TCG",
+            vmlinuz.display()
+        );
+        let started = Instant::now();
+        let console = boot(&work, name, &vmlinuz, &initrd)?;
+        let verdicts = verdicts(&console);
+        if console.contains("Kernel panic") {
+            eprintln!("xtask: {name}: the guest kernel panicked (see the console log)");
+        }
+        println!(
+            "xtask: {name}: {} checks reported in {:.0} s (console: target/vm/console-{name}.log)",
+            verdicts.len(),
+            started.elapsed().as_secs_f64()
+        );
+        results.insert(name, verdicts);
+    }
+    print_matrix(&results);
+    let failed: Vec<String> = results
+        .iter()
+        .flat_map(|(k, v)| {
+            CHECKS
+                .iter()
+                .filter(|c| v.get(**c).is_none_or(|(pass, _)| !pass))
+                .map(move |c| format!("{k}/{c}"))
+        })
+        .collect();
+    if !failed.is_empty() {
+        bail!("vm-test failed: {}", failed.join(", "));
+    }
+    println!(
+        "xtask: vm-test passed on {}",
+        results.keys().cloned().collect::<Vec<_>>().join(", ")
+    );
+    Ok(())
+}
+
+/// Static (glibc, `crt-static`) release builds of the guest's binaries, in their own
+/// target directory so the host's builds are not rebuilt.
+fn build_static(work: &Path) -> anyhow::Result<PathBuf> {
+    let target_dir = work.join("static");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--release", "--target", "x86_64-unknown-linux-gnu"])
+        .args(["-p", "tracer-user", "-p", "workloads", "--bins"])
+        .arg("--target-dir")
+        .arg(&target_dir)
+        // With an explicit --target these flags reach only the guest binaries, not
+        // build scripts (nor the BPF build, which sets its own).
+        .env(
+            "RUSTFLAGS",
+            "-C force-frame-pointers=yes -C target-feature=+crt-static",
+        );
+    util::run_ok(&mut cmd)?;
+    Ok(target_dir.join("x86_64-unknown-linux-gnu/release"))
+}
+
+fn pack_initramfs(work: &Path, bins: &Path) -> anyhow::Result<PathBuf> {
+    let root = work.join("root");
+    if root.exists() {
+        fs::remove_dir_all(&root).context("cannot clear target/vm/root")?;
+    }
+    for dir in ["bin", "proc", "sys", "dev", "tmp"] {
+        fs::create_dir_all(root.join(dir)).context("cannot make the initramfs tree")?;
+    }
+    let busybox = util::output("which", &["busybox"]).context("busybox not found")?;
+    copy_executable(Path::new(busybox.trim()), &root.join("bin/busybox"))?;
+    for bin in GUEST_BINARIES {
+        copy_executable(&bins.join(bin), &root.join("bin").join(bin))?;
+    }
+    fs::write(root.join("init"), include_str!("init.sh")).context("cannot write /init")?;
+    copy_executable(&root.join("init"), &root.join("init"))?;
+    let initrd = work.join("initrd.cpio");
+    let script = format!(
+        "cd {} && find . | cpio -o -H newc -R 0:0 --quiet > {}",
+        root.display(),
+        fs::canonicalize(work)?.join("initrd.cpio").display()
+    );
+    util::run_ok(Command::new("sh").args(["-c", &script]))?;
+    Ok(initrd)
+}
+
+fn copy_executable(from: &Path, to: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    if from != to {
+        fs::copy(from, to)
+            .with_context(|| format!("cannot copy {} into the initramfs", from.display()))?;
+    }
+    fs::set_permissions(to, fs::Permissions::from_mode(0o755))
+        .with_context(|| format!("cannot make {} executable", to.display()))
+}
+
+/// The newest cloud kernel package matching `pattern`, downloaded (cached) and
+/// unpacked: its vmlinuz.
+fn fetch_kernel(work: &Path, name: &str, pattern: &str) -> anyhow::Result<PathBuf> {
+    let found = util::output("apt-cache", &["search", "--names-only", pattern])
+        .context("apt-cache search failed")?;
+    let mut packages: Vec<&str> = found
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    packages.sort_by(|a, b| version_order(a, b));
+    let Some(package) = packages.last() else {
+        bail!(
+            "no Debian package for kernel {name} ({pattern}): is bookworm-backports in the apt sources?"
+        );
+    };
+    let cache = work.join("cache");
+    let unpacked = cache.join(package);
+    if !unpacked.join("boot").exists() {
+        println!("xtask: downloading {package}");
+        util::run_ok(
+            Command::new("apt-get")
+                .args(["download", "-q", package])
+                .current_dir(&cache),
+        )?;
+        let deb = fs::read_dir(&cache)?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .find(|p| {
+                p.extension().is_some_and(|e| e == "deb")
+                    && p.file_name()
+                        .is_some_and(|f| f.to_string_lossy().starts_with(&format!("{package}_")))
+            })
+            .with_context(|| format!("{package} was not downloaded"))?;
+        util::run_ok(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpacked))?;
+    }
+    fs::read_dir(unpacked.join("boot"))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|f| f.to_string_lossy().starts_with("vmlinuz-"))
+        })
+        .with_context(|| format!("no vmlinuz in {package}"))
+}
+
+/// Orders package names by the numbers in them (6.12.9 < 6.12.117).
+fn version_order(a: &str, b: &str) -> std::cmp::Ordering {
+    let numbers = |s: &str| -> Vec<u64> {
+        s.split(|c: char| !c.is_ascii_digit())
+            .filter_map(|n| n.parse().ok())
+            .collect()
+    };
+    numbers(a).cmp(&numbers(b))
+}
+
+/// Boots `vmlinuz` with the initramfs; the serial console's text.
+fn boot(work: &Path, name: &str, vmlinuz: &Path, initrd: &Path) -> anyhow::Result<String> {
+    let log = work.join(format!("console-{name}.log"));
+    let console = fs::File::create(&log).context("cannot create the console log")?;
+    let mut child = Command::new("qemu-system-x86_64")
+        .args([
+            "-accel",
+            "tcg",
+            "-m",
+            "1024",
+            "-smp",
+            "2",
+            "-nographic",
+            "-no-reboot",
+        ])
+        .arg("-kernel")
+        .arg(vmlinuz)
+        .arg("-initrd")
+        .arg(initrd)
+        .args(["-append", "console=ttyS0 panic=-1 quiet"])
+        // No network device at all: the guest has only its loopback.
+        .args(["-nic", "none"])
+        .stdin(std::process::Stdio::null())
+        .stdout(console.try_clone()?)
+        .stderr(console)
+        .spawn()
+        .context("cannot start qemu-system-x86_64")?;
+    let started = Instant::now();
+    loop {
+        if child.try_wait()?.is_some() {
+            break;
+        }
+        if started.elapsed() > BOOT_TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            eprintln!("xtask: {name}: the guest did not power off within {BOOT_TIMEOUT:?}");
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let bytes = fs::read(&log).context("cannot read the console log")?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// `VMTEST <kernel> <check> pass|fail <detail>` lines: check → (passed, detail).
+fn verdicts(console: &str) -> BTreeMap<String, (bool, String)> {
+    console
+        .lines()
+        .filter_map(|l| {
+            let l = &l[l.find("VMTEST ")?..];
+            let mut f = l.split_whitespace().skip(2);
+            let check = f.next()?.to_owned();
+            let passed = f.next()? == "pass";
+            Some((check, (passed, f.collect::<Vec<_>>().join(" "))))
+        })
+        .collect()
+}
+
+fn print_matrix(results: &BTreeMap<&str, BTreeMap<String, (bool, String)>>) {
+    let kernels: Vec<&str> = results.keys().copied().collect();
+    println!();
+    println!("| check (cgroup backend) | {} |", kernels.join(" | "));
+    println!("|---|{}", "---|".repeat(kernels.len()));
+    for check in CHECKS {
+        let cells: Vec<String> = kernels
+            .iter()
+            .map(|k| match results[k].get(*check) {
+                Some((true, _)) => "pass".to_owned(),
+                Some((false, detail)) => format!("**fail** ({detail})"),
+                None => "**not reported**".to_owned(),
+            })
+            .collect();
+        println!("| {check} | {} |", cells.join(" | "));
+    }
+    println!();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_verdicts_from_console_noise() {
+        let console = "\u{1b}[2JVMTEST-BEGIN 6.1\nVMTEST 6.1.0 doctor pass 0\r\nnoise VMTEST 6.1.0 trace_creates fail got=0 want=6\n";
+        let v = verdicts(console);
+        assert_eq!(v["doctor"], (true, "0".to_owned()));
+        assert_eq!(v["trace_creates"], (false, "got=0 want=6".to_owned()));
+        assert_eq!(v.len(), 2);
+    }
+
+    #[test]
+    fn newest_kernel_by_numbers() {
+        let mut p = [
+            "linux-image-6.12.117+deb12-cloud-amd64-unsigned",
+            "linux-image-6.12.9+deb12-cloud-amd64-unsigned",
+        ];
+        p.sort_by(|a, b| version_order(a, b));
+        assert_eq!(p[1], "linux-image-6.12.117+deb12-cloud-amd64-unsigned");
+    }
+}
