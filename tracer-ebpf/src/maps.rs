@@ -5,7 +5,7 @@ use aya_ebpf::bindings::{
 };
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, PerCpuArray, RingBuf, StackTrace},
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf, StackTrace},
 };
 use tracer_common::stats;
 
@@ -72,6 +72,29 @@ pub fn wakeup() -> u64 {
     } else {
         BPF_RB_NO_WAKEUP as u64
     }
+}
+
+/// (process, user stack id) pairs already handed to user space.
+#[map]
+pub static SEEN_STACKS: LruHashMap<u64, u8> = LruHashMap::with_max_entries(8192, 0);
+
+/// Submit flags for a create record: the first one of each (process, user stack)
+/// wakes the reader at once, so it resolves the stack while the process still lives (a
+/// test binary may exit a millisecond later); the others wait for [`wakeup`]'s
+/// threshold or the reader's poll, so a socket churn from one code path costs no
+/// wakeup per socket.
+#[inline(always)]
+pub fn create_wakeup(tgid: u32, user_stack: i32) -> u64 {
+    if user_stack < 0 {
+        return wakeup();
+    }
+    let key = (u64::from(tgid) << 32) | u64::from(user_stack as u32);
+    // SAFETY: only whether the key is there is read.
+    if unsafe { SEEN_STACKS.get(key) }.is_some() {
+        return wakeup();
+    }
+    let _ = SEEN_STACKS.insert(key, 1, 0);
+    BPF_RB_FORCE_WAKEUP as u64
 }
 
 /// Reserve a record in `EVENTS`, counting a loss when the ring is full.

@@ -13,7 +13,7 @@ use tracer_common::{CreateEvent, EventKind, ProcessEvent};
 
 use crate::{
     filter::{cgroup_filter_set, current, current_comm, current_task_wanted, kernel_stacks_wanted},
-    maps::{CURRENT_PC, PENDING, STACKS, reserve, wakeup},
+    maps::{CURRENT_PC, PENDING, STACKS, create_wakeup, reserve, wakeup},
 };
 
 /// Offset of `ret` in the `sys_exit_*` tracepoint record (after the common header and
@@ -56,7 +56,7 @@ pub fn sockscope_socket_exit(ctx: TracePointContext) -> u32 {
             pc_id,
             comm: current_comm(),
         });
-        entry.submit(wakeup());
+        entry.submit(create_wakeup(tgid, user_stack));
     }
     0
 }
