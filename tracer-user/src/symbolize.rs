@@ -20,7 +20,7 @@ use blazesym::{
     normalize::{NormalizeOpts, Normalizer as BlazeNormalizer, UserMeta},
     symbolize::{
         Input, Sym, Symbolized, Symbolizer as Blaze,
-        source::{Elf, Kernel, Process, Source},
+        source::{Elf, Kernel, Source},
     },
 };
 
@@ -71,33 +71,41 @@ impl Symbolizer {
         }
     }
 
-    /// Frames of a user stack of process `pid`.
-    pub fn user(&self, pid: u32, addrs: &[u64]) -> Vec<Frame> {
-        self.run(&Source::Process(Process::new(pid.into())), addrs)
-    }
-
+    /// Frames of a kernel stack, named through kallsyms.
     pub fn kernel(&self, addrs: &[u64]) -> Vec<Frame> {
-        self.run(&Source::Kernel(Kernel::default()), addrs)
+        // A failure (kallsyms unreadable) still yields the raw addresses.
+        let symbolized = self
+            .blaze
+            .symbolize(&Source::Kernel(Kernel::default()), Input::AbsAddr(addrs))
+            .unwrap_or_default();
+        addrs
+            .iter()
+            .enumerate()
+            .map(|(i, &addr)| match symbolized.get(i) {
+                Some(sym) => Frame::of(addr, sym),
+                None => Frame::unknown(addr),
+            })
+            .collect()
     }
 
     /// Frames of a stack normalized while its process lived (see [`Normalizer`]).
     pub fn raw(&self, frames: &[RawFrame]) -> Vec<Frame> {
         let mut out: Vec<Frame> = frames.iter().map(|f| Frame::unknown(f.addr)).collect();
-        let mut by_object: Vec<(&Arc<ObjectFile>, Vec<usize>)> = Vec::new();
+        // Per object file: which frames, at which file offsets.
+        let mut by_object: Vec<(&Arc<ObjectFile>, Vec<usize>, Vec<u64>)> = Vec::new();
         for (i, f) in frames.iter().enumerate() {
-            let Some((object, _)) = &f.object else {
+            let Some((object, offset)) = &f.object else {
                 continue;
             };
-            match by_object.iter_mut().find(|(o, _)| Arc::ptr_eq(o, object)) {
-                Some((_, idx)) => idx.push(i),
-                None => by_object.push((object, vec![i])),
+            match by_object.iter_mut().find(|(o, ..)| Arc::ptr_eq(o, object)) {
+                Some((_, idx, offsets)) => {
+                    idx.push(i);
+                    offsets.push(*offset);
+                }
+                None => by_object.push((object, vec![i], vec![*offset])),
             }
         }
-        for (object, idx) in by_object {
-            let offsets: Vec<u64> = idx
-                .iter()
-                .filter_map(|&i| frames[i].object.as_ref().map(|(_, off)| *off))
-                .collect();
+        for (object, idx, offsets) in by_object {
             // Through our own descriptor: the file may be gone from its path, or be
             // in another mount namespace; blazesym caches its parse by inode.
             let src = Source::Elf(Elf::new(object.fd_path()));
@@ -111,22 +119,6 @@ impl Symbolizer {
             }
         }
         out
-    }
-
-    fn run(&self, src: &Source<'_>, addrs: &[u64]) -> Vec<Frame> {
-        // A failure (process gone, unreadable maps) still yields the raw addresses.
-        let symbolized = self
-            .blaze
-            .symbolize(src, Input::AbsAddr(addrs))
-            .unwrap_or_default();
-        addrs
-            .iter()
-            .enumerate()
-            .map(|(i, &addr)| match symbolized.get(i) {
-                Some(sym) => Frame::of(addr, sym),
-                None => Frame::unknown(addr),
-            })
-            .collect()
     }
 }
 

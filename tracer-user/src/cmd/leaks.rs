@@ -10,11 +10,11 @@ use crate::{
     cmd::trace::validate_target,
     events::{KernelEvent, comm_str},
     inventory,
-    loader::{Tracer, TracerBuilder},
+    loader::TracerBuilder,
     output::{Format, SCHEMA, write_frames},
     shutdown::watch_shutdown,
     stream::{self, EventStream},
-    symbolize::{Frame, Symbolizer, stack_addrs},
+    symbolize::{Frame, RawStack, Symbolizer},
 };
 
 #[derive(Clone, Debug)]
@@ -35,6 +35,8 @@ struct Outstanding {
     /// Creation time; `None` for sockets that predate sockscope.
     created_ns: Option<u64>,
     user_stack: i32,
+    /// The creating stack as the ring reader resolved it.
+    stack: Option<RawStack>,
 }
 
 /// Sockets that share a process and a creating stack.
@@ -73,12 +75,12 @@ pub async fn run(opts: LeaksOptions) -> anyhow::Result<()> {
     loop {
         tokio::select! {
             r = stream.readable() => { r?; apply(&mut live, stream.drain()); }
-            _ = report.tick() => print(&live, &tracer, &symbolizer, &opts)?,
+            _ = report.tick() => print(&live, &symbolizer, &opts)?,
             _ = stop.changed() => break,
         }
     }
     apply(&mut live, stream.finish());
-    print(&live, &tracer, &symbolizer, &opts)?;
+    print(&live, &symbolizer, &opts)?;
     let lost = tracer.stats()?.lost;
     if lost > 0 {
         eprintln!(
@@ -107,6 +109,7 @@ fn preexisting(pid: Option<u32>) -> anyhow::Result<HashMap<u64, Outstanding>> {
                 port: Some(s.local_port),
                 created_ns: None,
                 user_stack: -1,
+                stack: None,
             },
         );
     }
@@ -125,6 +128,7 @@ fn apply(live: &mut HashMap<u64, Outstanding>, records: Vec<stream::Record>) {
                         port: None,
                         created_ns: Some(c.ts_ns),
                         user_stack: c.user_stack,
+                        stack: record.user_stack,
                     },
                 );
             }
@@ -142,12 +146,7 @@ fn apply(live: &mut HashMap<u64, Outstanding>, records: Vec<stream::Record>) {
     }
 }
 
-fn groups(
-    live: &HashMap<u64, Outstanding>,
-    tracer: &Tracer,
-    sym: &Symbolizer,
-    min_age: Duration,
-) -> Vec<Group> {
+fn groups(live: &HashMap<u64, Outstanding>, sym: &Symbolizer, min_age: Duration) -> Vec<Group> {
     let now = monotonic_ns();
     let min_ns = min_age.as_nanos() as u64;
     let mut by_key: HashMap<(u32, i32, bool), Group> = HashMap::new();
@@ -164,9 +163,12 @@ fn groups(
             oldest_age_ns: age,
             cookies: Vec::new(),
             ports: Vec::new(),
-            stack: s
-                .created_ns
-                .map(|_| sym.user(s.pid, &stack_addrs(tracer.stacks(), s.user_stack))),
+            stack: s.created_ns.map(|_| {
+                s.stack
+                    .as_deref()
+                    .map(|raw| sym.raw(raw))
+                    .unwrap_or_default()
+            }),
         });
         g.count += 1;
         g.oldest_age_ns = match (g.oldest_age_ns, age) {
@@ -184,11 +186,10 @@ fn groups(
 
 fn print(
     live: &HashMap<u64, Outstanding>,
-    tracer: &Tracer,
     sym: &Symbolizer,
     opts: &LeaksOptions,
 ) -> anyhow::Result<()> {
-    let groups = groups(live, tracer, sym, opts.min_age);
+    let groups = groups(live, sym, opts.min_age);
     let mut out = std::io::stdout().lock();
     match opts.format {
         Format::Json => {

@@ -14,8 +14,7 @@ use crate::{
     shutdown::watch_shutdown,
     sockets::{Origin, SocketInfo, SocketTable},
     stream::{self, EventStream},
-    symbolize::RawStack,
-    symbolize::StackCache,
+    symbolize::{RawStack, StackCache},
 };
 
 #[derive(Clone, Debug)]
