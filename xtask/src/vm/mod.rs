@@ -139,25 +139,28 @@ fn pack_initramfs(work: &Path, bins: &Path) -> anyhow::Result<PathBuf> {
         copy_executable(&bins.join(bin), &root.join("bin").join(bin))?;
     }
     fs::write(root.join("init"), include_str!("init.sh")).context("cannot write /init")?;
-    copy_executable(&root.join("init"), &root.join("init"))?;
-    let initrd = work.join("initrd.cpio");
+    make_executable(&root.join("init"))?;
+    // Absolute: cpio runs inside the tree.
+    let initrd = fs::canonicalize(work)?.join("initrd.cpio");
     let script = format!(
         "cd {} && find . | cpio -o -H newc -R 0:0 --quiet > {}",
         root.display(),
-        fs::canonicalize(work)?.join("initrd.cpio").display()
+        initrd.display()
     );
     util::run_ok(Command::new("sh").args(["-c", &script]))?;
     Ok(initrd)
 }
 
 fn copy_executable(from: &Path, to: &Path) -> anyhow::Result<()> {
+    fs::copy(from, to)
+        .with_context(|| format!("cannot copy {} into the initramfs", from.display()))?;
+    make_executable(to)
+}
+
+fn make_executable(path: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt as _;
-    if from != to {
-        fs::copy(from, to)
-            .with_context(|| format!("cannot copy {} into the initramfs", from.display()))?;
-    }
-    fs::set_permissions(to, fs::Permissions::from_mode(0o755))
-        .with_context(|| format!("cannot make {} executable", to.display()))
+    fs::set_permissions(path, fs::Permissions::from_mode(0o755))
+        .with_context(|| format!("cannot make {} executable", path.display()))
 }
 
 /// The newest cloud kernel package matching `pattern`, downloaded (cached) and
