@@ -55,6 +55,8 @@ pub struct CreateEvent {
     pub _pad2: u32,
     /// `bpf_ktime_get_ns` (CLOCK_MONOTONIC) at creation.
     pub ts_ns: u64,
+    /// The socket's identity in every record about it: its socket cookie, or, with the
+    /// kprobe backend (which cannot make the kernel assign a cookie), its inode number.
     pub cookie: u64,
     /// The creating thread's current PeerConnection id, 0 when none.
     pub pc_id: u64,
@@ -93,6 +95,10 @@ pub struct ReleaseEvent {
     pub ts_ns: u64,
     pub cookie: u64,
     pub comm: [u8; COMM_LEN],
+    /// The releasing stacks (ids in `STACKS`), negative when not taken: the cgroup
+    /// backend cannot take stacks, the kernel-function backends can.
+    pub kernel_stack: i32,
+    pub user_stack: i32,
 }
 
 /// Something happened to a whole process. Kind `Exit`: its last thread reached

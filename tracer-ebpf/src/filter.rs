@@ -91,20 +91,34 @@ static TASK_FLAGS_OFFSET: u32 = 0;
 
 /// `PF_EXITING`: the task is in `do_exit`.
 const PF_EXITING: u32 = 0x4;
+/// `PF_KTHREAD`: a kernel thread.
+const PF_KTHREAD: u32 = 0x0020_0000;
 
-/// Whether the current task is exiting: then the kernel, not the application, is
-/// closing its files. 0 when it cannot be told.
+/// The current task's `flags`, 0 when they cannot be read.
 #[inline(always)]
-pub fn current_exiting() -> u8 {
+fn current_task_flags() -> u32 {
     let offset = read(&TASK_FLAGS_OFFSET);
     if offset == 0 {
         return 0;
     }
     // SAFETY: reads the current task's `flags` word through the helper, which fails
     // cleanly on a bad address.
-    let flags: u32 = unsafe {
+    unsafe {
         let task = bpf_get_current_task() as *const u8;
         bpf_probe_read_kernel(task.add(offset as usize).cast::<u32>()).unwrap_or(0)
-    };
-    u8::from(flags & PF_EXITING != 0)
+    }
+}
+
+/// Whether the current task is exiting: then the kernel, not the application, is
+/// closing its files. 0 when it cannot be told.
+#[inline(always)]
+pub fn current_exiting() -> u8 {
+    u8::from(current_task_flags() & PF_EXITING != 0)
+}
+
+/// Whether the current task is a kernel thread (its sockets are the kernel's own:
+/// tunnels, NFS; the cgroup backend does not see them either).
+#[inline(always)]
+pub fn current_is_kthread() -> bool {
+    current_task_flags() & PF_KTHREAD != 0
 }

@@ -1,9 +1,15 @@
-//! sockscope's BPF programs. One file per hook family; maps and filters are shared.
+//! sockscope's BPF programs. One file per hook family (a backend's hooks: cgroup_sock
+//! in sock.rs, fentry.rs, kprobe.rs; then syscall.rs and usdt.rs, used by all); the
+//! records, maps and filters are shared.
 // Built for the BPF target by aya-build; on the host (`cargo build --workspace`,
 // clippy) it compiles as an empty program so workspace-wide commands keep working.
 #![cfg_attr(target_arch = "bpf", no_std, no_main)]
 
+mod emit;
+mod fentry;
 mod filter;
+mod kernel_sock;
+mod kprobe;
 mod maps;
 mod sock;
 mod syscall;

@@ -1,16 +1,13 @@
-//! cgroup_sock hooks: they fire only on socket operations of tasks in the attached
-//! cgroup, so the rest of the system pays nothing (unlike per-syscall tracepoints).
-//! Every program here must return 1: 0 would deny the operation to the application.
+//! cgroup_sock hooks (the cgroup backend): they fire only on socket operations of tasks
+//! in the attached cgroup, so the rest of the system pays nothing (unlike per-syscall
+//! tracepoints). Every program here must return 1: 0 would deny the operation to the
+//! application.
 use aya_ebpf::{
-    bindings::bpf_sock, helpers::bpf_get_socket_cookie, helpers::bpf_ktime_get_ns,
-    macros::cgroup_sock, programs::SockContext,
+    bindings::bpf_sock, helpers::bpf_get_socket_cookie, macros::cgroup_sock, programs::SockContext,
 };
-use tracer_common::{BindEvent, EventKind, IPPROTO_UDP, ReleaseEvent, stats};
+use tracer_common::IPPROTO_UDP;
 
-use crate::{
-    filter::{current, current_comm, current_exiting, current_task_wanted, filters_active},
-    maps::{PENDING, PendingCreate, TRACKED, count, reserve, wakeup},
-};
+use crate::emit::{ReleaseStacks, emit_bind, emit_release, stash_create};
 
 const ALLOW: i32 = 1;
 
@@ -30,27 +27,8 @@ fn cookie(ctx: &SockContext) -> u64 {
 
 #[cgroup_sock(sock_create)]
 pub fn sockscope_create(ctx: SockContext) -> i32 {
-    let Some(sock) = udp_sock(&ctx) else {
-        return ALLOW;
-    };
-    let (tgid, tid) = current();
-    if !current_task_wanted(tgid) {
-        return ALLOW;
-    }
-    let cookie = cookie(&ctx);
-    // SAFETY: no side effects beyond reading the clock.
-    let ts_ns = unsafe { bpf_ktime_get_ns() };
-    let pending = PendingCreate {
-        cookie,
-        ts_ns,
-        family: sock.family as u16,
-        _pad: [0; 3],
-    };
-    if PENDING.insert(tid, pending, 0).is_err() {
-        count(stats::PENDING_FULL);
-    }
-    if filters_active() && TRACKED.insert(cookie, ts_ns, 0).is_err() {
-        count(stats::TRACK_FULL);
+    if let Some(sock) = udp_sock(&ctx) {
+        stash_create(cookie(&ctx), sock.family as u16);
     }
     ALLOW
 }
@@ -60,7 +38,7 @@ pub fn sockscope_bind4(ctx: SockContext) -> i32 {
     if let Some(sock) = udp_sock(&ctx) {
         let mut addr = [0u8; 16];
         addr[..4].copy_from_slice(&sock.src_ip4.to_ne_bytes());
-        emit_bind(&ctx, sock, addr);
+        emit_bind(cookie(&ctx), sock.family as u16, sock.src_port as u16, addr);
     }
     ALLOW
 }
@@ -72,66 +50,15 @@ pub fn sockscope_bind6(ctx: SockContext) -> i32 {
         for (i, word) in sock.src_ip6.iter().enumerate() {
             addr[i * 4..i * 4 + 4].copy_from_slice(&word.to_ne_bytes());
         }
-        emit_bind(&ctx, sock, addr);
+        emit_bind(cookie(&ctx), sock.family as u16, sock.src_port as u16, addr);
     }
     ALLOW
 }
 
-/// Whether events about an existing socket concern us: it was tracked at creation, or
-/// (for sockets that predate the tracer) the current task passes the filters.
-#[inline(always)]
-fn socket_wanted(cookie: u64, tgid: u32) -> bool {
-    !filters_active() || TRACKED.get_ptr(cookie).is_some() || current_task_wanted(tgid)
-}
-
-#[inline(always)]
-fn emit_bind(ctx: &SockContext, sock: &bpf_sock, addr: [u8; 16]) {
-    let (tgid, tid) = current();
-    let cookie = cookie(ctx);
-    if !socket_wanted(cookie, tgid) {
-        return;
-    }
-    if let Some(mut entry) = reserve::<BindEvent>() {
-        entry.write(BindEvent {
-            kind: EventKind::Bind as u32,
-            pid: tgid,
-            tid,
-            family: sock.family as u16,
-            port: sock.src_port as u16,
-            // SAFETY: reads the clock only.
-            ts_ns: unsafe { bpf_ktime_get_ns() },
-            cookie,
-            addr,
-        });
-        entry.submit(wakeup());
-    }
-}
-
 #[cgroup_sock(sock_release)]
 pub fn sockscope_release(ctx: SockContext) -> i32 {
-    let Some(sock) = udp_sock(&ctx) else {
-        return ALLOW;
-    };
-    let (tgid, tid) = current();
-    let cookie = cookie(&ctx);
-    if !socket_wanted(cookie, tgid) {
-        return ALLOW;
-    }
-    let _ = TRACKED.remove(cookie);
-    if let Some(mut entry) = reserve::<ReleaseEvent>() {
-        entry.write(ReleaseEvent {
-            kind: EventKind::Release as u32,
-            pid: tgid,
-            tid,
-            family: sock.family as u16,
-            exiting: current_exiting(),
-            _pad: 0,
-            // SAFETY: reads the clock only.
-            ts_ns: unsafe { bpf_ktime_get_ns() },
-            cookie,
-            comm: current_comm(),
-        });
-        entry.submit(wakeup());
+    if let Some(sock) = udp_sock(&ctx) {
+        emit_release(cookie(&ctx), sock.family as u16, || ReleaseStacks::NONE);
     }
     ALLOW
 }

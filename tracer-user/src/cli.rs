@@ -3,7 +3,18 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::{Parser, Subcommand};
 
-use crate::output::Format;
+use crate::{backend::Backend, output::Format};
+
+/// `--backend`, shared by the commands that trace.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct BackendArg {
+    /// Kernel hooks to trace with: fentry (kernel UDP functions; needs BTF, no
+    /// lockdown), cgroup (cgroup_sock hooks; works under lockdown) or kprobe (as fentry,
+    /// where only kprobes are allowed). Default: the first of these that works here;
+    /// `sockscope doctor` says which and why.
+    #[arg(long, value_enum)]
+    pub backend: Option<Backend>,
+}
 
 /// Find UDP sockets that outlive the WebRTC PeerConnection that created them.
 ///
@@ -78,6 +89,8 @@ const DEFAULT_GRACE: &str = "2s";
 
 #[derive(Debug, clap::Args)]
 pub struct CheckArgs {
+    #[command(flatten)]
+    pub backend: BackendArg,
     /// How long after a PeerConnection's close() returned its sockets may stay open.
     #[arg(long, short, value_parser = parse_duration, default_value = DEFAULT_GRACE)]
     pub grace: Duration,
@@ -102,6 +115,8 @@ pub struct CheckArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct WatchArgs {
+    #[command(flatten)]
+    pub backend: BackendArg,
     /// The process to watch.
     #[arg(long, short)]
     pub pid: u32,
@@ -118,6 +133,8 @@ pub struct WatchArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct LeaksArgs {
+    #[command(flatten)]
+    pub backend: BackendArg,
     /// Only sockets of this process.
     #[arg(long, short)]
     pub pid: Option<u32>,
@@ -138,6 +155,8 @@ pub struct LeaksArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct TraceArgs {
+    #[command(flatten)]
+    pub backend: BackendArg,
     /// Only sockets of this process (all its threads).
     #[arg(long, short)]
     pub pid: Option<u32>,

@@ -41,6 +41,16 @@ pub enum TracerError {
     NoSuchProcess(u32),
     #[error(transparent)]
     Usdt(#[from] crate::stapsdt::UsdtError),
+    #[error(
+        "the {backend} backend cannot be used here: {why}: leave --backend out to pick one that works, see `sockscope doctor`"
+    )]
+    Backend {
+        backend: crate::backend::Backend,
+        // Not `source`: the reason is already in the message.
+        why: Box<crate::backend::Unavailable>,
+    },
+    #[error("no backend can trace UDP sockets here ({0}): run as root, see `sockscope doctor`")]
+    NoBackend(crate::backend::Rejections),
 }
 
 /// Usage errors found before anything is loaded.

@@ -13,7 +13,7 @@ use netlink_packet_sock_diag::{
 };
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_SOCK_DIAG};
 
-use crate::{error::TracerError, events::Family};
+use crate::{backend::SocketIdentity, error::TracerError, events::Family};
 
 /// One UDP socket known to the kernel.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,6 +23,16 @@ pub struct LiveSocket {
     pub local_addr: IpAddr,
     pub local_port: u16,
     pub inode: u32,
+}
+
+impl LiveSocket {
+    /// The number events of this backend know the socket by (see `SocketIdentity`).
+    pub fn key(&self, identity: SocketIdentity) -> u64 {
+        match identity {
+            SocketIdentity::Cookie => self.cookie,
+            SocketIdentity::Inode => u64::from(self.inode),
+        }
+    }
 }
 
 /// The sock_diag cookie as one number: the kernel stores it as two host-order u32

@@ -1,6 +1,7 @@
 //! sockscope: an eBPF tracer of UDP socket lifecycles that finds sockets outliving the
 //! WebRTC PeerConnection that created them. The `sockscope` binary is a thin edge over
 //! this library.
+pub mod backend;
 pub mod cli;
 pub mod clock;
 pub mod cmd;

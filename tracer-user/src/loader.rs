@@ -1,27 +1,24 @@
-//! Loads sockscope's BPF object and attaches the cgroup backend: a builder for the
-//! filters and sizes, and a [`Tracer`] whose drop detaches everything (links are file
-//! descriptors, so even SIGKILL leaves nothing attached).
-use std::{fs::File, path::PathBuf, sync::Arc};
+//! Loads sockscope's BPF object and attaches a backend (see [`crate::backend`]): a
+//! builder for the filters and sizes, and a [`Tracer`] whose drop detaches everything
+//! (links are file descriptors, so even SIGKILL leaves nothing attached).
+use std::{path::PathBuf, sync::Arc};
 
 use aya::{
     Ebpf, EbpfLoader,
     maps::{MapData, PerCpuArray, RingBuf, StackTraceMap},
-    programs::{CgroupAttachMode, CgroupSock, TracePoint, UProbe, uprobe::UProbeScope},
+    programs::{TracePoint, UProbe, uprobe::UProbeScope},
 };
 use tracer_common::{COMM_LEN, UsdtSpec, stats};
 
-use crate::{error::TracerError, system};
+use crate::{
+    backend::{self, Backend, KernelFacts, Rejections, Unavailable},
+    error::TracerError,
+    system,
+};
 
 /// The embedded BPF object, built by build.rs through aya-build.
 static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sockscope-bpf"));
 
-/// cgroup_sock programs and their hook names, as named in `tracer-ebpf`.
-pub const CGROUP_PROGRAMS: [&str; 4] = [
-    "sockscope_create",
-    "sockscope_bind4",
-    "sockscope_bind6",
-    "sockscope_release",
-];
 pub const SOCKET_EXIT_PROGRAM: &str = "sockscope_socket_exit";
 /// Process exits, so releases done by the exit are told apart from the application's.
 pub const PROC_EXIT_PROGRAM: &str = "sockscope_proc_exit";
@@ -41,6 +38,7 @@ pub struct TracerBuilder {
     cgroup: Option<PathBuf>,
     kernel_stacks: bool,
     follow_exec: bool,
+    backend: Option<Backend>,
 }
 
 impl TracerBuilder {
@@ -89,7 +87,14 @@ impl TracerBuilder {
         self
     }
 
-    /// Attach the cgroup hooks to this cgroup instead of the root of the v2 hierarchy.
+    /// This backend only; `None`: the first of [`Backend::AUTO_ORDER`] that attaches.
+    pub fn backend(mut self, backend: Option<Backend>) -> Self {
+        self.backend = backend;
+        self
+    }
+
+    /// Scope tracing to this cgroup (v2) and attach the cgroup hooks there instead of
+    /// the root of the hierarchy.
     pub fn cgroup(mut self, path: Option<PathBuf>) -> Self {
         self.cgroup = path;
         self
@@ -99,33 +104,28 @@ impl TracerBuilder {
     /// `spawn_blocking` in async code.
     pub fn attach(self) -> Result<Tracer, TracerError> {
         system::ensure_tracefs()?;
-        let cgroup_path = match self.cgroup.clone() {
-            Some(p) => p,
-            None => system::cgroup2_mount()?,
-        };
-        let cgroup = File::open(&cgroup_path).map_err(|source| TracerError::OpenCgroup {
-            path: cgroup_path.clone(),
-            source,
-        })?;
-
         // With a cgroup of its own, everything is scoped to it (see FILTER_CGROUP).
-        let cgroup_id: u64 = match self.cgroup {
-            Some(_) => std::fs::metadata(&cgroup_path)
+        let cgroup_id: u64 = match &self.cgroup {
+            Some(path) => std::fs::metadata(path)
                 .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
                 .map_err(|source| TracerError::OpenCgroup {
-                    path: cgroup_path.clone(),
+                    path: path.clone(),
                     source,
                 })?,
             None => 0,
         };
+        let facts = KernelFacts::read();
         let comm = self.comm.unwrap_or([0; COMM_LEN]);
-        let mut ebpf = configured_load(&LoadConfig {
-            pid: self.pid.unwrap_or(0),
-            comm,
-            cgroup_id,
-            ring_bytes: self.ring_bytes,
-            kernel_stacks: self.kernel_stacks,
-        })?;
+        let mut ebpf = configured_load(
+            &LoadConfig {
+                pid: self.pid.unwrap_or(0),
+                comm,
+                cgroup_id,
+                ring_bytes: self.ring_bytes,
+                kernel_stacks: self.kernel_stacks,
+            },
+            &facts,
+        )?;
 
         // The fd pairing must be in place before the first socket is stashed.
         let exit: &mut TracePoint = program(&mut ebpf, SOCKET_EXIT_PROGRAM)?;
@@ -133,13 +133,8 @@ impl TracerBuilder {
             .map_err(prog_err(SOCKET_EXIT_PROGRAM, "loaded"))?;
         exit.attach("syscalls", "sys_exit_socket")
             .map_err(prog_err(SOCKET_EXIT_PROGRAM, "attached"))?;
-        for name in CGROUP_PROGRAMS {
-            let prog: &mut CgroupSock = program(&mut ebpf, name)?;
-            prog.load().map_err(prog_err(name, "loaded"))?;
-            // `Single`: this kernel rejects the multi-attach flag (PLATFORM.md).
-            prog.attach(&cgroup, CgroupAttachMode::Single)
-                .map_err(prog_err(name, "attached"))?;
-        }
+        let (backend, rejections) =
+            choose_backend(&mut ebpf, self.backend, &facts, self.cgroup.as_ref())?;
 
         // Only where the record has `group_dead` where the program reads it (6.x).
         let exits_traced =
@@ -175,8 +170,38 @@ impl TracerBuilder {
             stats,
             usdt_specs,
             exits_traced,
+            backend,
+            rejections,
         })
     }
+}
+
+/// Attaches `wanted`, or without it the first backend of [`Backend::AUTO_ORDER`] that
+/// attaches; also says why the ones before it were passed over.
+fn choose_backend(
+    ebpf: &mut Ebpf,
+    wanted: Option<Backend>,
+    facts: &KernelFacts,
+    cgroup: Option<&PathBuf>,
+) -> Result<(Backend, Rejections), TracerError> {
+    let order = match wanted {
+        Some(b) => vec![b],
+        None => Backend::AUTO_ORDER.to_vec(),
+    };
+    let mut rejections = Rejections::default();
+    for b in order {
+        match backend::attach(ebpf, b, facts, cgroup) {
+            Ok(()) => return Ok((b, rejections)),
+            Err(why) if wanted.is_some() => {
+                return Err(TracerError::Backend {
+                    backend: b,
+                    why: Box::new(why),
+                });
+            }
+            Err(why) => rejections.0.push((b, why)),
+        }
+    }
+    Err(TracerError::NoBackend(rejections))
 }
 
 /// Loads the object with its read-only configuration. Shared by tracing and
@@ -195,8 +220,13 @@ struct LoadConfig {
     kernel_stacks: bool,
 }
 
-fn configured_load(cfg: &LoadConfig) -> Result<Ebpf, TracerError> {
+fn configured_load(cfg: &LoadConfig, facts: &KernelFacts) -> Result<Ebpf, TracerError> {
     let mut loader = EbpfLoader::new();
+    // The kernel-function backends read `struct sock` at these offsets; without them
+    // (no BTF) those backends are refused before they load.
+    if let Ok(offsets) = &facts.offsets {
+        offsets.set_globals(&mut loader);
+    }
     loader.override_global("FILTER_TGID", &cfg.pid, true);
     loader.override_global("FILTER_COMM", &cfg.comm, true);
     loader.override_global("FILTER_CGROUP", &cfg.cgroup_id, true);
@@ -216,7 +246,7 @@ fn configured_load(cfg: &LoadConfig) -> Result<Ebpf, TracerError> {
         .map_err(|source| TracerError::Load { source })
 }
 
-fn prog_err(
+pub(crate) fn prog_err(
     name: &'static str,
     action: &'static str,
 ) -> impl FnOnce(aya::programs::ProgramError) -> TracerError {
@@ -227,7 +257,10 @@ fn prog_err(
     }
 }
 
-fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, TracerError>
+pub(crate) fn program<'a, T>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut T, TracerError>
 where
     &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
 {
@@ -257,6 +290,8 @@ pub struct Tracer {
     stats: PerCpuArray<MapData, u64>,
     usdt_specs: UsdtSpecs,
     exits_traced: bool,
+    backend: Backend,
+    rejections: Rejections,
 }
 
 /// USDT argument specs by attach cookie.
@@ -277,6 +312,29 @@ impl Tracer {
             ebpf, usdt_specs, ..
         } = self;
         Ok((program(ebpf, USDT_PROGRAM)?, usdt_specs))
+    }
+
+    /// The backend in use.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Why the backends preferred to the one in use were passed over (empty when the
+    /// first one served, or it was asked for).
+    pub fn rejections(&self) -> &Rejections {
+        &self.rejections
+    }
+
+    /// One line for stderr: the backend in use, and why others were passed over.
+    pub fn backend_line(&self) -> String {
+        if self.rejections.0.is_empty() {
+            format!("sockscope: backend {}", self.backend)
+        } else {
+            format!(
+                "sockscope: backend {} (passed over: {})",
+                self.backend, self.rejections
+            )
+        }
     }
 
     /// Whether process exits are reported (the kernel's tracepoint has `group_dead`).
@@ -324,20 +382,28 @@ pub struct ProgramProbe {
     pub result: Result<(), TracerError>,
 }
 
-/// Loads every program of the cgroup backend and attaches it for a moment (to the
-/// root cgroup / the tracepoint), then detaches. Tells whether tracing can work here.
-pub fn probe_programs() -> Result<Vec<ProgramProbe>, TracerError> {
-    let cgroup_path = system::cgroup2_mount()?;
-    let cgroup = File::open(&cgroup_path).map_err(|source| TracerError::OpenCgroup {
-        path: cgroup_path.clone(),
-        source,
-    })?;
+/// What `sockscope doctor` learns by really loading and attaching.
+pub struct Probes {
+    /// The programs every backend uses.
+    pub programs: Vec<ProgramProbe>,
+    /// Each backend, attached for a moment, in [`Backend::AUTO_ORDER`].
+    pub backends: Vec<(Backend, Result<(), Unavailable>)>,
+}
+
+/// Loads every program and attaches it for a moment (cgroup hooks to the root cgroup,
+/// kernel functions, the tracepoint), then detaches. Tells whether tracing can work
+/// here, and with which backend.
+pub fn probe_programs() -> Result<Probes, TracerError> {
+    let facts = KernelFacts::read();
     // Kernel stacks on: the verifier then checks every path the tracer may use.
-    let mut ebpf = configured_load(&LoadConfig {
-        kernel_stacks: true,
-        ..LoadConfig::default()
-    })?;
-    let mut probes = Vec::new();
+    let mut ebpf = configured_load(
+        &LoadConfig {
+            kernel_stacks: true,
+            ..LoadConfig::default()
+        },
+        &facts,
+    )?;
+    let mut programs = Vec::new();
     let exit = program::<TracePoint>(&mut ebpf, SOCKET_EXIT_PROGRAM).and_then(|p| {
         p.load().map_err(prog_err(SOCKET_EXIT_PROGRAM, "loaded"))?;
         let link = p
@@ -346,7 +412,7 @@ pub fn probe_programs() -> Result<Vec<ProgramProbe>, TracerError> {
         p.detach(link)
             .map_err(prog_err(SOCKET_EXIT_PROGRAM, "detached"))
     });
-    probes.push(ProgramProbe {
+    programs.push(ProgramProbe {
         name: SOCKET_EXIT_PROGRAM,
         kind: "tracepoint",
         result: exit,
@@ -355,7 +421,7 @@ pub fn probe_programs() -> Result<Vec<ProgramProbe>, TracerError> {
     // processes (and it refuses to act without one anyway).
     let exec = program::<TracePoint>(&mut ebpf, EXEC_PROGRAM)
         .and_then(|p| p.load().map_err(prog_err(EXEC_PROGRAM, "loaded")));
-    probes.push(ProgramProbe {
+    programs.push(ProgramProbe {
         name: EXEC_PROGRAM,
         kind: "tracepoint, load only",
         result: exec,
@@ -368,24 +434,18 @@ pub fn probe_programs() -> Result<Vec<ProgramProbe>, TracerError> {
             .map_err(prog_err(USDT_PROGRAM, "attached"))?;
         p.detach(link).map_err(prog_err(USDT_PROGRAM, "detached"))
     });
-    probes.push(ProgramProbe {
+    programs.push(ProgramProbe {
         name: USDT_PROGRAM,
         kind: "uprobe",
         result: usdt,
     });
-    for name in CGROUP_PROGRAMS {
-        let result = program::<CgroupSock>(&mut ebpf, name).and_then(|p| {
-            p.load().map_err(prog_err(name, "loaded"))?;
-            let link = p
-                .attach(&cgroup, CgroupAttachMode::Single)
-                .map_err(prog_err(name, "attached"))?;
-            p.detach(link).map_err(prog_err(name, "detached"))
-        });
-        probes.push(ProgramProbe {
-            name,
-            kind: "cgroup_sock",
-            result,
-        });
-    }
-    Ok(probes)
+    let backends = Backend::AUTO_ORDER
+        .into_iter()
+        .map(|b| {
+            let result = backend::attach(&mut ebpf, b, &facts, None);
+            backend::detach(&mut ebpf, b);
+            (b, result)
+        })
+        .collect();
+    Ok(Probes { programs, backends })
 }

@@ -91,6 +91,9 @@ pub enum Record {
         age_ns: Option<u64>,
         /// Closed by the kernel because the process was exiting, not by the application.
         closed_by_exit: bool,
+        /// The releasing stacks (`--stacks`, with a backend that takes them).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        stacks: Option<Stacks>,
     },
     /// A USDT marker fired.
     Marker {
@@ -208,6 +211,14 @@ pub fn write_frames(out: &mut dyn Write, label: &str, frames: &[Frame]) -> io::R
     Ok(())
 }
 
+fn write_stacks(out: &mut dyn Write, stacks: Option<&Stacks>) -> io::Result<()> {
+    if let Some(s) = stacks {
+        write_frames(out, "user", &s.user)?;
+        write_frames(out, "kernel", &s.kernel)?;
+    }
+    Ok(())
+}
+
 fn write_text(out: &mut dyn Write, record: &Record) -> io::Result<()> {
     match record {
         Record::Existing {
@@ -249,11 +260,7 @@ fn write_text(out: &mut dyn Write, record: &Record) -> io::Result<()> {
                 hms(time),
                 family_str(*family)
             )?;
-            if let Some(s) = stacks {
-                write_frames(out, "user", &s.user)?;
-                write_frames(out, "kernel", &s.kernel)?;
-            }
-            Ok(())
+            write_stacks(out, stacks.as_ref())
         }
         Record::Bind {
             time,
@@ -283,6 +290,7 @@ fn write_text(out: &mut dyn Write, record: &Record) -> io::Result<()> {
             local_port,
             age_ns,
             closed_by_exit,
+            stacks,
             ..
         } => {
             let fd = fd.map(|f| format!(" fd={f}")).unwrap_or_default();
@@ -301,7 +309,8 @@ fn write_text(out: &mut dyn Write, record: &Record) -> io::Result<()> {
                 "{} RELEASE  cookie={cookie} {} pid={pid} tid={tid} comm={comm}{fd}{local}{age}{by_exit}",
                 hms(time),
                 family_str(*family)
-            )
+            )?;
+            write_stacks(out, stacks.as_ref())
         }
         Record::Marker {
             time,

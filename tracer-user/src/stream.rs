@@ -166,13 +166,17 @@ fn read(
                     continue;
                 }
             };
+            // Creating stacks, and releasing stacks where the backend takes them.
+            let stack_of = match &event {
+                KernelEvent::Create(c) => Some((c.pid, c.user_stack)),
+                KernelEvent::Release(r) => Some((r.pid, r.user_stack)),
+                _ => None,
+            };
             let user_stack = match &event {
-                KernelEvent::Create(c) if c.user_stack >= 0 => Some(
+                _ if let Some((pid, id)) = stack_of.filter(|&(_, id)| id >= 0) => Some(
                     normalized
-                        .entry((c.pid, c.user_stack))
-                        .or_insert_with(|| {
-                            normalizer.user(c.pid, &stack_addrs(stacks, c.user_stack))
-                        })
+                        .entry((pid, id))
+                        .or_insert_with(|| normalizer.user(pid, &stack_addrs(stacks, id)))
                         .clone(),
                 ),
                 KernelEvent::Exit(e) => {

@@ -70,6 +70,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 ring_bytes: a.ring_bytes,
                 usdt: a.usdt,
                 usdt_providers: a.usdt_provider,
+                backend: a.backend.backend,
             })
             .await?;
             if to_file {
@@ -95,6 +96,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 report: a.report,
                 ring_bytes: a.ring_bytes,
                 command: a.command,
+                backend: a.backend.backend,
             })
             .await?;
             Ok(ExitCode::from(outcome.exit_code()))
@@ -106,6 +108,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 format: a.format,
                 duration: a.duration,
                 ring_bytes: a.ring_bytes,
+                backend: a.backend.backend,
             })
             .await?;
             Ok(ExitCode::from(outcome.exit_code()))
@@ -118,6 +121,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 duration: a.duration,
                 format: a.format,
                 ring_bytes: a.ring_bytes,
+                backend: a.backend.backend,
             })
             .await?;
             Ok(ExitCode::SUCCESS)

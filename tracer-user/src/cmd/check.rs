@@ -28,6 +28,8 @@ pub struct CheckOptions {
     pub format: Format,
     pub report: Option<PathBuf>,
     pub ring_bytes: Option<u32>,
+    /// `None`: the first backend that works here.
+    pub backend: Option<crate::backend::Backend>,
     pub command: Vec<String>,
 }
 
@@ -110,8 +112,10 @@ pub async fn run(opts: CheckOptions) -> anyhow::Result<Outcome> {
     let builder = TracerBuilder::new()
         .cgroup(Some(cgroup.path().to_owned()))
         .follow_exec(true)
-        .ring_bytes(opts.ring_bytes);
+        .ring_bytes(opts.ring_bytes)
+        .backend(opts.backend);
     let tracer = tokio::task::spawn_blocking(move || builder.attach()).await??;
+    eprintln!("{}", tracer.backend_line());
     let mut session = LeakSession::new(tracer, opts.grace.as_nanos() as u64)?;
 
     // Markers of CMD's own binary, before it starts (its processes are found through

@@ -3,6 +3,7 @@
 use std::io::Write as _;
 
 use crate::{
+    backend::{self, Backend},
     loader::{self, ProgramProbe},
     output::Format,
     system::{self, Capability, MountState},
@@ -70,29 +71,72 @@ pub fn run_checks() -> Vec<Check> {
         Err(e) => check("tracefs", Status::Fail, e.to_string()),
     });
     checks.push(capability_check());
-    let programs_ok = match loader::probe_programs() {
+    match loader::probe_programs() {
         Ok(probes) => {
-            let ok = probes.iter().all(|p| p.result.is_ok());
-            checks.extend(probes.into_iter().map(program_check));
-            ok
+            let programs_ok = probes.programs.iter().all(|p| p.result.is_ok());
+            checks.extend(probes.programs.into_iter().map(program_check));
+            checks.extend(backend_checks(probes.backends, programs_ok));
         }
-        Err(e) => {
-            checks.push(check("programs", Status::Fail, e.to_string()));
-            false
+        Err(e) => checks.push(check("programs", Status::Fail, e.to_string())),
+    }
+    checks
+}
+
+/// One line per backend (attached for a moment), then the one tracing would use and
+/// why: the first of the automatic order that works.
+fn backend_checks(
+    results: Vec<(Backend, Result<(), backend::Unavailable>)>,
+    programs_ok: bool,
+) -> Vec<Check> {
+    let mut checks = Vec::new();
+    let mut chosen = None;
+    let mut passed_over = Vec::new();
+    for (b, result) in results {
+        let name = format!("backend {b}");
+        match result {
+            Ok(()) => {
+                checks.push(check(
+                    name,
+                    Status::Ok,
+                    format!("attaches: {}", b.describe()),
+                ));
+                chosen.get_or_insert(b);
+            }
+            Err(why) => {
+                // A backend that cannot serve is only a failure if none can.
+                checks.push(check(name, Status::Warn, why.to_string()));
+                if chosen.is_none() {
+                    passed_over.push(format!("{b}: {why}"));
+                }
+            }
         }
-    };
-    checks.push(if programs_ok && cgroup.is_ok() {
-        check(
-            "backend",
-            Status::Ok,
-            "cgroup (cgroup_sock hooks + sys_exit_socket tracepoint)",
-        )
-    } else {
-        check(
+    }
+    checks.push(match chosen {
+        Some(b) if programs_ok => {
+            let why = if passed_over.is_empty() {
+                "the first choice".to_owned()
+            } else {
+                passed_over.join("; ")
+            };
+            check(
+                "backend",
+                Status::Ok,
+                format!(
+                    "{b} ({}; automatic choice, passed over: {why})",
+                    b.describe()
+                ),
+            )
+        }
+        Some(_) => check(
             "backend",
             Status::Fail,
-            "none: the cgroup backend cannot load here (see the failures above)",
-        )
+            "none: the programs every backend needs cannot load (see the failures above)",
+        ),
+        None => check(
+            "backend",
+            Status::Fail,
+            "none: no backend attaches here (see the backend lines above)",
+        ),
     });
     checks
 }

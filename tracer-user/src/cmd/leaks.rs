@@ -6,6 +6,7 @@ use std::{collections::HashMap, io::Write as _, time::Duration};
 use anyhow::Context as _;
 
 use crate::{
+    backend::SocketIdentity,
     clock::{human_ns, monotonic_ns},
     cmd::trace::validate_target,
     events::{KernelEvent, comm_str},
@@ -25,6 +26,8 @@ pub struct LeaksOptions {
     pub duration: Option<Duration>,
     pub format: Format,
     pub ring_bytes: Option<u32>,
+    /// `None`: the first backend that works here.
+    pub backend: Option<crate::backend::Backend>,
 }
 
 #[derive(Clone, Debug)]
@@ -58,10 +61,12 @@ pub async fn run(opts: LeaksOptions) -> anyhow::Result<()> {
     let mut stop = watch_shutdown(opts.duration).context("cannot install signal handlers")?;
     let builder = TracerBuilder::new()
         .pid(opts.pid)
-        .ring_bytes(opts.ring_bytes);
+        .ring_bytes(opts.ring_bytes)
+        .backend(opts.backend);
     let mut tracer = tokio::task::spawn_blocking(move || builder.attach()).await??;
+    eprintln!("{}", tracer.backend_line());
     let mut stream = EventStream::new(&mut tracer)?;
-    let mut live = preexisting(opts.pid)?;
+    let mut live = preexisting(opts.pid, tracer.backend().identity())?;
     eprintln!(
         "sockscope: tracking UDP sockets of {}; listing those older than {:?} every {:?}; Ctrl-C to stop",
         opts.pid
@@ -90,7 +95,10 @@ pub async fn run(opts: LeaksOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn preexisting(pid: Option<u32>) -> anyhow::Result<HashMap<u64, Outstanding>> {
+fn preexisting(
+    pid: Option<u32>,
+    identity: SocketIdentity,
+) -> anyhow::Result<HashMap<u64, Outstanding>> {
     let holders = inventory::socket_holders(pid);
     let mut live = HashMap::new();
     for s in inventory::udp_sockets_or_warn() {
@@ -102,7 +110,7 @@ fn preexisting(pid: Option<u32>) -> anyhow::Result<HashMap<u64, Outstanding>> {
             .trim()
             .to_owned();
         live.insert(
-            s.cookie,
+            s.key(identity),
             Outstanding {
                 pid: hp,
                 comm,

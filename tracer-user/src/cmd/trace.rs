@@ -4,6 +4,7 @@ use std::{path::PathBuf, time::Duration};
 use anyhow::Context as _;
 
 use crate::{
+    backend::SocketIdentity,
     clock::{Clock, monotonic_ns},
     error::UsageError,
     events::{Family, KernelEvent, bind_addr, comm_str},
@@ -26,6 +27,8 @@ pub struct TraceOptions {
     pub output: Option<PathBuf>,
     pub stacks: bool,
     pub ring_bytes: Option<u32>,
+    /// `None`: the first backend that works here.
+    pub backend: Option<crate::backend::Backend>,
     /// Binaries whose markers to attach (all processes running them).
     pub usdt: Vec<PathBuf>,
     /// Marker providers to attach.
@@ -64,12 +67,14 @@ pub async fn run(opts: TraceOptions) -> anyhow::Result<TraceSummary> {
         .pid(opts.pid)
         .comm(opts.comm.as_deref())
         .ring_bytes(opts.ring_bytes)
+        .backend(opts.backend)
         .kernel_stacks(opts.stacks);
     let mut tracer = tokio::task::spawn_blocking(move || builder.attach()).await??;
+    eprintln!("{}", tracer.backend_line());
     let mut stream = EventStream::new(&mut tracer)?;
     let markers = attach_markers(&opts, &mut tracer)?;
 
-    let mut state = TraceState::new(&opts, markers);
+    let mut state = TraceState::new(&opts, markers, tracer.backend().identity());
     // After attaching, so no socket falls between the inventory and the hooks.
     state.inventory(&mut sink)?;
     eprintln!("{}", attached_message(&opts));
@@ -158,10 +163,12 @@ struct TraceState {
     comm: Option<String>,
     events: u64,
     lost: u64,
+    /// What the records' `cookie` holds with this backend.
+    identity: SocketIdentity,
 }
 
 impl TraceState {
-    fn new(opts: &TraceOptions, markers: MarkerTable) -> Self {
+    fn new(opts: &TraceOptions, markers: MarkerTable, identity: SocketIdentity) -> Self {
         Self {
             markers,
             seen: Default::default(),
@@ -172,6 +179,7 @@ impl TraceState {
             comm: opts.comm.clone(),
             events: 0,
             lost: 0,
+            identity,
         }
     }
 
@@ -197,7 +205,7 @@ impl TraceState {
                 continue;
             }
             self.sockets.insert(
-                s.cookie,
+                s.key(self.identity),
                 SocketInfo {
                     origin: Origin::Preexisting,
                     pid: holder.map_or(0, |h| h.0),
@@ -210,7 +218,7 @@ impl TraceState {
                 },
             );
             sink.write(&Record::Existing {
-                cookie: s.cookie,
+                cookie: s.key(self.identity),
                 family: s.family,
                 local_addr: s.local_addr,
                 local_port: s.local_port,
@@ -313,6 +321,14 @@ impl TraceState {
                         .and_then(|k| k.created_ns)
                         .map(|t| r.ts_ns.saturating_sub(t)),
                     closed_by_exit: r.exiting != 0,
+                    stacks: self
+                        .stacks
+                        .as_mut()
+                        .filter(|_| r.user_stack >= 0 || r.kernel_stack >= 0)
+                        .map(|cache| Stacks {
+                            user: cache.user(r.pid, r.user_stack, user_stack),
+                            kernel: cache.kernel(tracer.stacks(), r.kernel_stack),
+                        }),
                 })
             }
             KernelEvent::Marker(m) => {

@@ -21,6 +21,8 @@ pub struct WatchOptions {
     pub format: Format,
     pub duration: Option<Duration>,
     pub ring_bytes: Option<u32>,
+    /// `None`: the first backend that works here.
+    pub backend: Option<crate::backend::Backend>,
 }
 
 fn alive(pid: u32) -> bool {
@@ -34,8 +36,10 @@ pub async fn run(opts: WatchOptions) -> anyhow::Result<Outcome> {
     let mut stop = watch_shutdown(opts.duration).context("cannot install signal handlers")?;
     let builder = TracerBuilder::new()
         .pid(Some(opts.pid))
-        .ring_bytes(opts.ring_bytes);
+        .ring_bytes(opts.ring_bytes)
+        .backend(opts.backend);
     let tracer = tokio::task::spawn_blocking(move || builder.attach()).await??;
+    eprintln!("{}", tracer.backend_line());
     let mut session = LeakSession::new(tracer, opts.grace.as_nanos() as u64)?;
     let report =
         session.attach_markers(&MarkerTarget::Process(opts.pid), &[PROVIDER.to_owned()])?;

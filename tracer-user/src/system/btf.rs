@@ -36,44 +36,121 @@ fn extra_len(kind: u32, vlen: usize) -> Option<usize> {
     })
 }
 
-/// Byte offset of `member` in `struct name`, from raw BTF (little-endian).
-pub fn member_offset_in(btf: &[u8], name: &str, member: &str) -> Option<u32> {
-    let r = Reader(btf);
-    if u16::from_le_bytes(btf.get(0..2)?.try_into().ok()?) != MAGIC {
-        return None;
-    }
-    let hdr_len = r.u32(4)? as usize;
-    let (type_off, type_len) = (r.u32(8)? as usize, r.u32(12)? as usize);
-    let str_off = r.u32(16)? as usize;
-    let types = hdr_len.checked_add(type_off)?;
-    let strings = hdr_len.checked_add(str_off)?;
-    let name_at = |off: u32| r.str(strings.checked_add(off as usize)?);
-    let mut at = types;
-    while at < types.checked_add(type_len)? {
-        let (name_off, info) = (r.u32(at)?, r.u32(at + 4)?);
-        let kind = (info >> 24) & 0x1f;
-        let vlen = (info & 0xffff) as usize;
-        let kind_flag = info >> 31 == 1;
-        if kind == KIND_STRUCT && name_at(name_off) == Some(name) {
-            for i in 0..vlen {
-                let m = at + 12 + i * 12;
-                if name_at(r.u32(m)?) == Some(member) {
-                    let bits = r.u32(m + 8)?;
-                    let bits = if kind_flag { bits & 0x00ff_ffff } else { bits };
-                    return (bits % 8 == 0).then_some(bits / 8);
-                }
-            }
+/// The type section of a BTF blob, indexed by type id.
+pub struct Btf<'a> {
+    r: Reader<'a>,
+    strings: usize,
+    /// Byte position of each type's header; index 0 stands for the void type.
+    types: Vec<usize>,
+}
+
+const KIND_UNION: u32 = 5;
+const KIND_FUNC: u32 = 12;
+
+impl<'a> Btf<'a> {
+    /// Parses raw BTF (little-endian); `None` if it is not BTF.
+    pub fn parse(btf: &'a [u8]) -> Option<Self> {
+        let r = Reader(btf);
+        if u16::from_le_bytes(btf.get(0..2)?.try_into().ok()?) != MAGIC {
             return None;
         }
-        at = at.checked_add(12 + extra_len(kind, vlen)?)?;
+        let hdr_len = r.u32(4)? as usize;
+        let (type_off, type_len) = (r.u32(8)? as usize, r.u32(12)? as usize);
+        let str_off = r.u32(16)? as usize;
+        let first = hdr_len.checked_add(type_off)?;
+        let end = first.checked_add(type_len)?;
+        let mut types = vec![0];
+        let mut at = first;
+        while at < end {
+            let info = r.u32(at + 4)?;
+            types.push(at);
+            at = at.checked_add(12 + extra_len((info >> 24) & 0x1f, (info & 0xffff) as usize)?)?;
+        }
+        Some(Self {
+            r,
+            strings: hdr_len.checked_add(str_off)?,
+            types,
+        })
     }
-    None
+
+    fn name_at(&self, at: usize) -> Option<&str> {
+        let off = self.r.u32(at)? as usize;
+        self.r.str(self.strings.checked_add(off)?)
+    }
+
+    /// (kind, vlen, kind_flag) of the type whose header is at `at`.
+    fn info(&self, at: usize) -> Option<(u32, usize, bool)> {
+        let info = self.r.u32(at + 4)?;
+        Some((
+            (info >> 24) & 0x1f,
+            (info & 0xffff) as usize,
+            info >> 31 == 1,
+        ))
+    }
+
+    /// Byte offset of `member` in `struct name`, looking into anonymous struct and
+    /// union members too (`sock_common.skc_num` lives in one).
+    pub fn member_offset(&self, name: &str, member: &str) -> Option<u32> {
+        self.types.iter().skip(1).find_map(|&at| {
+            let (kind, vlen, _) = self.info(at)?;
+            (kind == KIND_STRUCT && vlen > 0 && self.name_at(at) == Some(name))
+                .then(|| self.find_member(at, member, 0))
+                .flatten()
+        })
+    }
+
+    fn find_member(&self, at: usize, member: &str, depth: u32) -> Option<u32> {
+        let (_, vlen, kind_flag) = self.info(at)?;
+        for i in 0..vlen {
+            let m = at + 12 + i * 12;
+            let bits = self.r.u32(m + 8)?;
+            let bits = if kind_flag { bits & 0x00ff_ffff } else { bits };
+            if bits % 8 != 0 {
+                continue;
+            }
+            let name_off = self.r.u32(m)?;
+            if name_off != 0 {
+                if self.name_at(m) == Some(member) {
+                    return Some(bits / 8);
+                }
+                continue;
+            }
+            // An anonymous struct or union: its members are the parent's.
+            let inner = *self.types.get(self.r.u32(m + 4)? as usize)?;
+            let (kind, _, _) = self.info(inner)?;
+            if (kind == KIND_STRUCT || kind == KIND_UNION)
+                && depth < 8
+                && let Some(off) = self.find_member(inner, member, depth + 1)
+            {
+                return Some(bits / 8 + off);
+            }
+        }
+        None
+    }
+
+    /// Whether the kernel has a function of this name (the BTF of a function that
+    /// fentry can hook; static functions that were inlined everywhere have none).
+    pub fn has_function(&self, name: &str) -> bool {
+        self.types.iter().skip(1).any(|&at| {
+            self.info(at).is_some_and(|(kind, _, _)| kind == KIND_FUNC)
+                && self.name_at(at) == Some(name)
+        })
+    }
+}
+
+/// Byte offset of `member` in `struct name`, from raw BTF (little-endian).
+pub fn member_offset_in(btf: &[u8], name: &str, member: &str) -> Option<u32> {
+    Btf::parse(btf)?.member_offset(name, member)
+}
+
+/// The running kernel's BTF, raw.
+pub fn kernel_btf() -> Option<Vec<u8>> {
+    fs::read(Path::new("/sys/kernel/btf/vmlinux")).ok()
 }
 
 /// Byte offset of `member` in kernel `struct name`, if the kernel has BTF.
 pub fn kernel_member_offset(name: &str, member: &str) -> Option<u32> {
-    let btf = fs::read(Path::new("/sys/kernel/btf/vmlinux")).ok()?;
-    member_offset_in(&btf, name, member)
+    member_offset_in(&kernel_btf()?, name, member)
 }
 
 #[cfg(test)]
@@ -100,6 +177,26 @@ mod tests {
             None
         );
         assert_eq!(member_offset_in(&btf, "no_such_struct", "x"), None);
+    }
+
+    #[test]
+    fn finds_members_of_anonymous_unions_and_functions() {
+        let Ok(raw) = fs::read("/sys/kernel/btf/vmlinux") else {
+            eprintln!("SKIP: no kernel BTF");
+            return;
+        };
+        let btf = Btf::parse(&raw).expect("kernel BTF parses");
+        // `struct sock_common` starts with two anonymous unions: { skc_addrpair;
+        // { skc_daddr; skc_rcv_saddr } } then { skc_hash; skc_u16hashes[2] }, then
+        // { skc_portpair; { skc_dport; skc_num } }: fixed since Linux 3.x.
+        assert_eq!(btf.member_offset("sock_common", "skc_daddr"), Some(0));
+        assert_eq!(btf.member_offset("sock_common", "skc_rcv_saddr"), Some(4));
+        assert_eq!(btf.member_offset("sock_common", "skc_dport"), Some(12));
+        assert_eq!(btf.member_offset("sock_common", "skc_num"), Some(14));
+        assert_eq!(btf.member_offset("sock_common", "skc_family"), Some(16));
+        assert!(btf.has_function("udp_init_sock"));
+        assert!(btf.has_function("udp_destroy_sock"));
+        assert!(!btf.has_function("no_such_function_in_any_kernel"));
     }
 
     #[test]

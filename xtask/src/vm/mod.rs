@@ -1,9 +1,11 @@
-//! `cargo xtask vm-test`: sockscope end to end on other kernels. Fetches Debian's
-//! cloud kernels (the newest 6.1 and 6.12 apt knows), builds static sockscope and
-//! workloads, packs them with busybox into an initramfs whose /init (`init.sh`) runs
-//! the checks, boots each kernel under QEMU TCG (KVM is not usable here) with no
-//! network device, and reads the verdicts from the serial console: QEMU exits 0 even
-//! when the guest panics, so only the `VMTEST` lines count.
+//! `cargo xtask vm-test`: sockscope end to end on other kernels, for every backend.
+//! Fetches Debian's cloud kernels (the newest 6.1 and 6.12 apt knows), builds static
+//! sockscope and workloads, packs them with busybox into an initramfs whose /init
+//! (`init.sh`) runs the checks (`checks.sh`), boots each kernel under QEMU TCG (KVM is
+//! not usable here) with no network device, and reads the verdicts from the serial
+//! console: QEMU exits 0 even when the guest panics, so only the `VMTEST` lines count.
+//! The same checks run on the host, where the backends its kernel refuses must be
+//! refused with exit 2 and one clear line.
 use std::{
     collections::BTreeMap,
     fs,
@@ -32,18 +34,93 @@ const GUEST_BINARIES: &[&str] = &["sockscope", "udp_workload", "pc_sim"];
 /// A guest that has not powered off by then is stuck.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(900);
 
-/// Every check `init.sh` reports; one missing is a failure too.
-const CHECKS: &[&str] = &[
-    "doctor",
+/// The backends, in `sockscope`'s automatic order.
+const BACKENDS: [&str; 3] = ["fentry", "cgroup", "kprobe"];
+
+/// Checks of the kernel as a whole (backend column `auto`).
+const KERNEL_CHECKS: &[&str] = &["doctor", "doctor_choice"];
+
+/// Checks of each backend that works; one missing is a failure too.
+const BACKEND_CHECKS: &[&str] = &[
     "trace_exit",
     "trace_creates",
     "trace_releases",
+    "trace_paired",
     "trace_fixed_port_bind",
+    "trace_release_stack",
     "check_leak_exit",
     "check_leak_pc2",
     "check_leak_stack",
     "check_clean_exit",
 ];
+
+/// Checks of a backend the kernel refuses.
+const REFUSED_CHECKS: &[&str] = &["refused_exit", "refused_one_line"];
+
+/// What a kernel must do: the backend `doctor` picks, those that must work.
+struct Expect {
+    auto: &'static str,
+    working: Vec<&'static str>,
+}
+
+impl Expect {
+    /// Every (backend, check) that must be reported as passed.
+    fn checks(&self) -> Vec<(&'static str, &'static str)> {
+        let mut all: Vec<_> = KERNEL_CHECKS.iter().map(|c| ("auto", *c)).collect();
+        for b in BACKENDS {
+            if self.working.contains(&b) {
+                all.extend(
+                    BACKEND_CHECKS
+                        .iter()
+                        // The cgroup backend takes no releasing stacks.
+                        .filter(|c| b != "cgroup" || **c != "trace_release_stack")
+                        .map(|c| (b, *c)),
+                );
+            } else {
+                all.extend(REFUSED_CHECKS.iter().map(|c| (b, *c)));
+            }
+        }
+        all
+    }
+
+    /// checks.sh's arguments after the label.
+    fn args(&self) -> Vec<&'static str> {
+        let mut args = vec![self.auto];
+        args.extend(BACKENDS.iter().filter(|b| self.working.contains(b)));
+        args.push("--");
+        args.extend(BACKENDS.iter().filter(|b| !self.working.contains(b)));
+        args
+    }
+}
+
+/// Debian's cloud kernels allow everything: lockdown none, BTF, kprobes.
+fn guest_expect() -> Expect {
+    Expect {
+        auto: "fentry",
+        working: BACKENDS.to_vec(),
+    }
+}
+
+/// This host: fentry and kprobes only without lockdown and with BTF (and kprobes
+/// only with the kprobe event source); cgroup always.
+fn host_expect() -> Expect {
+    let lockdown = fs::read_to_string("/sys/kernel/security/lockdown").unwrap_or_default();
+    let locked = lockdown.contains('[') && !lockdown.contains("[none]");
+    let btf = Path::new("/sys/kernel/btf/vmlinux").exists();
+    let kprobes = Path::new("/sys/bus/event_source/devices/kprobe").exists();
+    let mut working = Vec::new();
+    if !locked && btf {
+        working.push("fentry");
+    }
+    working.push("cgroup");
+    if !locked && btf && kprobes {
+        working.push("kprobe");
+    }
+    Expect {
+        auto: working[0],
+        working,
+    }
+}
 
 pub fn run(kernel: &str) -> anyhow::Result<()> {
     let wanted: Vec<(&str, &str)> = KERNELS
@@ -51,8 +128,9 @@ pub fn run(kernel: &str) -> anyhow::Result<()> {
         .copied()
         .filter(|(name, _)| kernel == "all" || kernel == *name)
         .collect();
-    if wanted.is_empty() {
-        bail!("unknown kernel {kernel:?}: use 6.1, 6.12 or all");
+    let host = kernel == "all" || kernel == "host";
+    if wanted.is_empty() && !host {
+        bail!("unknown kernel {kernel:?}: use 6.1, 6.12, host or all");
     }
     setup::run()?;
     util::require_root("cargo xtask vm-test")?;
@@ -65,7 +143,7 @@ pub fn run(kernel: &str) -> anyhow::Result<()> {
     fs::create_dir_all(work.join("cache")).context("cannot create target/vm")?;
     let bins = build_static(&work)?;
     let initrd = pack_initramfs(&work, &bins)?;
-    let mut results = BTreeMap::new();
+    let mut results = Vec::new();
     for (name, pattern) in wanted {
         let vmlinuz = fetch_kernel(&work, name, pattern)?;
         println!(
@@ -83,16 +161,29 @@ pub fn run(kernel: &str) -> anyhow::Result<()> {
             verdicts.len(),
             started.elapsed().as_secs_f64()
         );
-        results.insert(name, verdicts);
+        results.push((name.to_owned(), guest_expect(), verdicts));
+    }
+    if host {
+        let expect = host_expect();
+        let started = Instant::now();
+        let console = run_on_host(&work, &bins, &expect)?;
+        let verdicts = verdicts(&console);
+        println!(
+            "xtask: host: {} checks reported in {:.0} s (log: target/vm/console-host.log)",
+            verdicts.len(),
+            started.elapsed().as_secs_f64()
+        );
+        results.push(("host".to_owned(), expect, verdicts));
     }
     print_matrix(&results);
     let failed: Vec<String> = results
         .iter()
-        .flat_map(|(k, v)| {
-            CHECKS
-                .iter()
-                .filter(|c| v.get(**c).is_none_or(|(pass, _)| !pass))
-                .map(move |c| format!("{k}/{c}"))
+        .flat_map(|(k, expect, v)| {
+            expect
+                .checks()
+                .into_iter()
+                .filter(|key| v.get(key).is_none_or(|(pass, _)| !pass))
+                .map(move |(b, c)| format!("{k}/{b}/{c}"))
         })
         .collect();
     if !failed.is_empty() {
@@ -100,9 +191,41 @@ pub fn run(kernel: &str) -> anyhow::Result<()> {
     }
     println!(
         "xtask: vm-test passed on {}",
-        results.keys().cloned().collect::<Vec<_>>().join(", ")
+        results
+            .iter()
+            .map(|r| r.0.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     Ok(())
+}
+
+/// checks.sh on this machine, with the same static binaries as the guests.
+fn run_on_host(work: &Path, bins: &Path, expect: &Expect) -> anyhow::Result<String> {
+    let log = work.join("console-host.log");
+    let path = format!(
+        "{}:{}",
+        fs::canonicalize(bins)?.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    println!(
+        "xtask: running the checks on this host ({})",
+        expect.args().join(" ")
+    );
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(include_str!("checks.sh"))
+        .arg("checks.sh")
+        .arg("host")
+        .args(expect.args())
+        .env("PATH", path)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .context("cannot run the checks on the host")?;
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    fs::write(&log, &text).context("cannot write the host log")?;
+    Ok(text)
 }
 
 /// Static (glibc, `crt-static`) release builds of the guest's binaries, in their own
@@ -139,6 +262,8 @@ fn pack_initramfs(work: &Path, bins: &Path) -> anyhow::Result<PathBuf> {
         copy_executable(&bins.join(bin), &root.join("bin").join(bin))?;
     }
     fs::write(root.join("init"), include_str!("init.sh")).context("cannot write /init")?;
+    fs::write(root.join("checks.sh"), include_str!("checks.sh"))
+        .context("cannot write /checks.sh")?;
     make_executable(&root.join("init"))?;
     // Absolute: cpio runs inside the tree.
     let initrd = fs::canonicalize(work)?.join("initrd.cpio");
@@ -262,32 +387,64 @@ fn boot(work: &Path, name: &str, vmlinuz: &Path, initrd: &Path) -> anyhow::Resul
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
-/// `VMTEST <kernel> <check> pass|fail <detail>` lines: check → (passed, detail).
-fn verdicts(console: &str) -> BTreeMap<String, (bool, String)> {
+/// A check's key: (backend or `auto`, check).
+type Key = (&'static str, &'static str);
+
+/// `VMTEST <kernel> <backend> <check> pass|fail <detail>` lines: (backend, check) →
+/// (passed, detail). Lines of unknown backends or checks are left out.
+fn verdicts(console: &str) -> BTreeMap<Key, (bool, String)> {
     console
         .lines()
         .filter_map(|l| {
             let l = &l[l.find("VMTEST ")?..];
             let mut f = l.split_whitespace().skip(2);
-            let check = f.next()?.to_owned();
+            let (backend, check) = (f.next()?, f.next()?);
+            let backend = *BACKENDS.iter().chain(&["auto"]).find(|b| **b == backend)?;
+            let check = *KERNEL_CHECKS
+                .iter()
+                .chain(BACKEND_CHECKS)
+                .chain(REFUSED_CHECKS)
+                .find(|c| **c == check)?;
             let passed = f.next()? == "pass";
-            Some((check, (passed, f.collect::<Vec<_>>().join(" "))))
+            Some(((backend, check), (passed, f.collect::<Vec<_>>().join(" "))))
         })
         .collect()
 }
 
-fn print_matrix(results: &BTreeMap<&str, BTreeMap<String, (bool, String)>>) {
-    let kernels: Vec<&str> = results.keys().copied().collect();
+type Results = Vec<(String, Expect, BTreeMap<Key, (bool, String)>)>;
+
+/// One row per check, one column per kernel and backend.
+fn print_matrix(results: &Results) {
+    let columns: Vec<(usize, &str)> = results
+        .iter()
+        .enumerate()
+        .flat_map(|(i, _)| BACKENDS.iter().chain(&["auto"]).map(move |b| (i, *b)))
+        .collect();
+    let rows: Vec<&str> = KERNEL_CHECKS
+        .iter()
+        .chain(BACKEND_CHECKS)
+        .chain(REFUSED_CHECKS)
+        .copied()
+        .collect();
     println!();
-    println!("| check (cgroup backend) | {} |", kernels.join(" | "));
-    println!("|---|{}", "---|".repeat(kernels.len()));
-    for check in CHECKS {
-        let cells: Vec<String> = kernels
+    let head: Vec<String> = columns
+        .iter()
+        .map(|(i, b)| format!("{} {b}", results[*i].0))
+        .collect();
+    println!("| check | {} |", head.join(" | "));
+    println!("|---|{}", "---|".repeat(columns.len()));
+    for check in rows {
+        let cells: Vec<String> = columns
             .iter()
-            .map(|k| match results[k].get(*check) {
-                Some((true, _)) => "pass".to_owned(),
-                Some((false, detail)) => format!("**fail** ({detail})"),
-                None => "**not reported**".to_owned(),
+            .map(|&(i, b)| {
+                let (_, expect, v) = &results[i];
+                let wanted = expect.checks().contains(&(b, check));
+                match (v.get(&(b, check)), wanted) {
+                    (Some((true, _)), _) => "pass".to_owned(),
+                    (Some((false, detail)), _) => format!("**fail** ({detail})"),
+                    (None, true) => "**not reported**".to_owned(),
+                    (None, false) => "".to_owned(),
+                }
             })
             .collect();
         println!("| {check} | {} |", cells.join(" | "));
@@ -301,11 +458,28 @@ mod tests {
 
     #[test]
     fn reads_verdicts_from_console_noise() {
-        let console = "\u{1b}[2JVMTEST-BEGIN 6.1\nVMTEST 6.1.0 doctor pass 0\r\nnoise VMTEST 6.1.0 trace_creates fail got=0 want=6\n";
+        let console = "\u{1b}[2JVMTEST-BEGIN 6.1\nVMTEST 6.1.0 auto doctor pass 0\r\nnoise VMTEST 6.1.0 kprobe trace_creates fail got=0 want=6\nVMTEST 6.1.0 bogus doctor pass 0\n";
         let v = verdicts(console);
-        assert_eq!(v["doctor"], (true, "0".to_owned()));
-        assert_eq!(v["trace_creates"], (false, "got=0 want=6".to_owned()));
+        assert_eq!(v[&("auto", "doctor")], (true, "0".to_owned()));
+        assert_eq!(
+            v[&("kprobe", "trace_creates")],
+            (false, "got=0 want=6".to_owned())
+        );
         assert_eq!(v.len(), 2);
+    }
+
+    #[test]
+    fn refused_backends_are_checked_for_refusal() {
+        let e = Expect {
+            auto: "cgroup",
+            working: vec!["cgroup"],
+        };
+        assert_eq!(e.args(), ["cgroup", "cgroup", "--", "fentry", "kprobe"]);
+        let checks = e.checks();
+        assert!(checks.contains(&("fentry", "refused_exit")));
+        assert!(checks.contains(&("cgroup", "trace_creates")));
+        assert!(!checks.contains(&("cgroup", "trace_release_stack")));
+        assert!(!checks.contains(&("fentry", "trace_creates")));
     }
 
     #[test]

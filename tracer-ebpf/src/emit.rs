@@ -1,0 +1,118 @@
+//! The socket records every backend produces, so the cgroup hooks and the kernel
+//! function hooks (fentry, kprobe) give user space one event stream.
+use aya_ebpf::{
+    bindings::BPF_F_USER_STACK, helpers::bpf_ktime_get_ns, programs::tracing::StackIdContext,
+};
+use tracer_common::{BindEvent, EventKind, ReleaseEvent, stats};
+
+use crate::{
+    filter::kernel_stacks_wanted,
+    filter::{current, current_comm, current_exiting, current_task_wanted, filters_active},
+    maps::{PENDING, PendingCreate, STACKS, TRACKED, count, reserve, wakeup},
+};
+
+/// A UDP socket is being created by the current thread: stash what is known for
+/// `sys_exit_socket`, which adds the fd and the stacks (see syscall.rs).
+#[inline(always)]
+pub fn stash_create(cookie: u64, family: u16) {
+    let (tgid, tid) = current();
+    if !current_task_wanted(tgid) {
+        return;
+    }
+    // SAFETY: no side effects beyond reading the clock.
+    let ts_ns = unsafe { bpf_ktime_get_ns() };
+    let pending = PendingCreate {
+        cookie,
+        ts_ns,
+        family,
+        _pad: [0; 3],
+    };
+    if PENDING.insert(tid, pending, 0).is_err() {
+        count(stats::PENDING_FULL);
+    }
+    if filters_active() && TRACKED.insert(cookie, ts_ns, 0).is_err() {
+        count(stats::TRACK_FULL);
+    }
+}
+
+/// Whether events about an existing socket concern us: it was tracked at creation, or
+/// (for sockets that predate the tracer) the current task passes the filters.
+#[inline(always)]
+fn socket_wanted(cookie: u64, tgid: u32) -> bool {
+    !filters_active() || TRACKED.get_ptr(cookie).is_some() || current_task_wanted(tgid)
+}
+
+/// The socket got a local address: `port` in host order, `addr` as [`BindEvent::addr`].
+#[inline(always)]
+pub fn emit_bind(cookie: u64, family: u16, port: u16, addr: [u8; 16]) {
+    let (tgid, tid) = current();
+    if !socket_wanted(cookie, tgid) {
+        return;
+    }
+    if let Some(mut entry) = reserve::<BindEvent>() {
+        entry.write(BindEvent {
+            kind: EventKind::Bind as u32,
+            pid: tgid,
+            tid,
+            family,
+            port,
+            // SAFETY: reads the clock only.
+            ts_ns: unsafe { bpf_ktime_get_ns() },
+            cookie,
+            addr,
+        });
+        entry.submit(wakeup());
+    }
+}
+
+/// Stack ids of a release: (kernel, user); negative when not taken.
+pub struct ReleaseStacks(pub i32, pub i32);
+
+impl ReleaseStacks {
+    /// Hooks that cannot take stacks (cgroup_sock programs).
+    pub const NONE: Self = Self(-1, -1);
+
+    /// The current stacks: always the user one (which code dropped the socket), the
+    /// kernel one only when asked for (`trace --stacks`).
+    #[inline(always)]
+    pub fn current<C: StackIdContext>(ctx: &C) -> Self {
+        let kernel = if kernel_stacks_wanted() {
+            ctx.get_stackid(&STACKS, 0).map_or(-1, |id| id as i32)
+        } else {
+            -1
+        };
+        let user = ctx
+            .get_stackid(&STACKS, BPF_F_USER_STACK as u64)
+            .map_or(-1, |id| id as i32);
+        Self(kernel, user)
+    }
+}
+
+/// The socket's last reference is being dropped. `stacks` is called only for wanted
+/// sockets, so the rest of the host does not pay for stack walks.
+#[inline(always)]
+pub fn emit_release(cookie: u64, family: u16, stacks: impl FnOnce() -> ReleaseStacks) {
+    let (tgid, tid) = current();
+    if !socket_wanted(cookie, tgid) {
+        return;
+    }
+    let _ = TRACKED.remove(cookie);
+    let ReleaseStacks(kernel_stack, user_stack) = stacks();
+    if let Some(mut entry) = reserve::<ReleaseEvent>() {
+        entry.write(ReleaseEvent {
+            kind: EventKind::Release as u32,
+            pid: tgid,
+            tid,
+            family,
+            exiting: current_exiting(),
+            _pad: 0,
+            // SAFETY: reads the clock only.
+            ts_ns: unsafe { bpf_ktime_get_ns() },
+            cookie,
+            comm: current_comm(),
+            kernel_stack,
+            user_stack,
+        });
+        entry.submit(wakeup());
+    }
+}

@@ -1,0 +1,85 @@
+# sockscope end to end, for each backend: run by the vm-test guest's /init and by
+# `cargo xtask vm-test` on the host. POSIX sh (busybox in the guest).
+#
+#   checks.sh LABEL AUTO WORKING... [-- REFUSED...]
+#
+# LABEL names the kernel in the output; AUTO is the backend `doctor` must pick; each
+# WORKING backend must pass every check, each REFUSED one must be refused with exit 2
+# and one clear line. Prints one `VMTEST LABEL BACKEND CHECK pass|fail DETAIL` line per
+# check; the caller decides from those lines only.
+K=$1
+AUTO=$2
+shift 2
+WORKING=""
+REFUSED=""
+while [ $# -gt 0 ]; do
+    if [ "$1" = "--" ]; then
+        shift
+        REFUSED="$*"
+        break
+    fi
+    WORKING="$WORKING $1"
+    shift
+done
+T=${TMPDIR:-/tmp}/sockscope-checks.$$
+mkdir -p "$T"
+
+say() { echo "VMTEST $K $1 $2 $3 $4"; }
+check() { if [ "$3" = "$4" ]; then say "$1" "$2" pass "$3"; else say "$1" "$2" fail "got=$3 want=$4"; fi; }
+
+sockscope doctor > "$T/doctor.txt" 2>&1
+check auto doctor "$?" 0
+cat "$T/doctor.txt"
+chosen=$(grep '^ok   backend  ' "$T/doctor.txt" | awk '{print $3}')
+check auto doctor_choice "$chosen" "$AUTO"
+
+for B in $WORKING; do
+    # trace: the workload's sockets created, bound and released (at its exit), each
+    # release paired with its create, with the releasing stack where the backend
+    # takes it.
+    sockscope trace --backend "$B" --stacks --format json --comm udp_workload --duration 30s \
+        -o "$T/trace.json" 2> "$T/trace.err" &
+    tracer=$!
+    i=0
+    while ! grep -q "tracing UDP sockets" "$T/trace.err" && [ $i -lt 300 ]; do
+        sleep 0.2
+        i=$((i + 1))
+    done
+    udp_workload --no-wait --fixed-port 47123 > "$T/wl.json"
+    sleep 1
+    kill -INT $tracer
+    wait $tracer
+    check "$B" trace_exit "$?" 0
+    cat "$T/trace.err"
+    want=$(grep -o '"label"' "$T/wl.json" | wc -l)
+    releases() { grep '"event":"release"' "$T/trace.json" | grep '"comm":"udp_workload"'; }
+    creates=$(grep '"event":"create"' "$T/trace.json" | grep -c '"comm":"udp_workload"')
+    check "$B" trace_creates "$creates" "$want"
+    check "$B" trace_releases "$(releases | wc -l)" "$want"
+    check "$B" trace_paired "$(releases | grep -c '"age_ns"')" "$want"
+    check "$B" trace_fixed_port_bind "$(grep '"event":"bind"' "$T/trace.json" | grep -c '"local_port":47123')" 1
+    if [ "$B" != cgroup ]; then
+        check "$B" trace_release_stack "$(releases | grep -c '"sock_close')" "$want"
+    fi
+
+    # check: USDT markers, a leak verdict with its PeerConnection and creating stack.
+    sockscope check --backend "$B" --grace 300ms -- pc_sim --pcs 3 --leak 2 --linger 800 > "$T/leak.txt" 2>&1
+    rc=$?
+    cat "$T/leak.txt"
+    check "$B" check_leak_exit "$rc" 1
+    check "$B" check_leak_pc2 "$(grep -c 'LEAK pid=.* pc_id=2 ' "$T/leak.txt")" 1
+    check "$B" check_leak_stack "$(grep -q 'pc_sim_create_sockets' "$T/leak.txt" && echo named)" named
+    sockscope check --backend "$B" --grace 300ms -- pc_sim --pcs 3 > "$T/clean.txt" 2>&1
+    rc=$?
+    cat "$T/clean.txt"
+    check "$B" check_clean_exit "$rc" 0
+done
+
+for B in $REFUSED; do
+    sockscope trace --backend "$B" --duration 1s > /dev/null 2> "$T/refused.err"
+    rc=$?
+    cat "$T/refused.err"
+    check "$B" refused_exit "$rc" 2
+    check "$B" refused_one_line "$(grep -c 'cannot be used here' "$T/refused.err")" 1
+done
+rm -rf "$T"
