@@ -164,12 +164,20 @@ fn doctor_tells_the_truth_on_this_kernel() {
             .unwrap_or_else(|| panic!("no {name} check"))
     };
     assert_eq!(find("backend")["check"]["status"], "ok");
-    assert!(
-        find("backend")["check"]["detail"]
-            .as_str()
-            .unwrap()
-            .starts_with("cgroup")
-    );
+    let lockdown = lockdown_on();
+    let chosen = find("backend")["check"]["detail"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    if lockdown {
+        assert!(chosen.starts_with("cgroup"), "{chosen}");
+        assert!(
+            chosen.contains("fentry: not allowed by this kernel (lockdown/EPERM"),
+            "says why fentry was passed over: {chosen}"
+        );
+        assert_eq!(find("backend fentry")["check"]["status"], "warn");
+    }
+    assert_eq!(find("backend cgroup")["check"]["status"], "ok");
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
     assert_eq!(find("kernel")["check"]["detail"], release.trim());
     let programs: Vec<_> = checks
@@ -178,9 +186,57 @@ fn doctor_tells_the_truth_on_this_kernel() {
         .collect();
     assert_eq!(
         programs.len(),
-        7,
-        "every program sockscope uses is tried (5 cgroup backend + the USDT uprobe + exec, load only)"
+        3,
+        "every program all backends use is tried (the socket exit tracepoint, the USDT uprobe, exec, load only)"
     );
     assert!(programs.iter().all(|p| p["check"]["status"] == "ok"));
+    let backends = checks
+        .iter()
+        .filter(|c| c["check"]["name"].as_str().unwrap().starts_with("backend "))
+        .count();
+    assert_eq!(backends, 3, "each backend is tried");
     assert_nothing_attached("after doctor");
+}
+
+/// Whether the kernel's lockdown LSM is in a mode that refuses tracing programs.
+fn lockdown_on() -> bool {
+    std::fs::read_to_string("/sys/kernel/security/lockdown")
+        .is_ok_and(|l| l.contains('[') && !l.contains("[none]"))
+}
+
+#[test]
+fn a_backend_this_kernel_refuses_is_a_clear_error() {
+    if !require_root("a_backend_this_kernel_refuses_is_a_clear_error") {
+        return;
+    }
+    let _serial = serial();
+    if !lockdown_on() {
+        eprintln!("SKIP: this kernel has no lockdown, fentry is allowed here");
+        return;
+    }
+    let out = Command::new(sockscope_bin())
+        .args(["trace", "--backend", "fentry", "--duration", "1s"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(
+        stderr.contains(
+            "the fentry backend cannot be used here: not allowed by this kernel (lockdown/EPERM"
+        ),
+        "{stderr}"
+    );
+    assert_nothing_attached("after a refused backend");
+    // Without --backend the same command traces, with the backend it chose.
+    let out = Command::new(sockscope_bin())
+        .args(["trace", "--duration", "1s", "--format", "json"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("sockscope: backend cgroup (passed over: fentry: not allowed"),
+        "{stderr}"
+    );
 }

@@ -113,16 +113,16 @@ fn backend_checks(
     }
     checks.push(match chosen {
         Some(b) if programs_ok => {
-            let why = if passed_over.is_empty() {
-                "the first choice".to_owned()
+            let passed_over = if passed_over.is_empty() {
+                String::new()
             } else {
-                passed_over.join("; ")
+                format!(", passed over {}", passed_over.join("; "))
             };
             check(
                 "backend",
                 Status::Ok,
                 format!(
-                    "{b} ({}; automatic choice, passed over: {why})",
+                    "{b}: {}; the first of fentry, cgroup, kprobe that attaches here{passed_over}",
                     b.describe()
                 ),
             )

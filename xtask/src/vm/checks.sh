@@ -30,7 +30,7 @@ check() { if [ "$3" = "$4" ]; then say "$1" "$2" pass "$3"; else say "$1" "$2" f
 sockscope doctor > "$T/doctor.txt" 2>&1
 check auto doctor "$?" 0
 cat "$T/doctor.txt"
-chosen=$(grep '^ok   backend  ' "$T/doctor.txt" | awk '{print $3}')
+chosen=$(grep '^ok   backend  ' "$T/doctor.txt" | awk '{print $3}' | tr -d ':')
 check auto doctor_choice "$chosen" "$AUTO"
 
 for B in $WORKING; do
@@ -58,6 +58,8 @@ for B in $WORKING; do
     check "$B" trace_releases "$(releases | wc -l)" "$want"
     check "$B" trace_paired "$(releases | grep -c '"age_ns"')" "$want"
     check "$B" trace_fixed_port_bind "$(grep '"event":"bind"' "$T/trace.json" | grep -c '"local_port":47123')" 1
+    # One release as the backend reported it, for whoever reads the log.
+    releases | head -n 1
     if [ "$B" != cgroup ]; then
         check "$B" trace_release_stack "$(releases | grep -c '"sock_close')" "$want"
     fi
