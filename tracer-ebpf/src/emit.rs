@@ -65,15 +65,15 @@ pub fn emit_bind(cookie: u64, family: u16, port: u16, addr: [u8; 16]) {
     }
 }
 
-/// Stack ids of a release: (kernel, user); negative when not taken.
-pub struct ReleaseStacks(pub i32, pub i32);
+/// Stack ids in `STACKS`: (kernel, user); negative when not taken.
+pub struct StackIds(pub i32, pub i32);
 
-impl ReleaseStacks {
+impl StackIds {
     /// Hooks that cannot take stacks (cgroup_sock programs).
     pub const NONE: Self = Self(-1, -1);
 
-    /// The current stacks: always the user one (which code dropped the socket), the
-    /// kernel one only when asked for (`trace --stacks`).
+    /// The current stacks: always the user one (which code made or dropped the
+    /// socket), the kernel one only when asked for (`trace --stacks`).
     #[inline(always)]
     pub fn current<C: StackIdContext>(ctx: &C) -> Self {
         let kernel = if kernel_stacks_wanted() {
@@ -91,13 +91,13 @@ impl ReleaseStacks {
 /// The socket's last reference is being dropped. `stacks` is called only for wanted
 /// sockets, so the rest of the host does not pay for stack walks.
 #[inline(always)]
-pub fn emit_release(cookie: u64, family: u16, stacks: impl FnOnce() -> ReleaseStacks) {
+pub fn emit_release(cookie: u64, family: u16, stacks: impl FnOnce() -> StackIds) {
     let (tgid, tid) = current();
     if !socket_wanted(cookie, tgid) {
         return;
     }
     let _ = TRACKED.remove(cookie);
-    let ReleaseStacks(kernel_stack, user_stack) = stacks();
+    let StackIds(kernel_stack, user_stack) = stacks();
     if let Some(mut entry) = reserve::<ReleaseEvent>() {
         entry.write(ReleaseEvent {
             kind: EventKind::Release as u32,

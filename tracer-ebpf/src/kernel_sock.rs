@@ -6,7 +6,7 @@ use aya_ebpf::{helpers::bpf_probe_read_kernel, programs::tracing::StackIdContext
 use tracer_common::IPPROTO_UDP;
 
 use crate::{
-    emit::{ReleaseStacks, emit_bind, emit_release, stash_create},
+    emit::{StackIds, emit_bind, emit_release, stash_create},
     filter::current_is_kthread,
 };
 
@@ -116,6 +116,6 @@ pub fn on_port(sk: KernelSock, identity: impl FnOnce() -> u64) {
 #[inline(always)]
 pub fn on_destroy<C: StackIdContext>(ctx: &C, sk: KernelSock, identity: impl FnOnce() -> u64) {
     if let Some(family) = sk.udp_family() {
-        emit_release(identity(), family, || ReleaseStacks::current(ctx));
+        emit_release(identity(), family, || StackIds::current(ctx));
     }
 }

@@ -7,7 +7,7 @@ use aya_ebpf::{
 };
 use tracer_common::IPPROTO_UDP;
 
-use crate::emit::{ReleaseStacks, emit_bind, emit_release, stash_create};
+use crate::emit::{StackIds, emit_bind, emit_release, stash_create};
 
 const ALLOW: i32 = 1;
 
@@ -58,7 +58,7 @@ pub fn sockscope_bind6(ctx: SockContext) -> i32 {
 #[cgroup_sock(sock_release)]
 pub fn sockscope_release(ctx: SockContext) -> i32 {
     if let Some(sock) = udp_sock(&ctx) {
-        emit_release(cookie(&ctx), sock.family as u16, || ReleaseStacks::NONE);
+        emit_release(cookie(&ctx), sock.family as u16, || StackIds::NONE);
     }
     ALLOW
 }

@@ -1,19 +1,20 @@
-//! `syscalls/sys_exit_socket`: completes the create event that `cgroup/sock_create`
-//! stashed for this thread with the fd `socket(2)` returned and the creating stacks
-//! (cgroup_sock programs may not take stacks). It fires for every `socket(2)` on the
-//! system, so the common path (no stash for this thread) is one hash lookup.
+//! `syscalls/sys_exit_socket`: completes the create event that a backend's create hook
+//! (`cgroup/sock_create`, or `udp_init_sock` for fentry/kprobe) stashed for this thread
+//! with the fd `socket(2)` returned and the creating stacks (cgroup_sock programs may
+//! not take stacks; the others run before the fd exists). It fires for every
+//! `socket(2)` on the system, so the common path (no stash for this thread) is one hash
+//! lookup.
 use aya_ebpf::helpers::{bpf_ktime_get_ns, bpf_send_signal};
 use aya_ebpf::{
-    bindings::{BPF_F_USER_STACK, BPF_RB_FORCE_WAKEUP},
-    macros::tracepoint,
-    maps::ring_buf::RingBufEntry,
-    programs::{TracePointContext, tracing::StackIdContext as _},
+    bindings::BPF_RB_FORCE_WAKEUP, macros::tracepoint, maps::ring_buf::RingBufEntry,
+    programs::TracePointContext,
 };
 use tracer_common::{CreateEvent, EventKind, ProcessEvent};
 
 use crate::{
-    filter::{cgroup_filter_set, current, current_comm, current_task_wanted, kernel_stacks_wanted},
-    maps::{CURRENT_PC, PENDING, STACKS, create_wakeup, reserve, wakeup},
+    emit::StackIds,
+    filter::{cgroup_filter_set, current, current_comm, current_task_wanted},
+    maps::{CURRENT_PC, PENDING, create_wakeup, reserve, wakeup},
 };
 
 /// Offset of `ret` in the `sys_exit_*` tracepoint record (after the common header and
@@ -30,14 +31,7 @@ pub fn sockscope_socket_exit(ctx: TracePointContext) -> u32 {
     let _ = PENDING.remove(tid);
     // SAFETY: `ret` is a long at this offset of every sys_exit record.
     let ret: i64 = unsafe { ctx.read_at(RET_OFFSET) }.unwrap_or(-1);
-    let kernel_stack = if kernel_stacks_wanted() {
-        ctx.get_stackid(&STACKS, 0).map_or(-1, |id| id as i32)
-    } else {
-        -1
-    };
-    let user_stack = ctx
-        .get_stackid(&STACKS, BPF_F_USER_STACK as u64)
-        .map_or(-1, |id| id as i32);
+    let StackIds(kernel_stack, user_stack) = StackIds::current(&ctx);
     // SAFETY: copied out at once.
     let pc_id = unsafe { CURRENT_PC.get(tid) }.copied().unwrap_or(0);
     if let Some(mut entry) = reserve::<CreateEvent>() {
