@@ -8,7 +8,7 @@ use tracer_common::{BindEvent, EventKind, ReleaseEvent, stats};
 use crate::{
     filter::kernel_stacks_wanted,
     filter::{current, current_comm, current_exiting, current_task_wanted, filters_active},
-    maps::{PENDING, PendingCreate, STACKS, TRACKED, count, reserve, wakeup},
+    maps::{PENDING, PendingCreate, STACKS, TRACKED, count, reserve, stack_wakeup, wakeup},
 };
 
 /// A UDP socket is being created by the current thread: stash what is known for
@@ -113,6 +113,6 @@ pub fn emit_release(cookie: u64, family: u16, stacks: impl FnOnce() -> StackIds)
             kernel_stack,
             user_stack,
         });
-        entry.submit(wakeup());
+        entry.submit(stack_wakeup(tgid, user_stack));
     }
 }

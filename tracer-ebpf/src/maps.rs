@@ -78,13 +78,13 @@ pub fn wakeup() -> u64 {
 #[map]
 pub static SEEN_STACKS: LruHashMap<u64, u8> = LruHashMap::with_max_entries(8192, 0);
 
-/// Submit flags for a create record: the first one of each (process, user stack)
-/// wakes the reader at once, so it resolves the stack while the process still lives (a
-/// test binary may exit a millisecond later); the others wait for [`wakeup`]'s
-/// threshold or the reader's poll, so a socket churn from one code path costs no
-/// wakeup per socket.
+/// Submit flags for a record with a user stack (create, and release on the backends
+/// that take releasing stacks): the first one of each (process, user stack) wakes the
+/// reader at once, so it resolves the stack while the process still lives (a test
+/// binary may exit a millisecond later); the others wait for [`wakeup`]'s threshold or
+/// the reader's poll, so a socket churn from one code path costs no wakeup per socket.
 #[inline(always)]
-pub fn create_wakeup(tgid: u32, user_stack: i32) -> u64 {
+pub fn stack_wakeup(tgid: u32, user_stack: i32) -> u64 {
     if user_stack < 0 {
         return wakeup();
     }

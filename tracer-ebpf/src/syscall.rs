@@ -14,7 +14,7 @@ use tracer_common::{CreateEvent, EventKind, ProcessEvent};
 use crate::{
     emit::StackIds,
     filter::{cgroup_filter_set, current, current_comm, current_task_wanted},
-    maps::{CURRENT_PC, PENDING, create_wakeup, reserve, wakeup},
+    maps::{CURRENT_PC, PENDING, reserve, stack_wakeup, wakeup},
 };
 
 /// Offset of `ret` in the `sys_exit_*` tracepoint record (after the common header and
@@ -50,7 +50,7 @@ pub fn sockscope_socket_exit(ctx: TracePointContext) -> u32 {
             pc_id,
             comm: current_comm(),
         });
-        entry.submit(create_wakeup(tgid, user_stack));
+        entry.submit(stack_wakeup(tgid, user_stack));
     }
     0
 }
