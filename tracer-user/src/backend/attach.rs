@@ -1,212 +1,17 @@
-//! The kernel side of socket tracing comes in three backends that give user space the
-//! same records (create, bind, release; see tracer-ebpf's emit.rs), each with its own
-//! kernel requirements:
-//!
-//! - `fentry`: BPF trampolines on the kernel's UDP functions (`udp_init_sock`,
-//!   `udp_v4_get_port`, `udp_destroy_sock` and their IPv6 twins). Needs kernel BTF and
-//!   a kernel that allows tracing programs (lockdown forbids them). Gives the releasing
-//!   stack and needs no cgroup v2.
-//! - `cgroup`: cgroup_sock hooks on the root cgroup (or `check`'s own). Works under
-//!   lockdown and without BTF; cannot take the releasing stack.
-//! - `kprobe`: the fentry hooks as kprobes, for kernels with BTF that refuse fentry
-//!   (e.g. architectures without trampolines). Sockets are known by inode, not cookie.
-//!
-//! Without `--backend`, the first of [`Backend::AUTO_ORDER`] that attaches is used, and
-//! why the others were passed over is kept for `doctor` and the start line.
+//! Attaching and detaching a backend's programs on one loaded object.
 use std::{fs::File, path::PathBuf};
 
 use aya::{
-    Ebpf, EbpfLoader,
+    Ebpf,
     programs::{CgroupAttachMode, CgroupSock, FEntry, FExit, KProbe, ProgramError},
 };
 
+use super::{Backend, KernelFacts, Unavailable};
 use crate::{
     error::TracerError,
     loader::{prog_err, program},
-    system::{self, Btf},
+    system,
 };
-
-/// A way of hooking socket create, bind and release.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Backend {
-    Fentry,
-    Cgroup,
-    Kprobe,
-}
-
-/// What the `cookie` field of a record holds (see `tracer_common::CreateEvent`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SocketIdentity {
-    Cookie,
-    Inode,
-}
-
-impl Backend {
-    /// Preference without `--backend`: fentry gives releasing stacks and leaves the
-    /// cgroup tree alone (other tools' cgroup programs, cgroup v1 hosts); cgroup works
-    /// under lockdown; kprobe is the last resort (no cookies).
-    pub const AUTO_ORDER: [Backend; 3] = [Backend::Fentry, Backend::Cgroup, Backend::Kprobe];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Fentry => "fentry",
-            Self::Cgroup => "cgroup",
-            Self::Kprobe => "kprobe",
-        }
-    }
-
-    pub fn describe(self) -> &'static str {
-        match self {
-            Self::Fentry => {
-                "fentry/fexit on udp_init_sock, udp_v4_get_port, udp_destroy_sock (and IPv6 twins)"
-            }
-            Self::Cgroup => "cgroup_sock hooks (sock_create, post_bind4/6, sock_release)",
-            Self::Kprobe => {
-                "kprobes on udp_init_sock, udp_v4_get_port, udp_destroy_sock (and IPv6 twins)"
-            }
-        }
-    }
-
-    pub fn identity(self) -> SocketIdentity {
-        match self {
-            Self::Kprobe => SocketIdentity::Inode,
-            Self::Fentry | Self::Cgroup => SocketIdentity::Cookie,
-        }
-    }
-
-    /// Whether release records carry the releasing stacks.
-    pub fn release_stacks(self) -> bool {
-        self != Self::Cgroup
-    }
-}
-
-impl std::fmt::Display for Backend {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// Why a backend cannot serve on this kernel.
-#[derive(Debug, thiserror::Error)]
-pub enum Unavailable {
-    #[error(
-        "not allowed by this kernel (lockdown/EPERM{lockdown}): {program} could not be {action}"
-    )]
-    NotAllowed {
-        /// `"; lockdown is integrity"` when lockdown is on.
-        lockdown: String,
-        program: &'static str,
-        action: &'static str,
-    },
-    #[error("the kernel has no BTF (/sys/kernel/btf/vmlinux), which it needs")]
-    NoBtf,
-    #[error("the kernel's BTF has no {0}")]
-    NoKernelField(&'static str),
-    #[error("the kernel has no function {0} to hook")]
-    NoFunction(&'static str),
-    #[error("this kernel has no kprobes (no kprobe event source; CONFIG_KPROBES off?)")]
-    NoKprobes,
-    #[error(transparent)]
-    Failed(#[from] TracerError),
-}
-
-/// Why each backend tried before the one in use was passed over.
-#[derive(Debug, Default)]
-pub struct Rejections(pub Vec<(Backend, Unavailable)>);
-
-impl std::fmt::Display for Rejections {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for (i, (backend, why)) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str("; ")?;
-            }
-            write!(f, "{backend}: {why}")?;
-        }
-        Ok(())
-    }
-}
-
-/// Offsets of the `struct sock` fields the kernel-function programs read, from BTF.
-#[derive(Clone, Copy, Debug)]
-pub struct SockOffsets {
-    family: u32,
-    protocol: u32,
-    num: u32,
-    rcv_saddr: u32,
-    v6_rcv_saddr: u32,
-    sk_socket: u32,
-    socket_inode: u32,
-    inode_ino: u32,
-}
-
-impl SockOffsets {
-    pub fn from_btf(btf: &Btf) -> Result<Self, Unavailable> {
-        let field = |s: &str, m: &str, what: &'static str| {
-            btf.member_offset(s, m)
-                .ok_or(Unavailable::NoKernelField(what))
-        };
-        let common = field("sock", "__sk_common", "sock.__sk_common")?;
-        let socket = field("socket_alloc", "socket", "socket_alloc.socket")?;
-        Ok(Self {
-            family: common + field("sock_common", "skc_family", "sock_common.skc_family")?,
-            protocol: field("sock", "sk_protocol", "sock.sk_protocol")?,
-            num: common + field("sock_common", "skc_num", "sock_common.skc_num")?,
-            rcv_saddr: common + field("sock_common", "skc_rcv_saddr", "sock_common.skc_rcv_saddr")?,
-            v6_rcv_saddr: common
-                + field(
-                    "sock_common",
-                    "skc_v6_rcv_saddr",
-                    "sock_common.skc_v6_rcv_saddr",
-                )?,
-            sk_socket: field("sock", "sk_socket", "sock.sk_socket")?,
-            socket_inode: field("socket_alloc", "vfs_inode", "socket_alloc.vfs_inode")?
-                .checked_sub(socket)
-                .ok_or(Unavailable::NoKernelField("socket_alloc.vfs_inode"))?,
-            inode_ino: field("inode", "i_ino", "inode.i_ino")?,
-        })
-    }
-
-    /// Sets the programs' read-only offset globals (see tracer-ebpf's kernel_sock.rs).
-    pub fn set_globals<'a>(&'a self, loader: &mut EbpfLoader<'a>) {
-        for (name, value) in [
-            ("SK_FAMILY_OFFSET", &self.family),
-            ("SK_PROTOCOL_OFFSET", &self.protocol),
-            ("SK_NUM_OFFSET", &self.num),
-            ("SK_RCV_SADDR_OFFSET", &self.rcv_saddr),
-            ("SK_V6_RCV_SADDR_OFFSET", &self.v6_rcv_saddr),
-            ("SK_SOCKET_OFFSET", &self.sk_socket),
-            ("SOCKET_INODE_OFFSET", &self.socket_inode),
-            ("INODE_INO_OFFSET", &self.inode_ino),
-        ] {
-            loader.override_global(name, value, true);
-        }
-    }
-}
-
-/// The kernel facts a backend needs, read once per load.
-pub struct KernelFacts {
-    btf: Option<Vec<u8>>,
-    pub offsets: Result<SockOffsets, Unavailable>,
-}
-
-impl KernelFacts {
-    pub fn read() -> Self {
-        let btf = system::kernel_btf();
-        let offsets = match btf.as_deref().map(Btf::parse) {
-            Some(Some(parsed)) => SockOffsets::from_btf(&parsed),
-            _ => Err(Unavailable::NoBtf),
-        };
-        Self { btf, offsets }
-    }
-
-    fn has_function(&self, name: &str) -> bool {
-        self.btf
-            .as_deref()
-            .and_then(Btf::parse)
-            .is_some_and(|b| b.has_function(name))
-    }
-}
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum HookKind {
@@ -324,6 +129,11 @@ const KPROBE_HOOKS: [Hook; 8] = [
         true,
     ),
 ];
+
+/// Every kernel function a backend hooks.
+pub(super) fn hooked_functions() -> impl Iterator<Item = &'static str> {
+    FENTRY_HOOKS.iter().chain(&KPROBE_HOOKS).map(|h| h.function)
+}
 
 /// cgroup_sock programs, as named in `tracer-ebpf`.
 pub const CGROUP_PROGRAMS: [&str; 4] = [
@@ -493,13 +303,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn auto_order_tries_every_backend_once() {
-        let mut seen = Backend::AUTO_ORDER.to_vec();
-        seen.dedup();
-        assert_eq!(seen.len(), 3);
-    }
-
-    #[test]
     fn eperm_is_found_under_wrappers() {
         let e = ProgramError::SyscallError(aya::sys::SyscallError {
             call: "bpf_prog_load",
@@ -514,22 +317,5 @@ mod tests {
             io_error: std::io::Error::from_raw_os_error(libc::EINVAL),
         });
         assert!(matches!(classify("p", "loaded", e), Unavailable::Failed(_)));
-    }
-
-    #[test]
-    fn sock_offsets_of_the_running_kernel() {
-        let Some(raw) = system::kernel_btf() else {
-            eprintln!("SKIP: no kernel BTF");
-            return;
-        };
-        let btf = Btf::parse(&raw).expect("kernel BTF parses");
-        let o = SockOffsets::from_btf(&btf).expect("every field is found");
-        // struct sock starts with sock_common: the family is at 16, the port at 14.
-        assert_eq!((o.family, o.num, o.rcv_saddr), (16, 14, 4));
-        assert!(
-            o.protocol > o.v6_rcv_saddr,
-            "sk_protocol is past sock_common"
-        );
-        assert!(o.socket_inode > 0 && o.inode_ino > 0);
     }
 }

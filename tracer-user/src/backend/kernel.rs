@@ -1,0 +1,114 @@
+//! What the kernel-function backends need to know about the running kernel: the
+//! offsets of the `struct sock` fields their programs read, and which functions exist.
+use aya::EbpfLoader;
+
+use super::Unavailable;
+use crate::system::{self, Btf};
+
+/// Offsets of the `struct sock` fields the kernel-function programs read, from BTF.
+#[derive(Clone, Copy, Debug)]
+pub struct SockOffsets {
+    family: u32,
+    protocol: u32,
+    num: u32,
+    rcv_saddr: u32,
+    v6_rcv_saddr: u32,
+    sk_socket: u32,
+    socket_inode: u32,
+    inode_ino: u32,
+}
+
+impl SockOffsets {
+    pub fn from_btf(btf: &Btf) -> Result<Self, Unavailable> {
+        let field = |s: &str, m: &str, what: &'static str| {
+            btf.member_offset(s, m)
+                .ok_or(Unavailable::NoKernelField(what))
+        };
+        let common = field("sock", "__sk_common", "sock.__sk_common")?;
+        let socket = field("socket_alloc", "socket", "socket_alloc.socket")?;
+        Ok(Self {
+            family: common + field("sock_common", "skc_family", "sock_common.skc_family")?,
+            protocol: field("sock", "sk_protocol", "sock.sk_protocol")?,
+            num: common + field("sock_common", "skc_num", "sock_common.skc_num")?,
+            rcv_saddr: common + field("sock_common", "skc_rcv_saddr", "sock_common.skc_rcv_saddr")?,
+            v6_rcv_saddr: common
+                + field(
+                    "sock_common",
+                    "skc_v6_rcv_saddr",
+                    "sock_common.skc_v6_rcv_saddr",
+                )?,
+            sk_socket: field("sock", "sk_socket", "sock.sk_socket")?,
+            socket_inode: field("socket_alloc", "vfs_inode", "socket_alloc.vfs_inode")?
+                .checked_sub(socket)
+                .ok_or(Unavailable::NoKernelField("socket_alloc.vfs_inode"))?,
+            inode_ino: field("inode", "i_ino", "inode.i_ino")?,
+        })
+    }
+
+    /// Sets the programs' read-only offset globals (see tracer-ebpf's kernel_sock.rs).
+    pub fn set_globals<'a>(&'a self, loader: &mut EbpfLoader<'a>) {
+        for (name, value) in [
+            ("SK_FAMILY_OFFSET", &self.family),
+            ("SK_PROTOCOL_OFFSET", &self.protocol),
+            ("SK_NUM_OFFSET", &self.num),
+            ("SK_RCV_SADDR_OFFSET", &self.rcv_saddr),
+            ("SK_V6_RCV_SADDR_OFFSET", &self.v6_rcv_saddr),
+            ("SK_SOCKET_OFFSET", &self.sk_socket),
+            ("SOCKET_INODE_OFFSET", &self.socket_inode),
+            ("INODE_INO_OFFSET", &self.inode_ino),
+        ] {
+            loader.override_global(name, value, true);
+        }
+    }
+}
+
+/// The kernel facts a backend needs, read once per load.
+pub struct KernelFacts {
+    pub offsets: Result<SockOffsets, Unavailable>,
+    /// The hooked functions this kernel has (in its BTF).
+    functions: Vec<&'static str>,
+}
+
+impl KernelFacts {
+    pub fn read() -> Self {
+        let raw = system::kernel_btf();
+        let Some(btf) = raw.as_deref().and_then(Btf::parse) else {
+            return Self {
+                offsets: Err(Unavailable::NoBtf),
+                functions: Vec::new(),
+            };
+        };
+        Self {
+            offsets: SockOffsets::from_btf(&btf),
+            functions: super::attach::hooked_functions()
+                .filter(|f| btf.has_function(f))
+                .collect(),
+        }
+    }
+
+    pub(super) fn has_function(&self, name: &str) -> bool {
+        self.functions.contains(&name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sock_offsets_of_the_running_kernel() {
+        let Some(raw) = system::kernel_btf() else {
+            eprintln!("SKIP: no kernel BTF");
+            return;
+        };
+        let btf = Btf::parse(&raw).expect("kernel BTF parses");
+        let o = SockOffsets::from_btf(&btf).expect("every field is found");
+        // struct sock starts with sock_common: the family is at 16, the port at 14.
+        assert_eq!((o.family, o.num, o.rcv_saddr), (16, 14, 4));
+        assert!(
+            o.protocol > o.v6_rcv_saddr,
+            "sk_protocol is past sock_common"
+        );
+        assert!(o.socket_inode > 0 && o.inode_ino > 0);
+    }
+}
