@@ -59,16 +59,32 @@ for B in $WORKING; do
     check "$B" trace_creates "$creates" "$want"
     check "$B" trace_releases "$(releases | wc -l)" "$want"
     check "$B" trace_paired "$(releases | grep -c '"age_ns"')" "$want"
+    # The same fds and ports the workload reports it got (ground truth from the
+    # process itself).
+    only() { grep -o "\"$1\":[0-9][0-9]*" | sed 's/.*://' | sort -n | tr '\n' ' '; }
+    check "$B" trace_fds \
+        "$(grep '"event":"create"' "$T/trace.json" | grep '"comm":"udp_workload"' | only fd)" \
+        "$(grep '"sockets"' "$T/wl.json" | only fd)"
+    check "$B" trace_ports \
+        "$(grep '"event":"bind"' "$T/trace.json" | only local_port)" \
+        "$(grep '"sockets"' "$T/wl.json" | only port)"
     check "$B" trace_fixed_port_bind "$(grep '"event":"bind"' "$T/trace.json" | grep -c '"local_port":47123')" 1
     # One release as the backend reported it, for whoever reads the log.
     releases | head -n 1
     if [ "$B" != cgroup ]; then
         check "$B" trace_release_stack "$(releases | grep -c '"sock_close')" "$want"
-        # The sockets it closed itself: the user stack starts, named, in close(2)'s
+        # The sockets it closed while running (the rest are closed as it exits, maybe
+        # too late to read their stacks): the user stack starts, named, in close(2)'s
         # libc wrapper (its main is inlined in this release build).
-        check "$B" trace_release_stack_named \
-            "$(releases | grep '"closed_by_exit":false' | grep -c '"user":\[{"addr":[0-9]*,"symbol":"close"')" \
-            "$(grep -o '"closed":true' "$T/wl.json" | wc -l)"
+        closed=$(grep '"sockets"' "$T/wl.json" | grep -o '{[^}]*"closed":true[^}]*}' | only fd)
+        named=0
+        for fd in $closed; do
+            if releases | grep "\"fd\":$fd," | grep -q '"user":\[{"addr":[0-9]*,"symbol":"close"'; then
+                named=$((named + 1))
+            fi
+        done
+        [ -n "$closed" ] || named="none-closed"
+        check "$B" trace_release_stack_named "$named" "$(echo $closed | wc -w)"
     fi
 
     # check: USDT markers, a leak verdict with its PeerConnection and creating stack.

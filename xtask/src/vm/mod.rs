@@ -46,6 +46,8 @@ const BACKEND_CHECKS: &[&str] = &[
     "trace_creates",
     "trace_releases",
     "trace_paired",
+    "trace_fds",
+    "trace_ports",
     "trace_fixed_port_bind",
     "trace_release_stack",
     "trace_release_stack_named",
