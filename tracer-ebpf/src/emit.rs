@@ -6,8 +6,10 @@ use aya_ebpf::{
 use tracer_common::{BindEvent, EventKind, ReleaseEvent, stats};
 
 use crate::{
-    filter::kernel_stacks_wanted,
-    filter::{current, current_comm, current_exiting, current_task_wanted, filters_active},
+    filter::{
+        current, current_comm, current_exiting, current_task_wanted, filters_active,
+        kernel_stacks_wanted,
+    },
     maps::{PENDING, PendingCreate, STACKS, TRACKED, count, reserve, stack_wakeup, wakeup},
 };
 

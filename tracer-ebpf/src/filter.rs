@@ -20,8 +20,10 @@ static FILTER_CGROUP: u64 = 0;
 #[unsafe(no_mangle)]
 static FILTER_COMM: [u8; COMM_LEN] = [0; COMM_LEN];
 
+/// A read-only global as user space set it before load (every module's globals go
+/// through this one reader).
 #[inline(always)]
-fn read<T: Copy>(v: &T) -> T {
+pub fn read_global<T: Copy>(v: &T) -> T {
     // SAFETY: a static; the volatile read stops the compiler from folding the
     // load-time value away.
     unsafe { core::ptr::read_volatile(v) }
@@ -37,16 +39,16 @@ pub fn current() -> (u32, u32) {
 /// Whether the current task passes the pid and comm filters.
 #[inline(always)]
 pub fn current_task_wanted(tgid: u32) -> bool {
-    let want = read(&FILTER_TGID);
+    let want = read_global(&FILTER_TGID);
     if want != 0 && want != tgid {
         return false;
     }
-    let want_cgroup = read(&FILTER_CGROUP);
+    let want_cgroup = read_global(&FILTER_CGROUP);
     // SAFETY: no arguments; reads the current task's cgroup.
     if want_cgroup != 0 && unsafe { bpf_get_current_cgroup_id() } != want_cgroup {
         return false;
     }
-    let want_comm = read(&FILTER_COMM);
+    let want_comm = read_global(&FILTER_COMM);
     if want_comm[0] == 0 {
         return true;
     }
@@ -59,7 +61,7 @@ pub fn current_task_wanted(tgid: u32) -> bool {
 /// Whether tracing is scoped to a cgroup of sockscope's own (`check`).
 #[inline(always)]
 pub fn cgroup_filter_set() -> bool {
-    read(&FILTER_CGROUP) != 0
+    read_global(&FILTER_CGROUP) != 0
 }
 
 /// The current comm, zeroed if it cannot be read.
@@ -72,7 +74,9 @@ pub fn current_comm() -> [u8; COMM_LEN] {
 /// tracked-socket map is not needed).
 #[inline(always)]
 pub fn filters_active() -> bool {
-    read(&FILTER_TGID) != 0 || read(&FILTER_COMM)[0] != 0 || read(&FILTER_CGROUP) != 0
+    read_global(&FILTER_TGID) != 0
+        || read_global(&FILTER_COMM)[0] != 0
+        || read_global(&FILTER_CGROUP) != 0
 }
 
 /// 1: take the kernel stack of socket creations too (`trace --stacks`).
@@ -81,7 +85,7 @@ static KERNEL_STACKS: u8 = 0;
 
 #[inline(always)]
 pub fn kernel_stacks_wanted() -> bool {
-    read(&KERNEL_STACKS) != 0
+    read_global(&KERNEL_STACKS) != 0
 }
 
 /// Byte offset of `flags` in the kernel's `struct task_struct` (from kernel BTF, set
@@ -97,7 +101,7 @@ const PF_KTHREAD: u32 = 0x0020_0000;
 /// The current task's `flags`, 0 when they cannot be read.
 #[inline(always)]
 fn current_task_flags() -> u32 {
-    let offset = read(&TASK_FLAGS_OFFSET);
+    let offset = read_global(&TASK_FLAGS_OFFSET);
     if offset == 0 {
         return 0;
     }

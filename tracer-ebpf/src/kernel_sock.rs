@@ -7,7 +7,7 @@ use tracer_common::IPPROTO_UDP;
 
 use crate::{
     emit::{StackIds, emit_bind, emit_release, stash_create},
-    filter::current_is_kthread,
+    filter::{current_is_kthread, read_global},
 };
 
 /// `sock_common.skc_family` (u16).
@@ -38,8 +38,7 @@ const AF_INET6: u16 = tracer_common::AF_INET6;
 
 #[inline(always)]
 fn offset(v: &u32) -> usize {
-    // SAFETY: a static; the volatile read keeps the load-time value.
-    unsafe { core::ptr::read_volatile(v) as usize }
+    read_global(v) as usize
 }
 
 /// A `struct sock *` the kernel handed to a hooked function.

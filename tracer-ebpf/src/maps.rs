@@ -9,6 +9,8 @@ use aya_ebpf::{
 };
 use tracer_common::stats;
 
+use crate::filter::read_global;
+
 /// Every record for user space, in the order the kernel produced them.
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
@@ -64,8 +66,7 @@ const RECORD_WINDOW: u64 = 256;
 /// more often than the kernel's default does).
 #[inline(always)]
 pub fn wakeup() -> u64 {
-    // SAFETY: a static; the volatile read keeps the load-time value.
-    let threshold = unsafe { core::ptr::read_volatile(&WAKEUP_BYTES) };
+    let threshold = read_global(&WAKEUP_BYTES);
     let waiting = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
     if waiting >= threshold && waiting < threshold + RECORD_WINDOW {
         BPF_RB_FORCE_WAKEUP as u64
