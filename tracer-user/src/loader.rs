@@ -233,7 +233,7 @@ fn configured_load(cfg: &LoadConfig, facts: &KernelFacts) -> Result<Ebpf, Tracer
     let kernel_stacks = u8::from(cfg.kernel_stacks);
     loader.override_global("KERNEL_STACKS", &kernel_stacks, true);
     // Lets release events say whether a dying process's files are being closed.
-    let task_flags = system::kernel_member_offset("task_struct", "flags").unwrap_or(0);
+    let task_flags = facts.task_flags.unwrap_or(0);
     loader.override_global("TASK_FLAGS_OFFSET", &task_flags, true);
     // Wake the consumer when an eighth of the ring waits (see stream::POLL).
     let wakeup_bytes = u64::from(cfg.ring_bytes.unwrap_or(DEFAULT_RING_BYTES) / 8);

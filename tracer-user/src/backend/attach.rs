@@ -144,16 +144,12 @@ pub const CGROUP_PROGRAMS: [&str; 4] = [
 ];
 
 /// Where the cgroup backend attaches: the root of the v2 hierarchy, or `check`'s own.
-pub fn cgroup_target(path: Option<PathBuf>) -> Result<(PathBuf, File), TracerError> {
+fn cgroup_target(path: Option<&PathBuf>) -> Result<File, TracerError> {
     let path = match path {
-        Some(p) => p,
+        Some(p) => p.clone(),
         None => system::cgroup2_mount()?,
     };
-    let file = File::open(&path).map_err(|source| TracerError::OpenCgroup {
-        path: path.clone(),
-        source,
-    })?;
-    Ok((path, file))
+    File::open(&path).map_err(|source| TracerError::OpenCgroup { path, source })
 }
 
 /// Attaches `backend`'s programs. On failure, whatever it attached is detached and
@@ -201,7 +197,7 @@ pub fn detach(ebpf: &mut Ebpf, backend: Backend) {
 }
 
 fn attach_cgroup(ebpf: &mut Ebpf, cgroup: Option<&PathBuf>) -> Result<(), Unavailable> {
-    let (_, file) = cgroup_target(cgroup.cloned())?;
+    let file = cgroup_target(cgroup)?;
     for name in CGROUP_PROGRAMS {
         let prog: &mut CgroupSock = program(ebpf, name)?;
         prog.load().map_err(prog_err(name, "loaded"))?;
@@ -213,13 +209,12 @@ fn attach_cgroup(ebpf: &mut Ebpf, cgroup: Option<&PathBuf>) -> Result<(), Unavai
 }
 
 fn attach_hooks(ebpf: &mut Ebpf, hooks: &[Hook], facts: &KernelFacts) -> Result<(), Unavailable> {
-    if let Err(e) = &facts.offsets {
-        return Err(match e {
-            Unavailable::NoKernelField(f) => Unavailable::NoKernelField(f),
-            _ => Unavailable::NoBtf,
-        });
+    if let Err(gap) = facts.offsets {
+        return Err(gap.into());
     }
-    let btf = aya::Btf::from_sys_fs().map_err(|_| Unavailable::NoBtf)?;
+    // aya's own parse of the kernel BTF, which fentry/fexit programs load against;
+    // kprobes do not need it.
+    let mut aya_btf = None;
     for h in hooks {
         if !facts.has_function(h.function) {
             if h.ipv6 {
@@ -227,21 +222,27 @@ fn attach_hooks(ebpf: &mut Ebpf, hooks: &[Hook], facts: &KernelFacts) -> Result<
             }
             return Err(Unavailable::NoFunction(h.function));
         }
-        attach_hook(ebpf, h, &btf)?;
+        attach_hook(ebpf, h, &mut aya_btf)?;
     }
     Ok(())
 }
 
-fn attach_hook(ebpf: &mut Ebpf, h: &Hook, btf: &aya::Btf) -> Result<(), Unavailable> {
+fn attach_hook(
+    ebpf: &mut Ebpf,
+    h: &Hook,
+    aya_btf: &mut Option<aya::Btf>,
+) -> Result<(), Unavailable> {
     let name = h.program;
     let step = |action: &'static str| move |e: ProgramError| classify(name, action, e);
     match h.kind {
         HookKind::FEntry => {
+            let btf = parsed_btf(aya_btf)?;
             let p: &mut FEntry = program(ebpf, name)?;
             p.load(h.function, btf).map_err(step("loaded"))?;
             p.attach().map_err(step("attached"))?;
         }
         HookKind::FExit => {
+            let btf = parsed_btf(aya_btf)?;
             let p: &mut FExit = program(ebpf, name)?;
             p.load(h.function, btf).map_err(step("loaded"))?;
             p.attach().map_err(step("attached"))?;
@@ -260,6 +261,14 @@ fn attach_hook(ebpf: &mut Ebpf, h: &Hook, btf: &aya::Btf) -> Result<(), Unavaila
         }
     }
     Ok(())
+}
+
+/// aya's parse of the kernel BTF, made the first time a hook needs it.
+fn parsed_btf(cache: &mut Option<aya::Btf>) -> Result<&aya::Btf, Unavailable> {
+    if cache.is_none() {
+        *cache = Some(aya::Btf::from_sys_fs().map_err(|_| Unavailable::NoBtf)?);
+    }
+    cache.as_ref().ok_or(Unavailable::NoBtf)
 }
 
 /// EPERM from the kernel means tracing programs are refused (lockdown, or a policy);

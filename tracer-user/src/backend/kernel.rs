@@ -1,5 +1,6 @@
-//! What the kernel-function backends need to know about the running kernel: the
-//! offsets of the `struct sock` fields their programs read, and which functions exist.
+//! What the programs need to know about the running kernel, from its BTF, read once
+//! per load: the offsets of the `struct sock` fields the kernel-function backends'
+//! programs read, which of their functions exist, and where `task_struct.flags` is.
 use aya::EbpfLoader;
 
 use super::Unavailable;
@@ -18,11 +19,27 @@ pub struct SockOffsets {
     inode_ino: u32,
 }
 
+/// Why the kernel-function backends cannot read `struct sock` on this kernel.
+#[derive(Clone, Copy, Debug)]
+pub enum BtfGap {
+    NoBtf,
+    /// This field is missing from the kernel's BTF.
+    NoField(&'static str),
+}
+
+impl From<BtfGap> for Unavailable {
+    fn from(gap: BtfGap) -> Self {
+        match gap {
+            BtfGap::NoBtf => Unavailable::NoBtf,
+            BtfGap::NoField(f) => Unavailable::NoKernelField(f),
+        }
+    }
+}
+
 impl SockOffsets {
-    pub fn from_btf(btf: &Btf) -> Result<Self, Unavailable> {
+    pub fn from_btf(btf: &Btf) -> Result<Self, BtfGap> {
         let field = |s: &str, m: &str, what: &'static str| {
-            btf.member_offset(s, m)
-                .ok_or(Unavailable::NoKernelField(what))
+            btf.member_offset(s, m).ok_or(BtfGap::NoField(what))
         };
         let common = field("sock", "__sk_common", "sock.__sk_common")?;
         let socket = field("socket_alloc", "socket", "socket_alloc.socket")?;
@@ -40,7 +57,7 @@ impl SockOffsets {
             sk_socket: field("sock", "sk_socket", "sock.sk_socket")?,
             socket_inode: field("socket_alloc", "vfs_inode", "socket_alloc.vfs_inode")?
                 .checked_sub(socket)
-                .ok_or(Unavailable::NoKernelField("socket_alloc.vfs_inode"))?,
+                .ok_or(BtfGap::NoField("socket_alloc.vfs_inode"))?,
             inode_ino: field("inode", "i_ino", "inode.i_ino")?,
         })
     }
@@ -62,9 +79,12 @@ impl SockOffsets {
     }
 }
 
-/// The kernel facts a backend needs, read once per load.
+/// The kernel facts the programs need, read once per load.
 pub struct KernelFacts {
-    pub offsets: Result<SockOffsets, Unavailable>,
+    pub offsets: Result<SockOffsets, BtfGap>,
+    /// Where `task_struct.flags` is (release records say whether the process was
+    /// exiting), if the kernel has BTF.
+    pub task_flags: Option<u32>,
     /// The hooked functions this kernel has (in its BTF).
     functions: Vec<&'static str>,
 }
@@ -74,12 +94,14 @@ impl KernelFacts {
         let raw = system::kernel_btf();
         let Some(btf) = raw.as_deref().and_then(Btf::parse) else {
             return Self {
-                offsets: Err(Unavailable::NoBtf),
+                offsets: Err(BtfGap::NoBtf),
+                task_flags: None,
                 functions: Vec::new(),
             };
         };
         Self {
             offsets: SockOffsets::from_btf(&btf),
+            task_flags: btf.member_offset("task_struct", "flags"),
             functions: super::attach::hooked_functions()
                 .filter(|f| btf.has_function(f))
                 .collect(),

@@ -16,7 +16,7 @@
 mod attach;
 mod kernel;
 
-pub use attach::{CGROUP_PROGRAMS, attach, cgroup_target, detach};
+pub use attach::{CGROUP_PROGRAMS, attach, detach};
 pub use kernel::{KernelFacts, SockOffsets};
 
 use crate::error::TracerError;

@@ -138,24 +138,19 @@ impl<'a> Btf<'a> {
     }
 }
 
-/// Byte offset of `member` in `struct name`, from raw BTF (little-endian).
-pub fn member_offset_in(btf: &[u8], name: &str, member: &str) -> Option<u32> {
-    Btf::parse(btf)?.member_offset(name, member)
-}
-
 /// The running kernel's BTF, raw.
 pub fn kernel_btf() -> Option<Vec<u8>> {
     fs::read(Path::new("/sys/kernel/btf/vmlinux")).ok()
 }
 
-/// Byte offset of `member` in kernel `struct name`, if the kernel has BTF.
-pub fn kernel_member_offset(name: &str, member: &str) -> Option<u32> {
-    member_offset_in(&kernel_btf()?, name, member)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Byte offset of `member` in `struct name`, from raw BTF.
+    fn member_offset_in(btf: &[u8], name: &str, member: &str) -> Option<u32> {
+        Btf::parse(btf)?.member_offset(name, member)
+    }
 
     #[test]
     fn finds_members_of_the_running_kernel() {

@@ -5,7 +5,7 @@ mod cgroup;
 mod mounts;
 mod tracefs;
 
-pub use btf::{Btf, kernel_btf, kernel_member_offset};
+pub use btf::{Btf, kernel_btf};
 pub use caps::{Capability, effective_capabilities, has as has_capability};
 pub use cgroup::ScopedCgroup;
 pub use mounts::{MountState, cgroup2_mount, ensure_tracefs, lockdown_mode};
