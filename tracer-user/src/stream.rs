@@ -35,7 +35,8 @@ pub const POLL: std::time::Duration = std::time::Duration::from_millis(10);
 /// Records handed over at most at once, so a busy ring still reaches the consumer.
 const MAX_BATCH: usize = 16 * 1024;
 
-/// One kernel record, with its creating user stack normalized if it has one.
+/// One kernel record, with its user stack (creating or releasing) normalized if it
+/// has one.
 pub struct Record {
     pub event: KernelEvent,
     pub user_stack: Option<RawStack>,
@@ -167,18 +168,17 @@ fn read(
                 }
             };
             // Creating stacks, and releasing stacks where the backend takes them.
-            let stack_of = match &event {
-                KernelEvent::Create(c) => Some((c.pid, c.user_stack)),
-                KernelEvent::Release(r) => Some((r.pid, r.user_stack)),
-                _ => None,
-            };
-            let user_stack = match &event {
-                _ if let Some((pid, id)) = stack_of.filter(|&(_, id)| id >= 0) => Some(
+            let mut normalize = |pid: u32, id: i32| {
+                (id >= 0).then(|| {
                     normalized
                         .entry((pid, id))
                         .or_insert_with(|| normalizer.user(pid, &stack_addrs(stacks, id)))
-                        .clone(),
-                ),
+                        .clone()
+                })
+            };
+            let user_stack = match &event {
+                KernelEvent::Create(c) => normalize(c.pid, c.user_stack),
+                KernelEvent::Release(r) => normalize(r.pid, r.user_stack),
                 KernelEvent::Exit(e) => {
                     normalized.retain(|(pid, _), _| *pid != e.pid);
                     None

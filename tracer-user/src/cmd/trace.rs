@@ -244,6 +244,22 @@ impl TraceState {
         Ok(())
     }
 
+    /// The named stacks of a record (`--stacks` only).
+    fn stacks_of(
+        &mut self,
+        pid: u32,
+        user_id: i32,
+        kernel_id: i32,
+        user_raw: Option<&RawStack>,
+        tracer: &Tracer,
+    ) -> Option<Stacks> {
+        let cache = self.stacks.as_mut()?;
+        Some(Stacks {
+            user: cache.user(pid, user_id, user_raw),
+            kernel: cache.kernel(tracer.stacks(), kernel_id),
+        })
+    }
+
     /// Updates the socket table with one kernel event and says what to print.
     fn apply(
         &mut self,
@@ -272,10 +288,8 @@ impl TraceState {
                         pc_id: c.pc_id,
                     },
                 );
-                let stacks = self.stacks.as_mut().map(|cache| Stacks {
-                    user: cache.user(c.pid, c.user_stack, user_stack),
-                    kernel: cache.kernel(tracer.stacks(), c.kernel_stack),
-                });
+                let stacks =
+                    self.stacks_of(c.pid, c.user_stack, c.kernel_stack, user_stack, tracer);
                 Some(Record::Create {
                     time: self.clock.format(c.ts_ns),
                     mono_ns: c.ts_ns,
@@ -321,14 +335,12 @@ impl TraceState {
                         .and_then(|k| k.created_ns)
                         .map(|t| r.ts_ns.saturating_sub(t)),
                     closed_by_exit: r.exiting != 0,
-                    stacks: self
-                        .stacks
-                        .as_mut()
-                        .filter(|_| r.user_stack >= 0 || r.kernel_stack >= 0)
-                        .map(|cache| Stacks {
-                            user: cache.user(r.pid, r.user_stack, user_stack),
-                            kernel: cache.kernel(tracer.stacks(), r.kernel_stack),
-                        }),
+                    // Only backends that take releasing stacks give them.
+                    stacks: (r.user_stack >= 0 || r.kernel_stack >= 0)
+                        .then(|| {
+                            self.stacks_of(r.pid, r.user_stack, r.kernel_stack, user_stack, tracer)
+                        })
+                        .flatten(),
                 })
             }
             KernelEvent::Marker(m) => {
