@@ -114,8 +114,7 @@ pub async fn run(opts: CheckOptions) -> anyhow::Result<Outcome> {
         .follow_exec(true)
         .ring_bytes(opts.ring_bytes)
         .backend(opts.backend);
-    let tracer = tokio::task::spawn_blocking(move || builder.attach()).await??;
-    eprintln!("{}", tracer.backend_line());
+    let tracer = super::attach(builder).await?;
     let mut session = LeakSession::new(tracer, opts.grace.as_nanos() as u64)?;
 
     // Markers of CMD's own binary, before it starts (its processes are found through

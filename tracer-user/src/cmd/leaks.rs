@@ -63,8 +63,7 @@ pub async fn run(opts: LeaksOptions) -> anyhow::Result<()> {
         .pid(opts.pid)
         .ring_bytes(opts.ring_bytes)
         .backend(opts.backend);
-    let mut tracer = tokio::task::spawn_blocking(move || builder.attach()).await??;
-    eprintln!("{}", tracer.backend_line());
+    let mut tracer = super::attach(builder).await?;
     let mut stream = EventStream::new(&mut tracer)?;
     let mut live = preexisting(opts.pid, tracer.backend().identity())?;
     eprintln!(

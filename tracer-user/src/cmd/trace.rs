@@ -69,8 +69,7 @@ pub async fn run(opts: TraceOptions) -> anyhow::Result<TraceSummary> {
         .ring_bytes(opts.ring_bytes)
         .backend(opts.backend)
         .kernel_stacks(opts.stacks);
-    let mut tracer = tokio::task::spawn_blocking(move || builder.attach()).await??;
-    eprintln!("{}", tracer.backend_line());
+    let mut tracer = super::attach(builder).await?;
     let mut stream = EventStream::new(&mut tracer)?;
     let markers = attach_markers(&opts, &mut tracer)?;
 

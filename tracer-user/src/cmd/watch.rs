@@ -38,8 +38,7 @@ pub async fn run(opts: WatchOptions) -> anyhow::Result<Outcome> {
         .pid(Some(opts.pid))
         .ring_bytes(opts.ring_bytes)
         .backend(opts.backend);
-    let tracer = tokio::task::spawn_blocking(move || builder.attach()).await??;
-    eprintln!("{}", tracer.backend_line());
+    let tracer = super::attach(builder).await?;
     let mut session = LeakSession::new(tracer, opts.grace.as_nanos() as u64)?;
     let report =
         session.attach_markers(&MarkerTarget::Process(opts.pid), &[PROVIDER.to_owned()])?;
