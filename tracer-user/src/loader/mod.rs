@@ -6,12 +6,16 @@ use std::{path::PathBuf, sync::Arc};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{MapData, PerCpuArray, RingBuf, StackTraceMap},
-    programs::{TracePoint, UProbe, uprobe::UProbeScope},
+    programs::{TracePoint, UProbe},
 };
 use tracer_common::{COMM_LEN, UsdtSpec, stats};
 
+mod probe;
+
+pub use probe::{Probes, ProgramProbe, probe_programs};
+
 use crate::{
-    backend::{self, Backend, KernelFacts, Rejections, Unavailable},
+    backend::{self, Backend, KernelFacts, Rejections},
     error::TracerError,
     system,
 };
@@ -204,9 +208,6 @@ fn choose_backend(
     Err(TracerError::NoBackend(rejections))
 }
 
-/// Loads the object with its read-only configuration. Shared by tracing and
-/// `doctor`, so doctor verifies exactly the code that tracing runs (the verifier
-/// prunes branches on these constants).
 /// `EVENTS`' size in tracer-ebpf.
 const DEFAULT_RING_BYTES: u32 = 256 * 1024;
 
@@ -220,6 +221,9 @@ struct LoadConfig {
     kernel_stacks: bool,
 }
 
+/// Loads the object with its read-only configuration. Shared by tracing and
+/// `doctor`, so doctor verifies exactly the code that tracing runs (the verifier
+/// prunes branches on these constants).
 fn configured_load(cfg: &LoadConfig, facts: &KernelFacts) -> Result<Ebpf, TracerError> {
     let mut loader = EbpfLoader::new();
     // The kernel-function backends read `struct sock` at these offsets; without them
@@ -373,79 +377,4 @@ impl Tracer {
             pending_full: sum(stats::PENDING_FULL)?,
         })
     }
-}
-
-/// Result of really loading and attaching one program (for `sockscope doctor`).
-pub struct ProgramProbe {
-    pub name: &'static str,
-    pub kind: &'static str,
-    pub result: Result<(), TracerError>,
-}
-
-/// What `sockscope doctor` learns by really loading and attaching.
-pub struct Probes {
-    /// The programs every backend uses.
-    pub programs: Vec<ProgramProbe>,
-    /// Each backend, attached for a moment, in [`Backend::AUTO_ORDER`].
-    pub backends: Vec<(Backend, Result<(), Unavailable>)>,
-}
-
-/// Loads every program and attaches it for a moment (cgroup hooks to the root cgroup,
-/// kernel functions, the tracepoint), then detaches. Tells whether tracing can work
-/// here, and with which backend.
-pub fn probe_programs() -> Result<Probes, TracerError> {
-    let facts = KernelFacts::read();
-    // Kernel stacks on: the verifier then checks every path the tracer may use.
-    let mut ebpf = configured_load(
-        &LoadConfig {
-            kernel_stacks: true,
-            ..LoadConfig::default()
-        },
-        &facts,
-    )?;
-    let mut programs = Vec::new();
-    let exit = program::<TracePoint>(&mut ebpf, SOCKET_EXIT_PROGRAM).and_then(|p| {
-        p.load().map_err(prog_err(SOCKET_EXIT_PROGRAM, "loaded"))?;
-        let link = p
-            .attach("syscalls", "sys_exit_socket")
-            .map_err(prog_err(SOCKET_EXIT_PROGRAM, "attached"))?;
-        p.detach(link)
-            .map_err(prog_err(SOCKET_EXIT_PROGRAM, "detached"))
-    });
-    programs.push(ProgramProbe {
-        name: SOCKET_EXIT_PROGRAM,
-        kind: "tracepoint",
-        result: exit,
-    });
-    // Loaded only: attached without a cgroup of sockscope's own it would stop
-    // processes (and it refuses to act without one anyway).
-    let exec = program::<TracePoint>(&mut ebpf, EXEC_PROGRAM)
-        .and_then(|p| p.load().map_err(prog_err(EXEC_PROGRAM, "loaded")));
-    programs.push(ProgramProbe {
-        name: EXEC_PROGRAM,
-        kind: "tracepoint, load only",
-        result: exec,
-    });
-    // A uprobe (what USDT markers use), attached for a moment to this very process.
-    let usdt = program::<UProbe>(&mut ebpf, USDT_PROGRAM).and_then(|p| {
-        p.load().map_err(prog_err(USDT_PROGRAM, "loaded"))?;
-        let link = p
-            .attach("main", "/proc/self/exe", UProbeScope::CallingProcess)
-            .map_err(prog_err(USDT_PROGRAM, "attached"))?;
-        p.detach(link).map_err(prog_err(USDT_PROGRAM, "detached"))
-    });
-    programs.push(ProgramProbe {
-        name: USDT_PROGRAM,
-        kind: "uprobe",
-        result: usdt,
-    });
-    let backends = Backend::AUTO_ORDER
-        .into_iter()
-        .map(|b| {
-            let result = backend::attach(&mut ebpf, b, &facts, None);
-            backend::detach(&mut ebpf, b);
-            (b, result)
-        })
-        .collect();
-    Ok(Probes { programs, backends })
 }

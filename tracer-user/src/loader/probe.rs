@@ -1,0 +1,86 @@
+//! What `sockscope doctor` learns by really loading and attaching every program, then
+//! detaching it: never guessed from the kernel version.
+use aya::programs::{TracePoint, UProbe, uprobe::UProbeScope};
+
+use super::{
+    EXEC_PROGRAM, LoadConfig, SOCKET_EXIT_PROGRAM, USDT_PROGRAM, configured_load, prog_err, program,
+};
+use crate::{
+    backend::{self, Backend, KernelFacts, Unavailable},
+    error::TracerError,
+};
+
+/// Result of really loading and attaching one program (for `sockscope doctor`).
+pub struct ProgramProbe {
+    pub name: &'static str,
+    pub kind: &'static str,
+    pub result: Result<(), TracerError>,
+}
+
+/// What `sockscope doctor` learns by really loading and attaching.
+pub struct Probes {
+    /// The programs every backend uses.
+    pub programs: Vec<ProgramProbe>,
+    /// Each backend, attached for a moment, in [`Backend::AUTO_ORDER`].
+    pub backends: Vec<(Backend, Result<(), Unavailable>)>,
+}
+
+/// Loads every program and attaches it for a moment (cgroup hooks to the root cgroup,
+/// kernel functions, the tracepoint), then detaches. Tells whether tracing can work
+/// here, and with which backend.
+pub fn probe_programs() -> Result<Probes, TracerError> {
+    let facts = KernelFacts::read();
+    // Kernel stacks on: the verifier then checks every path the tracer may use.
+    let mut ebpf = configured_load(
+        &LoadConfig {
+            kernel_stacks: true,
+            ..LoadConfig::default()
+        },
+        &facts,
+    )?;
+    let mut programs = Vec::new();
+    let exit = program::<TracePoint>(&mut ebpf, SOCKET_EXIT_PROGRAM).and_then(|p| {
+        p.load().map_err(prog_err(SOCKET_EXIT_PROGRAM, "loaded"))?;
+        let link = p
+            .attach("syscalls", "sys_exit_socket")
+            .map_err(prog_err(SOCKET_EXIT_PROGRAM, "attached"))?;
+        p.detach(link)
+            .map_err(prog_err(SOCKET_EXIT_PROGRAM, "detached"))
+    });
+    programs.push(ProgramProbe {
+        name: SOCKET_EXIT_PROGRAM,
+        kind: "tracepoint",
+        result: exit,
+    });
+    // Loaded only: attached without a cgroup of sockscope's own it would stop
+    // processes (and it refuses to act without one anyway).
+    let exec = program::<TracePoint>(&mut ebpf, EXEC_PROGRAM)
+        .and_then(|p| p.load().map_err(prog_err(EXEC_PROGRAM, "loaded")));
+    programs.push(ProgramProbe {
+        name: EXEC_PROGRAM,
+        kind: "tracepoint, load only",
+        result: exec,
+    });
+    // A uprobe (what USDT markers use), attached for a moment to this very process.
+    let usdt = program::<UProbe>(&mut ebpf, USDT_PROGRAM).and_then(|p| {
+        p.load().map_err(prog_err(USDT_PROGRAM, "loaded"))?;
+        let link = p
+            .attach("main", "/proc/self/exe", UProbeScope::CallingProcess)
+            .map_err(prog_err(USDT_PROGRAM, "attached"))?;
+        p.detach(link).map_err(prog_err(USDT_PROGRAM, "detached"))
+    });
+    programs.push(ProgramProbe {
+        name: USDT_PROGRAM,
+        kind: "uprobe",
+        result: usdt,
+    });
+    let backends = Backend::AUTO_ORDER
+        .into_iter()
+        .map(|b| {
+            let result = backend::attach(&mut ebpf, b, &facts, None);
+            backend::detach(&mut ebpf, b);
+            (b, result)
+        })
+        .collect();
+    Ok(Probes { programs, backends })
+}
