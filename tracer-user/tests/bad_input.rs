@@ -1,30 +1,7 @@
 //! Bad input: one clear line on stderr, exit code 2, no panic, nothing loaded.
 mod common;
 
-use std::process::Command;
-
 use common::*;
-
-fn expect_usage_error(args: &[&str], needle: &str) {
-    let out = Command::new(sockscope_bin()).args(args).output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "{args:?}: exit code; stderr: {stderr}"
-    );
-    assert_eq!(
-        stderr.lines().count(),
-        1,
-        "{args:?}: exactly one line on stderr: {stderr}"
-    );
-    assert!(
-        stderr.contains(needle),
-        "{args:?}: {stderr:?} should mention {needle:?}"
-    );
-    assert!(!stderr.contains("panicked"), "{args:?}: panic: {stderr}");
-    assert!(out.stdout.is_empty(), "{args:?}: nothing on stdout");
-}
 
 #[test]
 fn bad_input_gives_one_line_and_exit_2() {

@@ -214,18 +214,9 @@ fn a_backend_this_kernel_refuses_is_a_clear_error() {
         eprintln!("SKIP: this kernel has no lockdown, fentry is allowed here");
         return;
     }
-    let out = Command::new(sockscope_bin())
-        .args(["trace", "--backend", "fentry", "--duration", "1s"])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
-    assert!(
-        stderr.contains(
-            "the fentry backend cannot be used here: not allowed by this kernel (lockdown/EPERM"
-        ),
-        "{stderr}"
+    expect_usage_error(
+        &["trace", "--backend", "fentry", "--duration", "1s"],
+        "the fentry backend cannot be used here: not allowed by this kernel (lockdown/EPERM",
     );
     assert_nothing_attached("after a refused backend");
     // Without --backend the same command traces, with the backend it chose.

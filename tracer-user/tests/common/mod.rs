@@ -326,3 +326,29 @@ pub fn spawn_waiting(bin: &str, args: &[&str]) -> (Child, Lines, u32) {
     let pid = ready["pid"].as_u64().unwrap() as u32;
     (child, out, pid)
 }
+
+/// Runs sockscope with `args` and expects the error contract: exit 2, one line on
+/// stderr mentioning `needle`, no panic, nothing on stdout.
+pub fn expect_usage_error(args: &[&str], needle: &str) {
+    let out = std::process::Command::new(sockscope_bin())
+        .args(args)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{args:?}: exit code; stderr: {stderr}"
+    );
+    assert_eq!(
+        stderr.lines().count(),
+        1,
+        "{args:?}: exactly one line on stderr: {stderr}"
+    );
+    assert!(
+        stderr.contains(needle),
+        "{args:?}: {stderr:?} should mention {needle:?}"
+    );
+    assert!(!stderr.contains("panicked"), "{args:?}: panic: {stderr}");
+    assert!(out.stdout.is_empty(), "{args:?}: nothing on stdout");
+}
