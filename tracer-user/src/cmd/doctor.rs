@@ -3,7 +3,7 @@
 use std::io::Write as _;
 
 use crate::{
-    backend::{self, Backend},
+    backend::{self, Backend, Rejections},
     loader::{self, ProgramProbe},
     output::Format,
     system::{self, Capability, MountState},
@@ -90,7 +90,7 @@ fn backend_checks(
 ) -> Vec<Check> {
     let mut checks = Vec::new();
     let mut chosen = None;
-    let mut passed_over = Vec::new();
+    let mut passed_over = Rejections::default();
     for (b, result) in results {
         let name = format!("backend {b}");
         match result {
@@ -106,24 +106,25 @@ fn backend_checks(
                 // A backend that cannot serve is only a failure if none can.
                 checks.push(check(name, Status::Warn, why.to_string()));
                 if chosen.is_none() {
-                    passed_over.push(format!("{b}: {why}"));
+                    passed_over.0.push((b, why));
                 }
             }
         }
     }
     checks.push(match chosen {
         Some(b) if programs_ok => {
-            let passed_over = if passed_over.is_empty() {
+            let passed_over = if passed_over.0.is_empty() {
                 String::new()
             } else {
-                format!(", passed over {}", passed_over.join("; "))
+                format!(", passed over {passed_over}")
             };
             check(
                 "backend",
                 Status::Ok,
                 format!(
-                    "{b}: {}; the first of fentry, cgroup, kprobe that attaches here{passed_over}",
-                    b.describe()
+                    "{b}: {}; the first of {} that attaches here{passed_over}",
+                    b.describe(),
+                    Backend::AUTO_ORDER.map(Backend::name).join(", ")
                 ),
             )
         }
