@@ -54,6 +54,10 @@ pub enum Command {
     Check(CheckArgs),
     /// Attach to a running process and its USDT markers; print leaks as its
     /// PeerConnections close. Ends on Ctrl-C or when the process exits.
+    ///
+    /// PeerConnections already open when it attaches are never judged clean: their
+    /// verdict is `incomplete`, and the process's sockets from before the attach that
+    /// are still open after their grace are listed as possibly leaked.
     Watch(WatchArgs),
     /// List outstanding UDP sockets by age with their creating stacks (memleak-style,
     /// no markers needed), every --interval and at exit.
@@ -99,6 +103,11 @@ pub struct CheckArgs {
     /// Also write everything found, as JSON, to this file (see `sockscope report`).
     #[arg(long, short)]
     pub report: Option<PathBuf>,
+    /// Also fail (exit 1) when a process exits while PeerConnections it never closed
+    /// nor dropped still hold open sockets (by default a warning: a server stopped by
+    /// a signal legitimately exits with open connections).
+    #[arg(long)]
+    pub strict: bool,
     /// Ring buffer size in bytes (power of two, at least 4096): raise it if events
     /// are lost.
     #[arg(long)]
@@ -127,6 +136,11 @@ pub struct WatchArgs {
     /// Stop after this long.
     #[arg(long, short, value_parser = parse_duration)]
     pub duration: Option<Duration>,
+    /// Also fail (exit 1) when a process exits while PeerConnections it never closed
+    /// nor dropped still hold open sockets (by default a warning: a server stopped by
+    /// a signal legitimately exits with open connections).
+    #[arg(long)]
+    pub strict: bool,
     #[arg(long, hide = true)]
     pub ring_bytes: Option<u32>,
 }

@@ -175,6 +175,23 @@ pub fn socket_holders(only_pid: Option<u32>) -> Holders {
     holders
 }
 
+/// Every UDP socket on the host (or, with `only_pid`, those that process holds), each
+/// with its first holder (pid, fd) when a process holds it. Warns, and lists none,
+/// when the kernel cannot list them (see [`udp_sockets_or_warn`]).
+pub fn held_udp_sockets(only_pid: Option<u32>) -> Vec<(LiveSocket, Option<(u32, i32)>)> {
+    let holders = socket_holders(only_pid);
+    udp_sockets_or_warn()
+        .into_iter()
+        .filter_map(|s| {
+            let holder = holders
+                .get(&u64::from(s.inode))
+                .and_then(|h| h.first())
+                .copied();
+            (only_pid.is_none() || holder.is_some()).then_some((s, holder))
+        })
+        .collect()
+}
+
 /// `socket:[12345]` → 12345.
 fn socket_inode(link: &str) -> Option<u64> {
     link.strip_prefix("socket:[")?

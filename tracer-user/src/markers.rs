@@ -51,9 +51,14 @@ impl AttachedMarker {
             "pc_open" => PcMarker::Open(id),
             "pc_close_begin" => PcMarker::CloseBegin(id),
             "pc_close_end" => PcMarker::CloseEnd(id),
+            "pc_dropped" => PcMarker::Dropped(id),
             "pc_socket" => PcMarker::Socket {
                 pc_id: id,
                 port: *args.get(1)? as u16,
+            },
+            "pc_socket_cookie" => PcMarker::SocketCookie {
+                pc_id: id,
+                cookie: *args.get(1)?,
             },
             _ => return None,
         })

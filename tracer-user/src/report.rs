@@ -4,8 +4,9 @@ use std::io::{self, Write};
 
 use crate::{
     clock::human_ns,
-    correlate::{Finding, Leak, PcOutcome},
+    correlate::{Finding, Leak, OpenSocket, PcOutcome, PcVerdict},
     output::{Format, SCHEMA, write_frames},
+    sockets::Origin,
 };
 
 /// What a `check` or `watch` run concluded.
@@ -23,6 +24,13 @@ pub struct Summary {
     pub leaks: usize,
     /// PeerConnections that never reached `pc_close_end`.
     pub never_closed: usize,
+    /// Of those, the ones whose process exited while they still held open sockets
+    /// (`unclosed` records): a leak under `check --strict`.
+    #[serde(default)]
+    pub unclosed_with_sockets: usize,
+    /// Sockets listed as possibly leaked by PeerConnections not seen whole.
+    #[serde(default)]
+    pub possibly_leaked: usize,
     pub events: u64,
     pub lost: u64,
     pub markers_attached: usize,
@@ -83,9 +91,11 @@ impl Outcome {
 }
 
 impl Summary {
-    /// Leaks first; then lost events make any other verdict untrustworthy.
-    pub fn outcome(&self) -> Outcome {
-        if self.leaks > 0 {
+    /// Leaks first (with `strict`, PeerConnections left open at their process's exit
+    /// with sockets count as leaks too); then lost events or PeerConnections not seen
+    /// whole make any other verdict untrustworthy.
+    pub fn outcome(&self, strict: bool) -> Outcome {
+        if self.leaks > 0 || (strict && self.unclosed_with_sockets > 0) {
             Outcome::Leaks
         } else if self.incomplete > 0 || self.lost > 0 {
             Outcome::Inconclusive
@@ -95,14 +105,19 @@ impl Summary {
     }
 
     pub fn count(&mut self, f: &Finding) {
-        if let Finding::Verdict(v) = f {
-            self.judged += 1;
-            match v.outcome {
-                PcOutcome::Clean => self.clean += 1,
-                PcOutcome::Leak => self.leaking += 1,
-                PcOutcome::Incomplete => self.incomplete += 1,
+        match f {
+            Finding::Verdict(v) => {
+                self.judged += 1;
+                match v.outcome {
+                    PcOutcome::Clean => self.clean += 1,
+                    PcOutcome::Leak => self.leaking += 1,
+                    PcOutcome::Incomplete => self.incomplete += 1,
+                }
+                self.leaks += v.leaked;
+                self.possibly_leaked += v.possibly_leaked;
             }
-            self.leaks += v.leaked;
+            Finding::Unclosed(_) => self.unclosed_with_sockets += 1,
+            Finding::Leak(_) | Finding::Late { .. } | Finding::PossibleLeak(_) => {}
         }
     }
 }
@@ -128,25 +143,89 @@ pub fn write_finding(out: &mut dyn Write, f: &Finding, format: Format) -> io::Re
     }
 }
 
+/// " fd=5 127.0.0.1:4000" or " (unbound)".
+fn where_text(fd: Option<i32>, addr: Option<std::net::IpAddr>, port: Option<u16>) -> String {
+    let fd = fd.map(|f| format!(" fd={f}")).unwrap_or_default();
+    match (addr, port) {
+        (Some(a), Some(p)) => format!("{fd} {a}:{p}"),
+        _ => format!("{fd} (unbound)"),
+    }
+}
+
+/// "created 3.2s ago" or, for a socket from before sockscope attached, what is known.
+fn age_text(age_ns: Option<u64>) -> String {
+    match age_ns {
+        Some(a) => format!("created {} ago", human_ns(a)),
+        None => "created before sockscope attached (age unknown)".into(),
+    }
+}
+
 fn write_leak(out: &mut dyn Write, l: &Leak) -> io::Result<()> {
-    let local = match (l.local_addr, l.local_port) {
-        (Some(a), Some(p)) => format!(" {a}:{p}"),
-        _ => " (unbound)".into(),
+    let inventory = if l.origin == Origin::Preexisting {
+        ", tied to it from the start-up inventory"
+    } else {
+        ""
     };
-    let fd = l.fd.map(|f| format!(" fd={f}")).unwrap_or_default();
     writeln!(
         out,
-        "LEAK pid={} ({}) pc_id={} cookie={}{fd}{local}: still open {} after close, created {} ago by {} [attributed {}]",
+        "LEAK pid={} ({}) pc_id={} cookie={}{}: still open {} {}, {} by {} [attributed {}{inventory}]",
         l.pid,
         l.comm,
         l.pc_id,
         l.cookie,
+        where_text(l.fd, l.local_addr, l.local_port),
         human_ns(l.since_close_ns),
-        human_ns(l.age_ns),
+        l.ended.after(),
+        age_text(l.age_ns),
         l.subsystem.label(),
         l.confidence.label()
     )?;
     write_frames(out, "creating", &l.stack)
+}
+
+/// One indented line per open socket, and its creating stack when known.
+fn write_open_socket(out: &mut dyn Write, lead: &str, s: &OpenSocket) -> io::Result<()> {
+    let by = s
+        .subsystem
+        .map(|x| format!(" by {}", x.label()))
+        .unwrap_or_default();
+    writeln!(
+        out,
+        "{lead}cookie={}{}: {}{by}",
+        s.cookie,
+        where_text(s.fd, s.local_addr, s.local_port),
+        age_text(s.age_ns)
+    )?;
+    write_frames(out, "creating", &s.stack)
+}
+
+fn verdict_text(v: &PcVerdict) -> String {
+    let ended = if v.ended == crate::correlate::PcEnd::DroppedWithoutClose {
+        ", dropped without close()"
+    } else {
+        ""
+    };
+    match (v.outcome, v.reason) {
+        (PcOutcome::Clean, _) => format!("clean ({}, all released in time)", sockets(v.sockets)),
+        (PcOutcome::Leak, _) => {
+            format!(
+                "LEAK ({} of {} sockets still open{ended})",
+                v.leaked, v.sockets
+            )
+        }
+        (PcOutcome::Incomplete, reason) => {
+            let why = reason.map_or("not seen whole", |r| r.label());
+            let possibly = if v.possibly_leaked > 0 {
+                format!("; {} possibly leaked", sockets(v.possibly_leaked))
+            } else {
+                String::new()
+            };
+            format!(
+                "incomplete ({why}; {} of {} sockets seen still open{possibly}{ended})",
+                v.leaked, v.sockets
+            )
+        }
+    }
 }
 
 fn write_finding_text(out: &mut dyn Write, f: &Finding) -> io::Result<()> {
@@ -173,17 +252,34 @@ fn write_finding_text(out: &mut dyn Write, f: &Finding) -> io::Result<()> {
             )
         }
         Finding::Verdict(v) => {
-            let what = match v.outcome {
-                PcOutcome::Clean => format!("clean ({}, all released in time)", sockets(v.sockets)),
-                PcOutcome::Leak => {
-                    format!("LEAK ({} of {} sockets still open)", v.leaked, v.sockets)
-                }
-                PcOutcome::Incomplete => format!(
-                    "incomplete (events were lost while it lived; {} of {} sockets seen open)",
-                    v.leaked, v.sockets
-                ),
-            };
-            writeln!(out, "verdict pid={} pc_id={}: {what}", v.pid, v.pc_id)
+            writeln!(
+                out,
+                "verdict pid={} pc_id={}: {}",
+                v.pid,
+                v.pc_id,
+                verdict_text(v)
+            )
+        }
+        Finding::PossibleLeak(p) => write_open_socket(
+            out,
+            &format!(
+                "possibly leaked pid={} pc_id={} (not seen whole; nothing ties it to another PeerConnection) ",
+                p.pid, p.pc_id
+            ),
+            &p.socket,
+        ),
+        Finding::Unclosed(u) => {
+            writeln!(
+                out,
+                "UNCLOSED pid={} pc_id={}: never closed nor dropped, {} still open when the process exited",
+                u.pid,
+                u.pc_id,
+                sockets(u.sockets.len())
+            )?;
+            for s in &u.sockets {
+                write_open_socket(out, "  socket ", s)?;
+            }
+            Ok(())
         }
     }
 }
@@ -204,15 +300,17 @@ pub fn write_summary(out: &mut dyn Write, s: &Summary, format: Format) -> io::Re
         .unwrap_or_default();
     writeln!(
         out,
-        "summary: {status}{} PeerConnections ({} judged: {} clean, {} leaking, {} incomplete; {} never closed), \
-         {} leaked sockets, {} events, {} lost, grace {}",
+        "summary: {status}{} PeerConnections ({} judged: {} clean, {} leaking, {} incomplete; {} never closed, \
+         {} of them with open sockets at exit), {} leaked sockets, {} possibly leaked, {} events, {} lost, grace {}",
         s.peer_connections,
         s.judged,
         s.clean,
         s.leaking,
         s.incomplete,
         s.never_closed,
+        s.unclosed_with_sockets,
         s.leaks,
+        s.possibly_leaked,
         s.events,
         s.lost,
         human_ns(s.grace_ms * 1_000_000)

@@ -3,7 +3,7 @@
 //! Shared by `check` and `watch`.
 use crate::{
     clock::monotonic_ns,
-    correlate::{Correlator, Finding, NewSocket},
+    correlate::{Correlator, Finding, NewSocket, PreexistingSocket},
     error::TracerError,
     events::{KernelEvent, bind_addr, comm_str},
     loader::Tracer,
@@ -46,6 +46,28 @@ impl LeakSession {
             exec_programs: Default::default(),
             exec_markers: 0,
         })
+    }
+
+    /// Tracing of the running process `pid` begins now: its UDP sockets that exist
+    /// already (sock_diag and its fds) are handed to the correlator, which then never
+    /// judges clean a PeerConnection it did not see whole.
+    pub fn join_running(&mut self, pid: u32) {
+        let identity = self.tracer.backend().identity();
+        let comm: std::sync::Arc<str> = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .map(|c| c.trim().to_owned())
+            .unwrap_or_default()
+            .into();
+        self.correlator.joined_running(pid, monotonic_ns());
+        for (s, holder) in crate::inventory::held_udp_sockets(Some(pid)) {
+            let Some((_, fd)) = holder else { continue };
+            self.correlator.socket_preexisting(PreexistingSocket {
+                cookie: s.key(identity),
+                pid,
+                comm: comm.clone(),
+                fd: Some(fd),
+                local: (s.local_addr, s.local_port),
+            });
+        }
     }
 
     /// Attaches the markers of `providers` found at `target`.

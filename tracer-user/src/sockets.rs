@@ -4,10 +4,11 @@ use std::{collections::HashMap, net::IpAddr};
 use crate::events::Family;
 
 /// How we learned of a socket.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Origin {
     /// Its creation was traced.
+    #[default]
     Traced,
     /// It existed when tracing started (sock_diag inventory): creator unknown.
     Preexisting,

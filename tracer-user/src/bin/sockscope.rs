@@ -94,6 +94,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 grace: a.grace,
                 format: a.format,
                 report: a.report,
+                strict: a.strict,
                 ring_bytes: a.ring_bytes,
                 command: a.command,
                 backend: a.backend.backend,
@@ -107,6 +108,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 grace: a.grace,
                 format: a.format,
                 duration: a.duration,
+                strict: a.strict,
                 ring_bytes: a.ring_bytes,
                 backend: a.backend.backend,
             })

@@ -27,6 +27,8 @@ pub struct CheckOptions {
     pub grace: Duration,
     pub format: Format,
     pub report: Option<PathBuf>,
+    /// PeerConnections left open with sockets at their process's exit fail the check.
+    pub strict: bool,
     pub ring_bytes: Option<u32>,
     /// `None`: the first backend that works here.
     pub backend: Option<crate::backend::Backend>,
@@ -180,7 +182,8 @@ pub async fn run(opts: CheckOptions) -> anyhow::Result<Outcome> {
     drop(session); // detaches everything before the cgroup goes
     drop(cgroup);
 
-    let outcome = match summary.outcome() {
+    super::warn_unclosed(&summary, opts.strict);
+    let outcome = match summary.outcome(opts.strict) {
         Outcome::Inconclusive => {
             eprintln!(
                 "sockscope: {} events were lost: no clean verdict can be given (raise --ring-bytes)",

@@ -98,10 +98,9 @@ fn preexisting(
     pid: Option<u32>,
     identity: SocketIdentity,
 ) -> anyhow::Result<HashMap<u64, Outstanding>> {
-    let holders = inventory::socket_holders(pid);
     let mut live = HashMap::new();
-    for s in inventory::udp_sockets_or_warn() {
-        let Some(&(hp, _)) = holders.get(&(s.inode as u64)).and_then(|h| h.first()) else {
+    for (s, holder) in inventory::held_udp_sockets(pid) {
+        let Some((hp, _)) = holder else {
             continue;
         };
         let comm = std::fs::read_to_string(format!("/proc/{hp}/comm"))

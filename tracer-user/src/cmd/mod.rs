@@ -15,3 +15,15 @@ async fn attach(builder: TracerBuilder) -> anyhow::Result<Tracer> {
     eprintln!("{}", tracer.backend_line());
     Ok(tracer)
 }
+
+/// PeerConnections left open with sockets at their process's exit: a failure under
+/// `--strict`, otherwise a warning (a server stopped by a signal legitimately exits
+/// with open connections).
+fn warn_unclosed(summary: &crate::report::Summary, strict: bool) {
+    let n = summary.unclosed_with_sockets;
+    if n > 0 && !strict {
+        eprintln!(
+            "sockscope: warning: {n} PeerConnection(s) were never closed nor dropped and still held sockets when their process exited (see the `unclosed` records; --strict makes this a failure)"
+        );
+    }
+}

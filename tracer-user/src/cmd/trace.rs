@@ -184,12 +184,7 @@ impl TraceState {
 
     /// Reports and remembers the UDP sockets that exist now (in scope of the filters).
     fn inventory(&mut self, sink: &mut Sink) -> anyhow::Result<()> {
-        let holders = inventory::socket_holders(self.pid);
-        for s in inventory::udp_sockets_or_warn() {
-            let holder = holders
-                .get(&(s.inode as u64))
-                .and_then(|h| h.first())
-                .copied();
+        for (s, holder) in inventory::held_udp_sockets(self.pid) {
             let wanted = match (self.pid, &self.comm, holder) {
                 (None, None, _) => true,
                 (_, _, None) => false,

@@ -20,6 +20,8 @@ pub struct WatchOptions {
     pub grace: Duration,
     pub format: Format,
     pub duration: Option<Duration>,
+    /// PeerConnections left open with sockets at the process's exit make it exit 1.
+    pub strict: bool,
     pub ring_bytes: Option<u32>,
     /// `None`: the first backend that works here.
     pub backend: Option<crate::backend::Backend>,
@@ -40,6 +42,9 @@ pub async fn run(opts: WatchOptions) -> anyhow::Result<Outcome> {
         .backend(opts.backend);
     let tracer = super::attach(builder).await?;
     let mut session = LeakSession::new(tracer, opts.grace.as_nanos() as u64)?;
+    // Its sockets from before now, so that PeerConnections opened before the attach
+    // can list them (they are never judged clean).
+    session.join_running(opts.pid);
     let report =
         session.attach_markers(&MarkerTarget::Process(opts.pid), &[PROVIDER.to_owned()])?;
     for why in &report.skipped {
@@ -74,5 +79,6 @@ pub async fn run(opts: WatchOptions) -> anyhow::Result<Outcome> {
     log.emit(session.finish()?)?;
     let summary = session.summary(opts.grace, report.attached, &log.findings);
     write_summary(&mut std::io::stdout().lock(), &summary, opts.format)?;
-    Ok(summary.outcome())
+    super::warn_unclosed(&summary, opts.strict);
+    Ok(summary.outcome(opts.strict))
 }

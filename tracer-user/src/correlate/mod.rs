@@ -5,6 +5,11 @@
 //! Input is the kernel's event stream in order (sockets, markers, process exits) plus
 //! the passage of time; output is [`Finding`]s. Everything is keyed by pid, so several
 //! processes (or a CMD and its children) can be judged at once. Pure logic, no I/O.
+//!
+//! sockscope may attach to a process that is already running: sockets and
+//! PeerConnections from before the attach are only partly known, so a PeerConnection
+//! is judged clean only when its whole life was seen (see `judge.rs`).
+mod judge;
 mod subsystem;
 mod verdict;
 
@@ -15,9 +20,15 @@ use std::{
 };
 
 pub use subsystem::{Subsystem, classify, is_webrtc_frame};
-pub use verdict::{Attribution, Confidence, Finding, Leak, PcOutcome, PcVerdict};
+pub use verdict::{
+    Attribution, Confidence, Finding, IncompleteReason, Leak, OpenSocket, PcEnd, PcOutcome,
+    PcVerdict, PossibleLeak, UnclosedPc,
+};
 
-use crate::symbolize::{Frame, Stack};
+use crate::{
+    sockets::Origin,
+    symbolize::{Frame, Stack},
+};
 
 /// A PeerConnection: the process it lives in and the id the application gave it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -32,7 +43,16 @@ pub enum PcMarker {
     Open(u64),
     CloseBegin(u64),
     CloseEnd(u64),
-    Socket { pc_id: u64, port: u16 },
+    /// Let go of without `close()`: judged like a close.
+    Dropped(u64),
+    Socket {
+        pc_id: u64,
+        port: u16,
+    },
+    SocketCookie {
+        pc_id: u64,
+        cookie: u64,
+    },
 }
 
 /// A socket whose creation was traced.
@@ -51,9 +71,21 @@ pub struct NewSocket {
     pub stack: Stack,
 }
 
+/// A socket that existed before tracing began (sock_diag inventory): its creation,
+/// creator and age are unknown.
+#[derive(Clone, Debug)]
+pub struct PreexistingSocket {
+    pub cookie: u64,
+    pub pid: u32,
+    pub comm: std::sync::Arc<str>,
+    pub fd: Option<i32>,
+    pub local: (IpAddr, u16),
+}
+
 #[derive(Clone, Debug)]
 struct Socket {
     info: NewSocket,
+    origin: Origin,
     local: Option<(IpAddr, u16)>,
     subsystem: Subsystem,
     attribution: Option<Attribution>,
@@ -63,12 +95,19 @@ struct Socket {
 
 #[derive(Clone, Debug, Default)]
 struct PeerConnection {
+    /// When its `pc_open` was seen; `None`: opened before sockscope attached.
     opened_ns: Option<u64>,
+    /// When it ended: `close()` returned, or it was dropped without close.
     close_end_ns: Option<u64>,
+    ended: PcEnd,
     ports: HashSet<u16>,
     /// Every socket ever attributed to it (cookies).
     sockets: HashSet<u64>,
     judged: bool,
+    /// Listed as never closed at its process's exit.
+    reported_unclosed: bool,
+    /// A socket tied to it predates the attach: its creation was not seen.
+    has_preexisting: bool,
 }
 
 pub struct Correlator {
@@ -80,6 +119,11 @@ pub struct Correlator {
     /// Processes that exited: their sockets' later releases were done by the exit.
     exited: HashMap<u32, u64>,
     leaks: usize,
+    /// Processes that were already running when tracing began, and when it began:
+    /// PeerConnections and sockets of theirs from before are only partly known.
+    joined_running: HashMap<u32, u64>,
+    /// Cookies announced (`pc_socket_cookie`) before their socket was seen.
+    announced_cookies: HashMap<u64, PeerConnectionId>,
     /// Per process, what each distinct creating stack says (subsystem, webrtc-rs code
     /// or not), by the address of its shared frames, which the entry keeps alive:
     /// matching crate names in long generic symbols is the costliest part of a socket.
@@ -95,8 +139,41 @@ impl Correlator {
             lost: Vec::new(),
             exited: HashMap::new(),
             leaks: 0,
+            joined_running: HashMap::new(),
+            announced_cookies: HashMap::new(),
             stack_classes: HashMap::new(),
         }
+    }
+
+    /// Tracing of `pid` began at `ts` while it was already running.
+    pub fn joined_running(&mut self, pid: u32, ts: u64) {
+        self.joined_running.entry(pid).or_insert(ts);
+    }
+
+    /// A socket that existed before tracing began. A creation traced later for the
+    /// same cookie replaces it.
+    pub fn socket_preexisting(&mut self, s: PreexistingSocket) {
+        let subsystem = Subsystem::Other;
+        self.sockets.insert(
+            s.cookie,
+            Socket {
+                info: NewSocket {
+                    cookie: s.cookie,
+                    pid: s.pid,
+                    tid: 0,
+                    comm: s.comm,
+                    fd: s.fd,
+                    created_ns: 0,
+                    span_pc: 0,
+                    stack: Stack::default(),
+                },
+                origin: Origin::Preexisting,
+                local: Some(s.local),
+                subsystem,
+                attribution: None,
+                leaked_after: None,
+            },
+        );
     }
 
     /// Leaks found so far.
@@ -139,7 +216,9 @@ impl Correlator {
             pc_id: info.span_pc,
             confidence: Confidence::ThreadSpan,
         });
-        if attribution.is_none() && webrtc_stack {
+        // Which PeerConnections were open when it was created is known only for
+        // processes whose every `pc_open` was seen.
+        if attribution.is_none() && webrtc_stack && !self.joined_running.contains_key(&info.pid) {
             attribution = self
                 .only_open_pc(info.pid, info.created_ns)
                 .map(|pc_id| Attribution {
@@ -148,10 +227,15 @@ impl Correlator {
                 });
         }
         let cookie = info.cookie;
+        let announced = self
+            .announced_cookies
+            .remove(&cookie)
+            .filter(|k| k.pid == info.pid);
         self.sockets.insert(
             cookie,
             Socket {
                 info,
+                origin: Origin::Traced,
                 local: None,
                 subsystem,
                 attribution,
@@ -160,6 +244,15 @@ impl Correlator {
         );
         if let Some(a) = attribution {
             self.attribute(cookie, a);
+        }
+        if let Some(k) = announced {
+            self.attribute(
+                cookie,
+                Attribution {
+                    pc_id: k.pc_id,
+                    confidence: Confidence::CookieMarker,
+                },
+            );
         }
     }
 
@@ -200,7 +293,9 @@ impl Correlator {
             pid: sock.info.pid,
             pc_id: a.pc_id,
         };
-        self.pcs.entry(key).or_default().sockets.insert(cookie);
+        let pc = self.pcs.entry(key).or_default();
+        pc.sockets.insert(cookie);
+        pc.has_preexisting |= sock.origin == Origin::Preexisting;
     }
 
     pub fn socket_bound(&mut self, cookie: u64, addr: IpAddr, port: u16) {
@@ -256,8 +351,29 @@ impl Correlator {
             }
             PcMarker::CloseBegin(_) => {}
             PcMarker::CloseEnd(pc_id) => {
-                let pc = self.pcs.entry(PeerConnectionId { pid, pc_id }).or_default();
-                pc.close_end_ns.get_or_insert(ts);
+                self.ended(PeerConnectionId { pid, pc_id }, ts, PcEnd::Closed)
+            }
+            PcMarker::Dropped(pc_id) => self.ended(
+                PeerConnectionId { pid, pc_id },
+                ts,
+                PcEnd::DroppedWithoutClose,
+            ),
+            PcMarker::SocketCookie { pc_id, cookie } => {
+                let key = PeerConnectionId { pid, pc_id };
+                self.pcs.entry(key).or_default();
+                match self.sockets.get(&cookie) {
+                    Some(s) if s.info.pid == pid => self.attribute(
+                        cookie,
+                        Attribution {
+                            pc_id,
+                            confidence: Confidence::CookieMarker,
+                        },
+                    ),
+                    Some(_) => {}
+                    None => {
+                        self.announced_cookies.insert(cookie, key);
+                    }
+                }
             }
             PcMarker::Socket { pc_id, port } => {
                 self.pcs
@@ -285,21 +401,33 @@ impl Correlator {
         out
     }
 
+    /// The first end of a PeerConnection counts: `close()` returning, or its drop.
+    fn ended(&mut self, key: PeerConnectionId, ts: u64, how: PcEnd) {
+        let pc = self.pcs.entry(key).or_default();
+        if pc.close_end_ns.is_none() {
+            pc.close_end_ns = Some(ts);
+            pc.ended = how;
+        }
+    }
+
     /// Process `pid` is exiting: PeerConnections it closed are judged now, since the
-    /// kernel is about to close whatever the application left open.
+    /// kernel is about to close whatever the application left open; those it never
+    /// closed but that still hold open sockets are listed.
     pub fn process_exited(&mut self, pid: u32, ts: u64) -> Vec<Finding> {
         let mut out = self.advance(ts);
         self.exited.insert(pid, ts);
         self.stack_classes.remove(&pid);
-        let due: Vec<PeerConnectionId> = self
+        let mut due: Vec<PeerConnectionId> = self
             .pcs
             .iter()
             .filter(|(k, pc)| k.pid == pid && !pc.judged && pc.close_end_ns.is_some())
             .map(|(k, _)| *k)
             .collect();
+        due.sort();
         for key in due {
             out.extend(self.judge(key, ts));
         }
+        out.extend(self.unclosed_at_exit(pid, ts));
         out
     }
 
@@ -323,63 +451,7 @@ impl Correlator {
             .collect()
     }
 
-    fn judge(&mut self, key: PeerConnectionId, at_ns: u64) -> Vec<Finding> {
-        let Some(pc) = self.pcs.get_mut(&key) else {
-            return Vec::new();
-        };
-        pc.judged = true;
-        let close_end = pc.close_end_ns.unwrap_or(at_ns);
-        let opened = pc.opened_ns.unwrap_or(0);
-        let attributed = pc.sockets.len();
-        let cookies: Vec<u64> = pc.sockets.iter().copied().collect();
-        let mut out = Vec::new();
-        let mut leaked = 0;
-        for cookie in cookies {
-            let Some(sock) = self.sockets.get_mut(&cookie) else {
-                continue;
-            };
-            let Some(a) = sock.attribution.filter(|a| a.pc_id == key.pc_id) else {
-                continue;
-            };
-            sock.leaked_after = Some(at_ns);
-            leaked += 1;
-            out.push(Finding::Leak(Leak {
-                pid: sock.info.pid,
-                comm: sock.info.comm.to_string(),
-                tid: sock.info.tid,
-                cookie,
-                fd: sock.info.fd,
-                local_addr: sock.local.map(|l| l.0),
-                local_port: sock.local.map(|l| l.1),
-                pc_id: key.pc_id,
-                confidence: a.confidence,
-                subsystem: sock.subsystem,
-                age_ns: at_ns.saturating_sub(sock.info.created_ns),
-                since_close_ns: at_ns.saturating_sub(close_end),
-                stack: sock.info.stack.to_vec(),
-            }));
-        }
-        self.leaks += leaked;
-        let lossy = self
-            .lost
-            .iter()
-            .any(|&(from, to)| from <= at_ns && to >= opened);
-        let outcome = match (leaked, lossy) {
-            (_, true) => PcOutcome::Incomplete,
-            (0, false) => PcOutcome::Clean,
-            _ => PcOutcome::Leak,
-        };
-        out.push(Finding::Verdict(PcVerdict {
-            pid: key.pid,
-            pc_id: key.pc_id,
-            outcome,
-            sockets: attributed,
-            leaked,
-        }));
-        out
-    }
-
-    /// PeerConnections that never reached `pc_close_end`.
+    /// PeerConnections that never reached `pc_close_end` (nor were dropped).
     pub fn unclosed(&self) -> Vec<PeerConnectionId> {
         let mut v: Vec<_> = self
             .pcs

@@ -2,6 +2,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use super::*;
+use crate::sockets::Origin;
 
 const MS: u64 = 1_000_000;
 const GRACE: u64 = 2_000 * MS;
@@ -194,6 +195,8 @@ fn lost_events_make_the_verdict_incomplete_never_clean() {
     let mut c = Correlator::new(GRACE);
     c.events_lost(0, 1);
     c.marker(PID, PcMarker::Open(1), 10 * MS);
+    c.socket_created(socket(10, 1, 11 * MS, &[]));
+    c.socket_released(10, 15 * MS);
     c.marker(PID, PcMarker::CloseEnd(1), 20 * MS);
     assert_eq!(
         verdicts(&c.advance(20 * MS + GRACE))[0].outcome,
@@ -237,4 +240,207 @@ fn port_marker_before_bind_attributes_at_bind() {
             confidence: Confidence::PortMarker
         }]
     );
+}
+
+fn preexisting(cookie: u64, port: u16) -> PreexistingSocket {
+    PreexistingSocket {
+        cookie,
+        pid: PID,
+        comm: "proxy".into(),
+        fd: Some(cookie as i32),
+        local: (LO, port),
+    }
+}
+
+fn possible(f: &[Finding]) -> Vec<(u64, u64)> {
+    f.iter()
+        .filter_map(|x| match x {
+            Finding::PossibleLeak(p) => Some((p.pc_id, p.socket.cookie)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_pc_opened_before_the_attach_is_incomplete_and_lists_what_may_be_its_sockets() {
+    let mut c = Correlator::new(GRACE);
+    c.joined_running(PID, 0);
+    // Two sockets of the process existed before the attach; one is released in time.
+    c.socket_preexisting(preexisting(40, 7000));
+    c.socket_preexisting(preexisting(41, 7001));
+    c.marker(PID, PcMarker::CloseBegin(1), 10 * MS);
+    c.marker(PID, PcMarker::CloseEnd(1), 20 * MS);
+    c.socket_released(41, 30 * MS);
+    let f = c.advance(20 * MS + GRACE);
+    let v = verdicts(&f);
+    assert_eq!(v.len(), 1);
+    assert_eq!(v[0].outcome, PcOutcome::Incomplete, "never clean");
+    assert_eq!(v[0].reason, Some(IncompleteReason::OpenedBeforeAttach));
+    assert_eq!(v[0].possibly_leaked, 1);
+    assert_eq!(possible(&f), vec![(1, 40)]);
+    assert!(leaks(&f).is_empty(), "nothing ties socket 40 to pc 1");
+    if let Some(Finding::PossibleLeak(p)) = f.iter().find(|x| matches!(x, Finding::PossibleLeak(_)))
+    {
+        assert_eq!(p.socket.age_ns, None, "age unknown");
+        assert_eq!(p.socket.local_port, Some(7000));
+        assert_eq!(p.socket.fd, Some(40));
+        assert_eq!(p.socket.origin, Origin::Preexisting);
+    }
+    assert_eq!(c.leak_count(), 0);
+}
+
+#[test]
+fn a_pc_opened_after_the_attach_is_judged_as_usual_in_a_joined_process() {
+    let mut c = Correlator::new(GRACE);
+    c.joined_running(PID, 0);
+    c.socket_preexisting(preexisting(40, 7000));
+    one_pc(&mut c);
+    let f = c.advance(100 * MS + GRACE);
+    assert_eq!(verdicts(&f)[0].outcome, PcOutcome::Leak);
+    assert_eq!(verdicts(&f)[0].reason, None);
+    assert!(possible(&f).is_empty(), "its life was seen whole");
+}
+
+#[test]
+fn a_preexisting_socket_a_later_marker_names_is_tied_from_the_inventory() {
+    let mut c = Correlator::new(GRACE);
+    c.joined_running(PID, 0);
+    c.socket_preexisting(preexisting(40, 7000));
+    c.marker(
+        PID,
+        PcMarker::Socket {
+            pc_id: 3,
+            port: 7000,
+        },
+        5 * MS,
+    );
+    c.marker(PID, PcMarker::CloseEnd(3), 10 * MS);
+    let f = c.advance(10 * MS + GRACE);
+    let l = leaks(&f);
+    assert_eq!(l.len(), 1);
+    assert_eq!(
+        (l[0].pc_id, l[0].cookie, l[0].origin),
+        (3, 40, Origin::Preexisting)
+    );
+    assert_eq!(l[0].age_ns, None);
+    assert_eq!(verdicts(&f)[0].outcome, PcOutcome::Incomplete);
+    // Even with its pc_open seen, a socket from before the attach means its whole
+    // life was not seen.
+    let mut c = Correlator::new(GRACE);
+    c.socket_preexisting(preexisting(40, 7000));
+    c.marker(PID, PcMarker::Open(3), MS);
+    c.marker(
+        PID,
+        PcMarker::Socket {
+            pc_id: 3,
+            port: 7000,
+        },
+        5 * MS,
+    );
+    c.socket_released(40, 6 * MS);
+    c.marker(PID, PcMarker::CloseEnd(3), 10 * MS);
+    let v = c.advance(10 * MS + GRACE);
+    assert_eq!(
+        verdicts(&v)[0].reason,
+        Some(IncompleteReason::SocketPredatesAttach)
+    );
+}
+
+#[test]
+fn a_pc_with_no_socket_seen_is_never_clean() {
+    let mut c = Correlator::new(GRACE);
+    c.marker(PID, PcMarker::Open(1), 0);
+    c.marker(PID, PcMarker::CloseEnd(1), 10 * MS);
+    let f = c.advance(10 * MS + GRACE);
+    assert_eq!(verdicts(&f)[0].outcome, PcOutcome::Incomplete);
+    assert_eq!(verdicts(&f)[0].reason, Some(IncompleteReason::NoSocketSeen));
+}
+
+#[test]
+fn creation_stacks_do_not_attribute_in_a_process_joined_while_running() {
+    let webrtc = ["__GI_socket", "webrtc_mdns::conn::DnsConn::server"];
+    let mut c = Correlator::new(GRACE);
+    c.joined_running(PID, 0);
+    c.marker(PID, PcMarker::Open(5), MS);
+    c.socket_created(socket(10, 0, 2 * MS, &webrtc));
+    assert!(
+        c.live_sockets().all(|(_, a, _)| a.is_none()),
+        "other PeerConnections opened before the attach may be open"
+    );
+}
+
+#[test]
+fn cookie_markers_attribute_exactly_before_or_after_the_creation() {
+    let mut c = Correlator::new(GRACE);
+    c.marker(PID, PcMarker::Open(1), 0);
+    c.marker(PID, PcMarker::Open(2), 0);
+    c.socket_created(socket(10, 2, MS, &[]));
+    c.marker(
+        PID,
+        PcMarker::SocketCookie {
+            pc_id: 1,
+            cookie: 10,
+        },
+        2 * MS,
+    );
+    c.marker(
+        PID,
+        PcMarker::SocketCookie {
+            pc_id: 1,
+            cookie: 11,
+        },
+        3 * MS,
+    );
+    c.socket_created(socket(11, 0, 4 * MS, &[]));
+    let mut a: Vec<_> = c
+        .live_sockets()
+        .filter_map(|(s, a, _)| a.map(|a| (s.cookie, a.pc_id, a.confidence)))
+        .collect();
+    a.sort();
+    assert_eq!(
+        a,
+        vec![
+            (10, 1, Confidence::CookieMarker),
+            (11, 1, Confidence::CookieMarker)
+        ],
+        "the cookie beats the thread span"
+    );
+}
+
+#[test]
+fn a_pc_dropped_without_close_is_judged_like_a_closed_one() {
+    let mut c = Correlator::new(GRACE);
+    c.marker(PID, PcMarker::Open(1), 0);
+    c.socket_created(socket(10, 1, MS, &[]));
+    c.marker(PID, PcMarker::Dropped(1), 10 * MS);
+    assert!(c.advance(10 * MS + GRACE - 1).is_empty());
+    let f = c.advance(10 * MS + GRACE);
+    assert_eq!(leaks(&f)[0].ended, PcEnd::DroppedWithoutClose);
+    assert_eq!(verdicts(&f)[0].outcome, PcOutcome::Leak);
+    assert_eq!(verdicts(&f)[0].ended, PcEnd::DroppedWithoutClose);
+    assert_eq!(c.leak_count(), 1);
+}
+
+#[test]
+fn pcs_never_closed_with_open_sockets_are_listed_once_at_exit() {
+    let mut c = Correlator::new(GRACE);
+    c.marker(PID, PcMarker::Open(1), 0);
+    c.marker(PID, PcMarker::Open(2), 0);
+    c.socket_created(socket(10, 1, MS, &[]));
+    c.socket_created(socket(20, 2, MS, &[]));
+    c.socket_released(20, 2 * MS);
+    let f = c.process_exited(PID, 5 * MS);
+    let unclosed: Vec<_> = f
+        .iter()
+        .filter_map(|x| match x {
+            Finding::Unclosed(u) => Some((
+                u.pc_id,
+                u.sockets.iter().map(|s| s.cookie).collect::<Vec<_>>(),
+            )),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(unclosed, vec![(1, vec![10])], "pc 2 holds no open socket");
+    assert!(c.process_exited(PID, 6 * MS).is_empty(), "listed once");
+    assert_eq!(c.leak_count(), 0, "not a leak by itself");
 }

@@ -2,7 +2,7 @@
 use std::net::IpAddr;
 
 use super::subsystem::Subsystem;
-use crate::symbolize::Frame;
+use crate::{sockets::Origin, symbolize::Frame};
 
 /// How sure the attribution of a socket to a PeerConnection is, weakest first.
 #[derive(
@@ -16,6 +16,9 @@ pub enum Confidence {
     ThreadSpan,
     /// The application announced the socket's port for the PeerConnection (`pc_socket`).
     PortMarker,
+    /// The application announced the socket's cookie for the PeerConnection
+    /// (`pc_socket_cookie`): exact, a cookie is never reused.
+    CookieMarker,
 }
 
 impl Confidence {
@@ -24,7 +27,8 @@ impl Confidence {
         match self {
             Self::CreationStack => "by creating stack (weakest)",
             Self::ThreadSpan => "by thread span",
-            Self::PortMarker => "by pc_socket port (strongest)",
+            Self::PortMarker => "by pc_socket port",
+            Self::CookieMarker => "by pc_socket_cookie (strongest)",
         }
     }
 }
@@ -48,12 +52,102 @@ pub struct Leak {
     pub pc_id: u64,
     pub confidence: Confidence,
     pub subsystem: Subsystem,
-    /// Socket age when judged.
-    pub age_ns: u64,
-    /// Time since the PeerConnection's close returned, when judged.
+    /// Socket age when judged; unknown (`None`) for a socket that predates sockscope.
+    pub age_ns: Option<u64>,
+    /// Time since the PeerConnection's close returned (or it was dropped), when judged.
     pub since_close_ns: u64,
+    /// How the PeerConnection ended.
+    #[serde(default)]
+    pub ended: PcEnd,
+    /// `preexisting`: the socket predates sockscope (from the start-up inventory) and a
+    /// later marker tied it to the PeerConnection.
+    #[serde(default)]
+    pub origin: Origin,
     /// Creating user stack, innermost first (empty if it could not be taken).
     pub stack: Vec<Frame>,
+}
+
+/// How a PeerConnection's life ended, as far as its markers say.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PcEnd {
+    /// `close()` returned (`pc_close_end`).
+    #[default]
+    Closed,
+    /// The application let go of it without calling `close()` (`pc_dropped`).
+    DroppedWithoutClose,
+}
+
+impl PcEnd {
+    /// "after close", for people.
+    pub fn after(self) -> &'static str {
+        match self {
+            Self::Closed => "after close",
+            Self::DroppedWithoutClose => "after it was dropped without close()",
+        }
+    }
+}
+
+/// An open socket as known at a verdict: what a listing of suspects needs.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct OpenSocket {
+    pub cookie: u64,
+    pub fd: Option<i32>,
+    pub local_addr: Option<IpAddr>,
+    pub local_port: Option<u16>,
+    pub origin: Origin,
+    /// Unknown for a socket that predates sockscope.
+    pub age_ns: Option<u64>,
+    /// What created it (unknown for a socket that predates sockscope).
+    pub subsystem: Option<Subsystem>,
+    /// How it is tied to the PeerConnection, if it is.
+    pub confidence: Option<Confidence>,
+    /// Creating user stack, innermost first (empty when unknown).
+    pub stack: Vec<Frame>,
+}
+
+/// A socket that may belong to a PeerConnection sockscope could not see whole: still
+/// open `grace` after that PeerConnection ended, and nothing ties it to another one.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PossibleLeak {
+    pub pid: u32,
+    pub pc_id: u64,
+    #[serde(flatten)]
+    pub socket: OpenSocket,
+}
+
+/// A PeerConnection its process never closed nor dropped, and which still held open
+/// sockets when the process exited.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct UnclosedPc {
+    pub pid: u32,
+    pub pc_id: u64,
+    pub sockets: Vec<OpenSocket>,
+}
+
+/// Why a PeerConnection could not be judged clean.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IncompleteReason {
+    /// Events were lost while it lived.
+    EventsLost,
+    /// Its `pc_open` was not seen: it was opened before sockscope attached.
+    OpenedBeforeAttach,
+    /// A socket tied to it existed before sockscope attached: its creation was not seen.
+    SocketPredatesAttach,
+    /// No socket was ever tied to it: whatever it had, sockscope did not see.
+    NoSocketSeen,
+}
+
+impl IncompleteReason {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::EventsLost => "events were lost while it lived",
+            Self::OpenedBeforeAttach => "opened before sockscope attached",
+            Self::SocketPredatesAttach => "a socket of it predates sockscope",
+            Self::NoSocketSeen => "no socket of it was seen",
+        }
+    }
 }
 
 /// Final word on one PeerConnection.
@@ -62,7 +156,8 @@ pub struct Leak {
 pub enum PcOutcome {
     Clean,
     Leak,
-    /// Events were lost while it lived: no clean verdict can be given.
+    /// sockscope did not see its whole life (see [`IncompleteReason`]): no clean
+    /// verdict can be given.
     Incomplete,
 }
 
@@ -74,6 +169,14 @@ pub struct PcVerdict {
     /// Sockets attributed to it over its life.
     pub sockets: usize,
     pub leaked: usize,
+    #[serde(default)]
+    pub ended: PcEnd,
+    /// Why the verdict is `incomplete`.
+    #[serde(default)]
+    pub reason: Option<IncompleteReason>,
+    /// Open sockets listed as possibly its own (`possible_leak` records).
+    #[serde(default)]
+    pub possibly_leaked: usize,
 }
 
 /// Everything the correlator reports, in order.
@@ -92,4 +195,6 @@ pub enum Finding {
         by_exit: bool,
     },
     Verdict(PcVerdict),
+    PossibleLeak(PossibleLeak),
+    Unclosed(UnclosedPc),
 }
