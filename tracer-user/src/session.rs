@@ -58,14 +58,33 @@ impl LeakSession {
             .unwrap_or_default()
             .into();
         self.correlator.joined_running(pid, monotonic_ns());
-        for (s, holder) in crate::inventory::held_udp_sockets(Some(pid)) {
-            let Some((_, fd)) = holder else { continue };
+        let held = match crate::inventory::udp_sockets_of(pid) {
+            Ok(held) => held,
+            Err(e) => {
+                // sock_diag sees only bound sockets in sockscope's own network namespace.
+                eprintln!(
+                    "sockscope: cannot read pid {pid}'s sockets through its fds ({e}); listing its bound sockets in this network namespace instead"
+                );
+                crate::inventory::held_udp_sockets(Some(pid))
+                    .into_iter()
+                    .filter_map(|(s, holder)| {
+                        Some(crate::inventory::HeldSocket {
+                            fd: holder?.1,
+                            inode: u64::from(s.inode),
+                            cookie: s.cookie,
+                            local: Some((s.local_addr, s.local_port)),
+                        })
+                    })
+                    .collect()
+            }
+        };
+        for s in held {
             self.correlator.socket_preexisting(PreexistingSocket {
                 cookie: s.key(identity),
                 pid,
                 comm: comm.clone(),
-                fd: Some(fd),
-                local: (s.local_addr, s.local_port),
+                fd: Some(s.fd),
+                local: s.local,
             });
         }
     }

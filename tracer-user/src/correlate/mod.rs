@@ -79,7 +79,8 @@ pub struct PreexistingSocket {
     pub pid: u32,
     pub comm: std::sync::Arc<str>,
     pub fd: Option<i32>,
-    pub local: (IpAddr, u16),
+    /// `None` while unbound.
+    pub local: Option<(IpAddr, u16)>,
 }
 
 #[derive(Clone, Debug)]
@@ -168,7 +169,7 @@ impl Correlator {
                     stack: Stack::default(),
                 },
                 origin: Origin::Preexisting,
-                local: Some(s.local),
+                local: s.local,
                 subsystem,
                 attribution: None,
                 leaked_after: None,

@@ -248,7 +248,7 @@ fn preexisting(cookie: u64, port: u16) -> PreexistingSocket {
         pid: PID,
         comm: "proxy".into(),
         fd: Some(cookie as i32),
-        local: (LO, port),
+        local: Some((LO, port)),
     }
 }
 

@@ -15,6 +15,9 @@ use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_SOCK_DIAG};
 
 use crate::{backend::SocketIdentity, error::TracerError, events::Family};
 
+mod process;
+pub use process::{HeldSocket, udp_sockets_of};
+
 /// One UDP socket known to the kernel.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LiveSocket {
@@ -190,6 +193,12 @@ pub fn held_udp_sockets(only_pid: Option<u32>) -> Vec<(LiveSocket, Option<(u32, 
             (only_pid.is_none() || holder.is_some()).then_some((s, holder))
         })
         .collect()
+}
+
+/// The socket inode an fd of ours refers to, from /proc/self/fd.
+fn socket_inode_of_fd(fd: &impl std::os::fd::AsRawFd) -> Option<u64> {
+    let link = fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).ok()?;
+    socket_inode(&link.to_string_lossy())
 }
 
 /// `socket:[12345]` → 12345.
