@@ -196,6 +196,9 @@ fn write_open_socket(out: &mut dyn Write, lead: &str, s: &OpenSocket) -> io::Res
         where_text(s.fd, s.local_addr, s.local_port),
         age_text(s.age_ns)
     )?;
+    if s.origin == Origin::Preexisting {
+        return Ok(()); // no creating stack to show
+    }
     write_frames(out, "creating", &s.stack)
 }
 
@@ -220,10 +223,12 @@ fn verdict_text(v: &PcVerdict) -> String {
             } else {
                 String::new()
             };
-            format!(
-                "incomplete ({why}; {} of {} sockets seen still open{possibly}{ended})",
-                v.leaked, v.sockets
-            )
+            let tied = if v.sockets > 0 {
+                format!("; {} of {} tied to it still open", v.leaked, sockets(v.sockets))
+            } else {
+                String::new()
+            };
+            format!("incomplete ({why}{tied}{possibly}{ended})")
         }
     }
 }

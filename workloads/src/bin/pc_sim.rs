@@ -3,11 +3,14 @@
 //! announces their ports, closes, and releases them — except where a leak is asked for.
 //!
 //! `pc_sim [--pcs N] [--sockets K] [--leak PC_ID]... [--leak-unannounced PC_ID]...
-//!         [--linger D_MS] [--after-span] [--wait] [--exit-without-cleanup]`
+//!         [--linger D_MS] [--after-span] [--wait] [--pause-after-open PC_ID]
+//!         [--exit-without-cleanup]`
 //! Prints one JSON line per PeerConnection (`pc_id`, ports, leaked ports, and when
 //! `pc_close_end` fired as `close_end_mono_ns`, CLOCK_MONOTONIC) and a final
 //! `{"done":true,...}`. `--after-span` also creates one socket right after the span
-//! of PeerConnection 1 ended (it must not carry pc_id 1).
+//! of PeerConnection 1 ended (it must not carry pc_id 1). `--pause-after-open PC_ID`
+//! prints `{"paused":PC_ID,"pid":P}` once that PeerConnection has its sockets, and waits
+//! for a line on stdin before closing it (a tracer attaches meanwhile).
 use std::{
     io::{BufRead as _, Write as _},
     net::UdpSocket,
@@ -60,10 +63,14 @@ fn main() {
     let leak = numbers(&args, "--leak");
     let leak_unannounced = numbers(&args, "--leak-unannounced");
     let linger = Duration::from_millis(number(&args, "--linger", 0));
-    if args.iter().any(|a| a == "--wait") {
-        say(json!({"ready": true, "pid": std::process::id()}));
+    let pause_after_open = numbers(&args, "--pause-after-open");
+    let wait_for_go = || {
         let mut line = String::new();
         let _ = std::io::stdin().lock().read_line(&mut line);
+    };
+    if args.iter().any(|a| a == "--wait") {
+        say(json!({"ready": true, "pid": std::process::id()}));
+        wait_for_go();
     }
 
     let mut kept = Vec::new();
@@ -75,6 +82,10 @@ fn main() {
             for p in &ports {
                 tracer_usdt::pc_socket(pc_id, *p);
             }
+        }
+        if pause_after_open.contains(&pc_id) {
+            say(json!({"paused": pc_id, "pid": std::process::id(), "ports": ports}));
+            wait_for_go();
         }
         tracer_usdt::pc_close_begin(pc_id);
         let leaking = leak.contains(&pc_id) || leak_unannounced.contains(&pc_id);
