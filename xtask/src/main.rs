@@ -2,6 +2,7 @@
 //! so a fresh machine needs nothing but this repository and cargo.
 mod bench;
 mod demo;
+mod examples;
 mod setup;
 mod util;
 mod vm;
@@ -81,9 +82,15 @@ fn main() -> std::process::ExitCode {
 fn test(args: &[String]) -> anyhow::Result<()> {
     setup::run()?;
     util::require_root("cargo xtask test")?;
-    // Every binary the tests run: sockscope, the workloads and the webrtc-rs example.
+    // Every binary the tests run: sockscope, the workloads, the webrtc-rs examples.
     util::cargo(&["build", "--workspace", "--bins"])?;
+    let examples = examples::build_all()?;
     let mut cmd = vec!["test"];
     cmd.extend(args.iter().map(String::as_str));
-    util::cargo(&cmd)
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    util::run_ok(
+        std::process::Command::new(cargo)
+            .args(&cmd)
+            .env("SOCKSCOPE_EXAMPLES", examples),
+    )
 }

@@ -47,6 +47,27 @@ pub fn workload_bin(name: &str) -> PathBuf {
     path
 }
 
+/// A webrtc-rs example that is a workspace of its own (webrtc-rs 0.21, 0.17.1), built by
+/// `cargo xtask test` into `$SOCKSCOPE_EXAMPLES` (default target/examples). Missing: a
+/// failure in CI, else `None` with the reason printed (the test then skips).
+pub fn example_bin(test: &str, name: &str) -> Option<PathBuf> {
+    let dir = std::env::var_os("SOCKSCOPE_EXAMPLES").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/examples"),
+        PathBuf::from,
+    );
+    let path = dir.join(name);
+    if path.exists() {
+        return Some(path);
+    }
+    let why = format!(
+        "{} missing: `cargo xtask test` builds the webrtc-rs examples",
+        path.display()
+    );
+    assert!(std::env::var_os("CI").is_none(), "{test}: {why}");
+    eprintln!("SKIP {test}: {why}");
+    None
+}
+
 /// Lines of a child's pipe, read on a thread so waits can time out.
 pub struct Lines {
     rx: mpsc::Receiver<String>,
