@@ -103,6 +103,10 @@ pub struct CheckArgs {
     /// Also write everything found, as JSON, to this file (see `sockscope report`).
     #[arg(long, short)]
     pub report: Option<PathBuf>,
+    /// Also write the run as JUnit XML to this file, for CI test-report views: one test
+    /// case per PeerConnection judged, a leak a failure, an incomplete verdict an error.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
     /// Also fail (exit 1) when a process exits while PeerConnections it never closed
     /// nor dropped still hold open sockets (by default a warning: a server stopped by
     /// a signal legitimately exits with open connections).

@@ -9,6 +9,7 @@ pub mod correlate;
 pub mod error;
 pub mod events;
 pub mod inventory;
+pub mod junit;
 pub mod loader;
 pub mod markers;
 pub mod output;

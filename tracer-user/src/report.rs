@@ -224,7 +224,11 @@ fn verdict_text(v: &PcVerdict) -> String {
                 String::new()
             };
             let tied = if v.sockets > 0 {
-                format!("; {} of {} tied to it still open", v.leaked, sockets(v.sockets))
+                format!(
+                    "; {} of {} tied to it still open",
+                    v.leaked,
+                    sockets(v.sockets)
+                )
             } else {
                 String::new()
             };
@@ -233,7 +237,7 @@ fn verdict_text(v: &PcVerdict) -> String {
     }
 }
 
-fn write_finding_text(out: &mut dyn Write, f: &Finding) -> io::Result<()> {
+pub(crate) fn write_finding_text(out: &mut dyn Write, f: &Finding) -> io::Result<()> {
     match f {
         Finding::Leak(l) => write_leak(out, l),
         Finding::Late {

@@ -8,7 +8,17 @@ use crate::util::{self, output, run_ok};
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
 /// Debian packages and a command each provides.
-const APT_PACKAGES: [(&str, &str); 2] = [("iproute2", "ss"), ("util-linux", "unshare")];
+/// (package, a command it installs, or an absolute path of a file it installs).
+const APT_PACKAGES: [(&str, &str); 4] = [
+    ("iproute2", "ss"),
+    ("util-linux", "unshare"),
+    // The JUnit test reads `check --junit` with a maintained parser and checks the XML.
+    ("python3-junitparser", JUNITPARSER),
+    ("libxml2-utils", "xmllint"),
+];
+
+/// Where Debian's python3-junitparser puts the module (for /usr/bin/python3).
+const JUNITPARSER: &str = "/usr/lib/python3/dist-packages/junitparser/__init__.py";
 
 pub fn run() -> anyhow::Result<()> {
     nightly_rust_src()?;
@@ -121,7 +131,13 @@ pub fn ensure_backports_commands(wanted: &[(&str, &str)]) -> anyhow::Result<()> 
 fn install_missing(wanted: &[(&str, &str)], suite: Option<&str>) -> anyhow::Result<()> {
     let missing: Vec<&str> = wanted
         .iter()
-        .filter(|(_, cmd)| output("which", &[cmd]).is_none())
+        .filter(|(_, cmd)| {
+            if cmd.starts_with('/') {
+                !std::path::Path::new(cmd).exists()
+            } else {
+                output("which", &[cmd]).is_none()
+            }
+        })
         .map(|(pkg, _)| *pkg)
         .collect();
     if missing.is_empty() {

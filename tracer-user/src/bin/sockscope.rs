@@ -94,6 +94,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 grace: a.grace,
                 format: a.format,
                 report: a.report,
+                junit: a.junit,
                 strict: a.strict,
                 ring_bytes: a.ring_bytes,
                 command: a.command,

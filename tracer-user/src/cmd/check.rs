@@ -27,6 +27,8 @@ pub struct CheckOptions {
     pub grace: Duration,
     pub format: Format,
     pub report: Option<PathBuf>,
+    /// Where to write the run as JUnit XML.
+    pub junit: Option<PathBuf>,
     /// PeerConnections left open with sockets at their process's exit fail the check.
     pub strict: bool,
     pub ring_bytes: Option<u32>,
@@ -103,12 +105,14 @@ fn describe(status: &ExitStatus) -> String {
 
 pub async fn run(opts: CheckOptions) -> anyhow::Result<Outcome> {
     let exe = resolve(&opts.command[0])?;
-    if let Some(r) = &opts.report {
-        std::fs::File::create(r).map_err(|source| UsageError::Output {
-            path: r.clone(),
+    // Output files are made now, so a bad path fails before the command runs.
+    for path in opts.report.iter().chain(&opts.junit) {
+        std::fs::File::create(path).map_err(|source| UsageError::Output {
+            path: path.clone(),
             source,
         })?;
     }
+    let started = (std::time::Instant::now(), std::time::SystemTime::now());
     let mut stop = watch_shutdown(None).context("cannot install signal handlers")?;
     let cgroup = ScopedCgroup::create("check")?;
     let builder = TracerBuilder::new()
@@ -170,6 +174,16 @@ pub async fn run(opts: CheckOptions) -> anyhow::Result<Outcome> {
     summary.command = opts.command.clone();
     summary.command_status = Some(describe(&status));
     write_summary(&mut std::io::stdout().lock(), &summary, opts.format)?;
+    if let Some(path) = &opts.junit {
+        let xml = crate::junit::render(
+            &log.findings,
+            &summary,
+            opts.strict,
+            started.0.elapsed().as_secs_f64(),
+            &humantime::format_rfc3339_seconds(started.1).to_string(),
+        );
+        std::fs::write(path, xml).with_context(|| format!("cannot write {}", path.display()))?;
+    }
     if let Some(path) = &opts.report {
         let saved = SavedReport {
             schema: crate::output::SCHEMA,

@@ -107,6 +107,7 @@ impl Correlator {
             ended,
             reason,
             possibly_leaked: possible.len(),
+            life_ns: opened.map(|o| at_ns.saturating_sub(o)),
         }));
         out.extend(possible.into_iter().map(Finding::PossibleLeak));
         out

@@ -12,17 +12,29 @@ pub enum Subsystem {
     Other,
 }
 
-/// Crate-path prefixes of each subsystem. The innermost matching frame decides: the
-/// mDNS socket is created by `webrtc_mdns` called from the ICE agent, and is mDNS.
-const CRATES: [(&str, Subsystem); 8] = [
+/// Crate-path prefixes of each subsystem, for both webrtc-rs lines: the legacy one
+/// (0.14-0.17: `webrtc_ice`, `webrtc_mdns`, ...) and the Sans-I/O one (0.20+: the
+/// `rtc_*` core crates, and the `webrtc` async layer whose connection driver binds the
+/// ICE host sockets). The innermost matching frame decides: the mDNS socket is created
+/// by `webrtc_mdns`/`rtc_mdns` called from the ICE agent or the driver, and is mDNS.
+const CRATES: [(&str, Subsystem); 16] = [
     ("webrtc_mdns::", Subsystem::Mdns),
+    ("rtc_mdns::", Subsystem::Mdns),
     ("webrtc_dtls::", Subsystem::Dtls),
+    ("rtc_dtls::", Subsystem::Dtls),
     ("turn::", Subsystem::Turn),
+    ("rtc_turn::", Subsystem::Turn),
     ("webrtc_sctp::", Subsystem::Sctp),
+    ("rtc_sctp::", Subsystem::Sctp),
     ("webrtc_ice::", Subsystem::IceAgent),
+    ("rtc_ice::", Subsystem::IceAgent),
     ("webrtc_util::", Subsystem::IceAgent),
     ("stun::", Subsystem::IceAgent),
+    ("rtc_stun::", Subsystem::IceAgent),
+    // 0.20+: `PeerConnectionDriver::bind_transports` binds the ICE host sockets.
+    ("webrtc::peer_connection::driver::", Subsystem::IceAgent),
     ("webrtc::", Subsystem::Other),
+    ("rtc::", Subsystem::Other),
 ];
 
 /// Whether a frame belongs to a webrtc-rs crate (for attribution by stack).

@@ -177,6 +177,9 @@ pub struct PcVerdict {
     /// Open sockets listed as possibly its own (`possible_leak` records).
     #[serde(default)]
     pub possibly_leaked: usize,
+    /// From its `pc_open` to this verdict; unknown when its open was not seen.
+    #[serde(default)]
+    pub life_ns: Option<u64>,
 }
 
 /// Everything the correlator reports, in order.

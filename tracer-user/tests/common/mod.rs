@@ -307,29 +307,40 @@ pub struct CheckRun {
     pub stderr: String,
 }
 
-pub fn run_check(check_args: &[&str], cmd: &std::path::Path, cmd_args: &[&str]) -> CheckRun {
-    let _serial = serial();
-    let out = Command::new(sockscope_bin())
-        .args(["check", "--format", "json"])
+/// `sockscope check --format json CHECK_ARGS -- CMD CMD_ARGS`, stdin closed.
+pub fn check_command(check_args: &[&str], cmd: &std::path::Path, cmd_args: &[&str]) -> Command {
+    let mut c = Command::new(sockscope_bin());
+    c.args(["check", "--format", "json"])
         .args(check_args)
         .arg("--")
         .arg(cmd)
         .args(cmd_args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert_nothing_attached("after check");
-    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
-    let (ours, program) = lines.into_iter().partition(|v| v.get("schema").is_some());
-    CheckRun {
-        code: out.status.code(),
-        ours,
-        program,
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        .stdin(Stdio::null());
+    c
+}
+
+impl CheckRun {
+    /// sockscope's records and the program's own JSON lines, apart.
+    pub fn from_output(out: std::process::Output) -> Self {
+        let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        let (ours, program) = lines.into_iter().partition(|v| v.get("schema").is_some());
+        CheckRun {
+            code: out.status.code(),
+            ours,
+            program,
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
     }
+}
+
+pub fn run_check(check_args: &[&str], cmd: &std::path::Path, cmd_args: &[&str]) -> CheckRun {
+    let _serial = serial();
+    let out = check_command(check_args, cmd, cmd_args).output().unwrap();
+    assert_nothing_attached("after check");
+    CheckRun::from_output(out)
 }
 
 /// Starts a workload that prints `{"ready":true,"pid":P}` and waits for a line on
