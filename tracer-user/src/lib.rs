@@ -8,6 +8,7 @@ pub mod cmd;
 pub mod correlate;
 pub mod error;
 pub mod events;
+pub mod explain;
 pub mod inventory;
 pub mod junit;
 pub mod loader;

@@ -180,7 +180,44 @@ fn write_leak(out: &mut dyn Write, l: &Leak) -> io::Result<()> {
         l.subsystem.label(),
         l.confidence.label()
     )?;
+    write_holders(out, l)?;
     write_frames(out, "creating", &l.stack)
+}
+
+/// "    held by pid 12 (proxy) fd 7, pid 40 (worker) fd 3; in epoll pid 12 fd 5 (in, out)".
+fn write_holders(out: &mut dyn Write, l: &Leak) -> io::Result<()> {
+    if l.holders.is_empty() {
+        return Ok(());
+    }
+    let held: Vec<String> = l
+        .holders
+        .iter()
+        .map(|h| format!("pid {} ({}) fd {}", h.pid, h.comm, h.fd))
+        .collect();
+    let epoll: Vec<String> = l
+        .epoll
+        .iter()
+        .map(|e| {
+            let mut ev = Vec::new();
+            for (bit, name) in [
+                (0x1, "in"),
+                (0x4, "out"),
+                (0x2000, "rdhup"),
+                (1 << 31, "et"),
+            ] {
+                if e.events & bit != 0 {
+                    ev.push(name);
+                }
+            }
+            format!("pid {} fd {} ({})", e.pid, e.epoll_fd, ev.join(", "))
+        })
+        .collect();
+    let epoll = if epoll.is_empty() {
+        String::new()
+    } else {
+        format!("; in epoll {}", epoll.join(", "))
+    };
+    writeln!(out, "    held by {}{epoll}", held.join(", "))
 }
 
 /// One indented line per open socket, and its creating stack when known.

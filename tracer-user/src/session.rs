@@ -134,6 +134,7 @@ impl LeakSession {
             out.extend(self.apply(record));
         }
         out.extend(self.correlator.advance(until_ns));
+        crate::explain::explain_leaks(&mut out, self.tracer.backend().identity());
         Ok(out)
     }
 

@@ -281,3 +281,51 @@ fn check_of_a_missing_failing_or_killed_command() {
     let out = sockscope(&["check"]);
     assert_eq!(out.status.code(), Some(2), "no command is a usage error");
 }
+
+#[test]
+fn a_leak_lists_every_process_and_fd_holding_it() {
+    if !require_root("a_leak_lists_every_process_and_fd_holding_it") {
+        return;
+    }
+    let run = run_check(
+        &["--grace", "300ms"],
+        &workload_bin("pc_sim"),
+        &[
+            "--pcs",
+            "2",
+            "--leak",
+            "2",
+            "--share-leaks",
+            "--linger",
+            "1200",
+        ],
+    );
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    let shared = run
+        .program
+        .iter()
+        .find(|v| v.get("shared_with").is_some())
+        .expect("pc_sim shared the leaked socket");
+    let child = shared["shared_with"].as_u64().unwrap();
+    let fd = shared["fd"].as_u64().unwrap();
+    let sim = run
+        .program
+        .iter()
+        .find_map(|v| v.get("done").and(v["pid"].as_u64()))
+        .unwrap();
+    let leaks = by_event(&run.ours, "leak");
+    assert_eq!(leaks.len(), 1);
+    let mut holders: Vec<(u64, u64)> = leaks[0]["holders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| (h["pid"].as_u64().unwrap(), h["fd"].as_u64().unwrap()))
+        .collect();
+    holders.sort();
+    let mut want = vec![(sim, fd), (child, fd)];
+    want.sort();
+    assert_eq!(
+        holders, want,
+        "the program and the child it passed the fd to"
+    );
+}

@@ -69,6 +69,8 @@ impl Correlator {
                 since_close_ns: at_ns.saturating_sub(close_end),
                 ended,
                 origin: sock.origin,
+                holders: Vec::new(),
+                epoll: Vec::new(),
                 stack: sock.info.stack.to_vec(),
             }));
         }

@@ -2,7 +2,11 @@
 use std::net::IpAddr;
 
 use super::subsystem::Subsystem;
-use crate::{sockets::Origin, symbolize::Frame};
+use crate::{
+    explain::{EpollWatch, Holder},
+    sockets::Origin,
+    symbolize::Frame,
+};
 
 /// How sure the attribution of a socket to a PeerConnection is, weakest first.
 #[derive(
@@ -63,6 +67,12 @@ pub struct Leak {
     /// later marker tied it to the PeerConnection.
     #[serde(default)]
     pub origin: Origin,
+    /// Every (pid, fd) that refers to it at the verdict.
+    #[serde(default)]
+    pub holders: Vec<Holder>,
+    /// The epoll sets it is in at the verdict.
+    #[serde(default)]
+    pub epoll: Vec<EpollWatch>,
     /// Creating user stack, innermost first (empty if it could not be taken).
     pub stack: Vec<Frame>,
 }

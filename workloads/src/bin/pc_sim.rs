@@ -4,13 +4,16 @@
 //!
 //! `pc_sim [--pcs N] [--sockets K] [--leak PC_ID]... [--leak-unannounced PC_ID]...
 //!         [--linger D_MS] [--after-span] [--wait] [--pause-after-open PC_ID]
-//!         [--exit-without-cleanup]`
+//!         [--share-leaks] [--exit-without-cleanup]`
 //! Prints one JSON line per PeerConnection (`pc_id`, ports, leaked ports, and when
 //! `pc_close_end` fired as `close_end_mono_ns`, CLOCK_MONOTONIC) and a final
 //! `{"done":true,...}`. `--after-span` also creates one socket right after the span
 //! of PeerConnection 1 ended (it must not carry pc_id 1). `--pause-after-open PC_ID`
 //! prints `{"paused":PC_ID,"pid":P}` once that PeerConnection has its sockets, and waits
 //! for a line on stdin before closing it (a tracer attaches meanwhile).
+//! `--share-leaks` hands each leaked socket's fd to a child process (`sleep`) too, as a
+//! descriptor passed to another process would; it prints `{"shared_with": CHILD_PID,
+//! "fd": FD}` and ends the child before exiting.
 use std::{
     io::{BufRead as _, Write as _},
     net::UdpSocket,
@@ -52,6 +55,26 @@ fn pc_sim_create_sockets(pc_id: u64, count: u64) -> Vec<UdpSocket> {
     .unwrap_or_default()
 }
 
+/// A `sleep` child that inherits `s`'s fd (same number), so two processes hold it.
+fn share_with_child(s: &UdpSocket) -> Option<std::process::Child> {
+    use std::os::{fd::AsRawFd as _, unix::process::CommandExt as _};
+    let fd = s.as_raw_fd();
+    let mut cmd = std::process::Command::new("sleep");
+    cmd.arg("60");
+    // SAFETY: runs in the forked child before exec; fcntl is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().ok()?;
+    say(json!({"shared_with": child.id(), "fd": fd}));
+    Some(child)
+}
+
 fn port(s: &UdpSocket) -> u16 {
     s.local_addr().map(|a| a.port()).unwrap_or(0)
 }
@@ -73,7 +96,9 @@ fn main() {
         wait_for_go();
     }
 
+    let share_leaks = args.iter().any(|a| a == "--share-leaks");
     let mut kept = Vec::new();
+    let mut sharers = Vec::new();
     for pc_id in 1..=pcs {
         tracer_usdt::pc_open(pc_id);
         let socks = pc_sim_create_sockets(pc_id, per_pc);
@@ -96,6 +121,9 @@ fn main() {
                 .next()
                 .map(|s| {
                     let p = port(&s);
+                    if share_leaks {
+                        sharers.extend(share_with_child(&s));
+                    }
                     kept.push(s);
                     p
                 })
@@ -117,6 +145,10 @@ fn main() {
         }
     }
     std::thread::sleep(linger);
+    for mut child in sharers {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
     say(
         json!({"done": true, "pid": std::process::id(), "leaked": kept.iter().map(port).collect::<Vec<_>>()}),
     );
