@@ -197,8 +197,15 @@ pub fn write_frames(out: &mut dyn Write, label: &str, frames: &[Frame]) -> io::R
         writeln!(out, "      (not available)")?;
     }
     for f in frames {
-        for inl in &f.inlined {
-            writeln!(out, "      {:#018x} {inl} (inlined)", f.addr)?;
+        for (i, inl) in f.inlined.iter().enumerate() {
+            match f.inlined_at.get(i).map(|a| (&a.file, a.line)) {
+                Some((Some(file), Some(line))) => writeln!(
+                    out,
+                    "      {:#018x} {inl} (inlined) at {file}:{line}",
+                    f.addr
+                )?,
+                _ => writeln!(out, "      {:#018x} {inl} (inlined)", f.addr)?,
+            }
         }
         let name = f.symbol.as_deref().unwrap_or("[unknown]");
         match (&f.file, f.line) {

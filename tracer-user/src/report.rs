@@ -4,7 +4,7 @@ use std::io::{self, Write};
 
 use crate::{
     clock::human_ns,
-    correlate::{Finding, Leak, OpenSocket, PcOutcome, PcVerdict},
+    correlate::{Finding, Leak, OpenSocket, PcOutcome, PcVerdict, Site},
     output::{Format, SCHEMA, write_frames},
     sockets::Origin,
 };
@@ -181,7 +181,21 @@ fn write_leak(out: &mut dyn Write, l: &Leak) -> io::Result<()> {
         l.confidence.label()
     )?;
     write_holders(out, l)?;
+    write_site(out, l.site.as_ref())?;
     write_frames(out, "creating", &l.stack)
+}
+
+/// "    created in wr::rtsp_upstream at src/main.rs:31", before the full stack.
+fn write_site(out: &mut dyn Write, site: Option<&Site>) -> io::Result<()> {
+    let Some(site) = site else {
+        return Ok(());
+    };
+    let at = match (&site.file, site.line) {
+        (Some(f), Some(l)) => format!(" at {f}:{l}"),
+        (Some(f), None) => format!(" at {f}"),
+        _ => String::new(),
+    };
+    writeln!(out, "    created in {}{at}", site.function)
 }
 
 /// "    held by pid 12 (proxy) fd 7, pid 40 (worker) fd 3; in epoll pid 12 fd 5 (in, out)".
@@ -236,6 +250,7 @@ fn write_open_socket(out: &mut dyn Write, lead: &str, s: &OpenSocket) -> io::Res
     if s.origin == Origin::Preexisting {
         return Ok(()); // no creating stack to show
     }
+    write_site(out, s.site.as_ref())?;
     write_frames(out, "creating", &s.stack)
 }
 

@@ -33,11 +33,22 @@ pub struct Frame {
     /// Functions inlined at this address, innermost first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub inlined: Vec<String>,
+    /// Where each of `inlined` is in the source (same order): the file and line of this
+    /// address inside that function.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inlined_at: Vec<SourceLine>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub module: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<u32>,
+}
+
+/// A place in the source.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SourceLine {
+    pub file: Option<String>,
     pub line: Option<u32>,
 }
 
@@ -128,6 +139,7 @@ impl Frame {
             addr,
             symbol: None,
             inlined: Vec::new(),
+            inlined_at: Vec::new(),
             module: None,
             file: None,
             line: None,
@@ -150,6 +162,18 @@ impl Frame {
                 .iter()
                 .rev()
                 .map(|f| strip_hash(&f.name).to_owned())
+                .collect(),
+            inlined_at: sym
+                .inlined
+                .iter()
+                .rev()
+                .map(|f| SourceLine {
+                    file: f
+                        .code_info
+                        .as_ref()
+                        .map(|c| c.to_path().display().to_string()),
+                    line: f.code_info.as_ref().and_then(|c| c.line),
+                })
                 .collect(),
             module: sym
                 .module

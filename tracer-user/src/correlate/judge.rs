@@ -4,7 +4,7 @@
 //! process's untied sockets still open are listed as possibly its own.
 use super::{
     Correlator, Finding, IncompleteReason, Leak, OpenSocket, PcOutcome, PcVerdict,
-    PeerConnectionId, PossibleLeak, Socket, UnclosedPc,
+    PeerConnectionId, PossibleLeak, Socket, UnclosedPc, creating_site,
 };
 use crate::sockets::Origin;
 
@@ -25,6 +25,7 @@ impl Socket {
             age_ns: self.age_at(at_ns),
             subsystem: traced.then_some(self.subsystem),
             confidence: self.attribution.map(|a| a.confidence),
+            site: creating_site(&self.info.stack),
             stack: self.info.stack.to_vec(),
         }
     }
@@ -69,6 +70,7 @@ impl Correlator {
                 since_close_ns: at_ns.saturating_sub(close_end),
                 ended,
                 origin: sock.origin,
+                site: creating_site(&sock.info.stack),
                 holders: Vec::new(),
                 epoll: Vec::new(),
                 stack: sock.info.stack.to_vec(),

@@ -10,6 +10,7 @@
 //! PeerConnections from before the attach are only partly known, so a PeerConnection
 //! is judged clean only when its whole life was seen (see `judge.rs`).
 mod judge;
+mod site;
 mod subsystem;
 mod verdict;
 
@@ -19,6 +20,7 @@ use std::{
     sync::Arc,
 };
 
+pub use site::{Site, creating_site};
 pub use subsystem::{Subsystem, classify, is_webrtc_frame};
 pub use verdict::{
     Attribution, Confidence, Finding, IncompleteReason, Leak, OpenSocket, PcEnd, PcOutcome,

@@ -45,7 +45,7 @@ pub fn is_webrtc_frame(name: &str) -> bool {
 /// Function names may be qualified (`<webrtc_ice::agent::Agent as ..>::f`): match
 /// the crate path anywhere after a `<` or at the start.
 /// Runs once per socket and frame: no allocation.
-fn frame_in(name: &str, prefix: &str) -> bool {
+pub(super) fn frame_in(name: &str, prefix: &str) -> bool {
     name.starts_with(prefix)
         || name
             .match_indices(prefix)
@@ -89,6 +89,7 @@ mod tests {
                 addr: 0,
                 symbol: Some((*n).into()),
                 inlined: vec![],
+                inlined_at: vec![],
                 module: None,
                 file: None,
                 line: None,

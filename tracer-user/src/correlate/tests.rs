@@ -14,6 +14,7 @@ fn frame(name: &str) -> Frame {
         addr: 1,
         symbol: Some(name.into()),
         inlined: vec![],
+        inlined_at: vec![],
         module: None,
         file: None,
         line: None,

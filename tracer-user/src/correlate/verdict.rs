@@ -1,7 +1,7 @@
 //! What the correlator concludes, as records for output and reports.
 use std::net::IpAddr;
 
-use super::subsystem::Subsystem;
+use super::{site::Site, subsystem::Subsystem};
 use crate::{
     explain::{EpollWatch, Holder},
     sockets::Origin,
@@ -67,6 +67,9 @@ pub struct Leak {
     /// later marker tied it to the PeerConnection.
     #[serde(default)]
     pub origin: Origin,
+    /// The first frame of the creating stack in the application's own code.
+    #[serde(default)]
+    pub site: Option<Site>,
     /// Every (pid, fd) that refers to it at the verdict.
     #[serde(default)]
     pub holders: Vec<Holder>,
@@ -112,6 +115,9 @@ pub struct OpenSocket {
     pub subsystem: Option<Subsystem>,
     /// How it is tied to the PeerConnection, if it is.
     pub confidence: Option<Confidence>,
+    /// The first frame of the creating stack in the application's own code.
+    #[serde(default)]
+    pub site: Option<Site>,
     /// Creating user stack, innermost first (empty when unknown).
     pub stack: Vec<Frame>,
 }

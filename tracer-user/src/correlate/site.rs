@@ -1,0 +1,120 @@
+//! The creating site: the first frame of a creating stack that is the application's
+//! own code (not libc, the Rust standard library, the async runtime, socket helpers,
+//! tracer-usdt or webrtc-rs), with its file and line. It is what a person reading a
+//! leak wants first; the full stack follows it.
+use super::subsystem::{frame_in, is_webrtc_frame};
+use crate::symbolize::Frame;
+
+/// Where the application created a socket.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Site {
+    pub function: String,
+    pub file: Option<String>,
+    pub line: Option<u32>,
+}
+
+/// Crates that are never the application: the standard library, runtimes and their
+/// I/O layers, socket helpers, sockscope's own markers.
+const NOT_THE_APPLICATION: [&str; 18] = [
+    "std::",
+    "core::",
+    "alloc::",
+    "tokio::",
+    "mio::",
+    "socket2::",
+    "futures::",
+    "futures_util::",
+    "futures_core::",
+    "async_io::",
+    "async_executor::",
+    "async_task::",
+    "smol::",
+    "polling::",
+    "blocking::",
+    "tracing::",
+    "tracing_futures::",
+    "tracer_usdt::",
+];
+
+/// Whether a function name is the application's own code: a Rust path (libc's and the
+/// loader's C symbols have none) outside the crates above and webrtc-rs.
+fn is_application(name: &str) -> bool {
+    name.contains("::")
+        && !NOT_THE_APPLICATION.iter().any(|p| frame_in(name, p))
+        && !is_webrtc_frame(name)
+}
+
+/// The innermost frame (inlined functions included) that is the application's.
+pub fn creating_site(stack: &[Frame]) -> Option<Site> {
+    for frame in stack {
+        let inlined = frame.inlined.iter().enumerate().map(|(i, name)| {
+            let at = frame.inlined_at.get(i);
+            (
+                name,
+                at.and_then(|a| a.file.clone()),
+                at.and_then(|a| a.line),
+            )
+        });
+        let outer = frame
+            .symbol
+            .iter()
+            .map(|name| (name, frame.file.clone(), frame.line));
+        if let Some((name, file, line)) = inlined.chain(outer).find(|(n, _, _)| is_application(n)) {
+            return Some(Site {
+                function: name.clone(),
+                file,
+                line,
+            });
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::symbolize::SourceLine;
+
+    fn frame(symbol: &str, file: &str, line: u32, inlined: &[(&str, &str, u32)]) -> Frame {
+        Frame {
+            addr: 1,
+            symbol: Some(symbol.into()),
+            inlined: inlined.iter().map(|i| i.0.into()).collect(),
+            inlined_at: inlined
+                .iter()
+                .map(|i| SourceLine {
+                    file: Some(i.1.into()),
+                    line: Some(i.2),
+                })
+                .collect(),
+            module: None,
+            file: Some(file.into()),
+            line: Some(line),
+        }
+    }
+
+    #[test]
+    fn skips_libc_std_runtimes_and_webrtc_rs_and_sees_inlined_frames() {
+        let stack = vec![
+            frame("__GI_socket", "socket.S", 120, &[]),
+            frame("std::net::udp::UdpSocket::bind", "udp.rs", 122, &[]),
+            frame("webrtc_ice::agent::Agent::gather", "agent.rs", 10, &[]),
+            frame(
+                "<tracer_usdt::InPcSpan<F> as core::future::future::Future>::poll",
+                "lib.rs",
+                99,
+                &[("wr::rtsp_upstream::{{closure}}", "src/main.rs", 31)],
+            ),
+            frame("main", "src/main.rs", 5, &[]),
+        ];
+        assert_eq!(
+            creating_site(&stack),
+            Some(Site {
+                function: "wr::rtsp_upstream::{{closure}}".into(),
+                file: Some("src/main.rs".into()),
+                line: Some(31),
+            })
+        );
+        assert_eq!(creating_site(&stack[..3]), None, "no application frame");
+    }
+}
