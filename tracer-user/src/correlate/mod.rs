@@ -208,7 +208,10 @@ impl Correlator {
             return (*subsystem, *webrtc);
         }
         let subsystem = classify(stack);
-        let webrtc = stack.iter().flat_map(Frame::names).any(is_webrtc_frame);
+        let webrtc = stack
+            .iter()
+            .flat_map(Frame::functions)
+            .any(|f| is_webrtc_frame(&f.qualified()));
         per_process.insert(key, (stack.clone(), subsystem, webrtc));
         (subsystem, webrtc)
     }

@@ -15,7 +15,7 @@ pub struct Site {
 
 /// Crates that are never the application: the standard library, runtimes and their
 /// I/O layers, socket helpers, sockscope's own markers.
-const NOT_THE_APPLICATION: [&str; 18] = [
+const NOT_THE_APPLICATION: [&str; 23] = [
     "std::",
     "core::",
     "alloc::",
@@ -25,6 +25,11 @@ const NOT_THE_APPLICATION: [&str; 18] = [
     "futures::",
     "futures_util::",
     "futures_core::",
+    "futures_lite::",
+    "futures_executor::",
+    "parking::",
+    "event_listener::",
+    "async_channel::",
     "async_io::",
     "async_executor::",
     "async_task::",
@@ -37,37 +42,24 @@ const NOT_THE_APPLICATION: [&str; 18] = [
 ];
 
 /// Whether a function name is the application's own code: a Rust path (libc's and the
-/// loader's C symbols have none) outside the crates above and webrtc-rs.
+/// loader's C symbols have none; a name whose path could not be found is not known to
+/// be the application's) outside the crates above and webrtc-rs.
 fn is_application(name: &str) -> bool {
-    name.contains("::")
+    crate::symbolize::has_path(name)
         && !NOT_THE_APPLICATION.iter().any(|p| frame_in(name, p))
         && !is_webrtc_frame(name)
 }
 
 /// The innermost frame (inlined functions included) that is the application's.
 pub fn creating_site(stack: &[Frame]) -> Option<Site> {
-    for frame in stack {
-        let inlined = frame.inlined.iter().enumerate().map(|(i, name)| {
-            let at = frame.inlined_at.get(i);
-            (
-                name,
-                at.and_then(|a| a.file.clone()),
-                at.and_then(|a| a.line),
-            )
-        });
-        let outer = frame
-            .symbol
-            .iter()
-            .map(|name| (name, frame.file.clone(), frame.line));
-        if let Some((name, file, line)) = inlined.chain(outer).find(|(n, _, _)| is_application(n)) {
-            return Some(Site {
-                function: name.clone(),
-                file,
-                line,
-            });
-        }
-    }
-    None
+    stack.iter().flat_map(Frame::functions).find_map(|f| {
+        let qualified = f.qualified();
+        is_application(&qualified).then(|| Site {
+            function: qualified.into_owned(),
+            file: f.file.map(str::to_owned),
+            line: f.line,
+        })
+    })
 }
 
 #[cfg(test)]

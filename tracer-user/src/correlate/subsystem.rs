@@ -68,8 +68,9 @@ impl Subsystem {
 
 pub fn classify(frames: &[Frame]) -> Subsystem {
     for frame in frames {
-        for name in frame.names() {
-            let found = CRATES.iter().find(|(prefix, _)| frame_in(name, prefix));
+        for function in frame.functions() {
+            let name = function.qualified();
+            let found = CRATES.iter().find(|(prefix, _)| frame_in(&name, prefix));
             if let Some((_, s)) = found.filter(|(_, s)| *s != Subsystem::Other) {
                 return *s;
             }
@@ -117,5 +118,53 @@ mod tests {
         );
         assert!(is_webrtc_frame("webrtc_ice::udp_network::x"));
         assert!(!is_webrtc_frame("tokio::net::udp::UdpSocket::bind"));
+    }
+}
+
+/// Stacks captured by sockscope from real webrtc-rs programs (tests/fixtures/stacks,
+/// one JSON array of frames per file, named `webrtc-VERSION-KIND[-VARIANT].json`):
+/// each version's and build's sockets are classified as what created them.
+#[cfg(test)]
+mod captured {
+    use super::*;
+
+    fn fixtures() -> Vec<(String, Vec<Frame>)> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/stacks");
+        let mut v: Vec<(String, Vec<Frame>)> = std::fs::read_dir(&dir)
+            .expect("tests/fixtures/stacks")
+            .flatten()
+            .map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let text = std::fs::read_to_string(e.path()).unwrap();
+                let frames = serde_json::from_str(&text)
+                    .unwrap_or_else(|err| panic!("{name}: not a list of frames: {err}"));
+                (name, frames)
+            })
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    #[test]
+    fn real_stacks_of_both_webrtc_rs_lines_are_classified() {
+        let all = fixtures();
+        let mut seen = Vec::new();
+        for (name, frames) in &all {
+            let want = if name.contains("-mdns") {
+                Subsystem::Mdns
+            } else if name.contains("-host") {
+                Subsystem::IceAgent
+            } else {
+                panic!("{name}: which kind of socket is it?")
+            };
+            assert_eq!(classify(frames), want, "{name}");
+            seen.push(name.split('-').nth(1).unwrap_or_default().to_owned());
+        }
+        for version in ["0.17", "0.21"] {
+            assert!(
+                seen.iter().any(|v| v == version),
+                "no stack of webrtc-rs {version}"
+            );
+        }
     }
 }
