@@ -9,18 +9,23 @@
 //! valid id.
 //!
 //! Features: `tracing` ([`PcSpanLayer`]: spans with a `pc_id` field become
-//! PeerConnection spans) and `webrtc` ([`TracedPeerConnection`]: a webrtc-rs
-//! `RTCPeerConnection` that fires every marker).
+//! PeerConnection spans), `webrtc` (webrtc-rs 0.20+: [`current::build`] and
+//! [`current::TracedRuntime`], which attribute every socket a connection's driver binds)
+//! and `webrtc-legacy` (webrtc-rs
+//! 0.14-0.17: [`legacy::TracedPeerConnection`], a `RTCPeerConnection` that fires every
+//! marker).
 
+/// Helpers for the current webrtc-rs line (0.20+, tokio, smol or any runtime).
+#[cfg(feature = "webrtc")]
+pub mod current;
 #[cfg(feature = "tracing")]
 mod layer;
-#[cfg(feature = "webrtc")]
-mod webrtc_pc;
+/// Helpers for the legacy webrtc-rs line (0.14-0.17, Tokio).
+#[cfg(feature = "webrtc-legacy")]
+pub mod legacy;
 
 #[cfg(feature = "tracing")]
 pub use layer::PcSpanLayer;
-#[cfg(feature = "webrtc")]
-pub use webrtc_pc::{TracedPeerConnection, candidate_ports};
 
 /// A PeerConnection came to life.
 #[inline(always)]
@@ -44,6 +49,36 @@ pub fn pc_close_end(pc_id: u64) {
 #[inline(always)]
 pub fn pc_socket(pc_id: u64, local_port: u16) {
     probe::probe!(sockscope, pc_socket, pc_id, local_port);
+}
+
+/// The PeerConnection owns the UDP socket whose `SO_COOKIE` is `cookie`: the exact,
+/// strongest attribution (a port can be reused; a cookie never is while the host runs).
+#[inline(always)]
+pub fn pc_socket_cookie(pc_id: u64, cookie: u64) {
+    probe::probe!(sockscope, pc_socket_cookie, pc_id, cookie);
+}
+
+/// The application let go of the PeerConnection without calling `close()` (its last
+/// handle was dropped): from here on, sockets it owned should go, as after
+/// `pc_close_end`.
+#[inline(always)]
+pub fn pc_dropped(pc_id: u64) {
+    probe::probe!(sockscope, pc_dropped, pc_id);
+}
+
+/// The `SO_COOKIE` of a socket (for [`pc_socket_cookie`]); `None` if the kernel will not
+/// say (before Linux 4.14, or `fd` is not a socket).
+pub fn socket_cookie(fd: std::os::fd::RawFd) -> Option<u64> {
+    const SOL_SOCKET: i32 = 1;
+    const SO_COOKIE: i32 = 57;
+    unsafe extern "C" {
+        fn getsockopt(fd: i32, level: i32, name: i32, value: *mut u64, len: *mut u32) -> i32;
+    }
+    let mut cookie = 0u64;
+    let mut len = size_of::<u64>() as u32;
+    // SAFETY: `cookie` and `len` are valid for writes of the sizes given.
+    let rc = unsafe { getsockopt(fd, SOL_SOCKET, SO_COOKIE, &mut cookie, &mut len) };
+    (rc == 0 && len as usize == size_of::<u64>()).then_some(cookie)
 }
 
 /// The current thread starts working for `pc_id`.
