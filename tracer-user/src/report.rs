@@ -166,9 +166,14 @@ fn write_leak(out: &mut dyn Write, l: &Leak) -> io::Result<()> {
     } else {
         ""
     };
+    let by = if l.origin == Origin::Preexisting {
+        "an unknown creator"
+    } else {
+        l.subsystem.label()
+    };
     writeln!(
         out,
-        "LEAK pid={} ({}) pc_id={} cookie={}{}: still open {} {}, {} by {} [attributed {}{inventory}]",
+        "LEAK pid={} ({}) pc_id={} cookie={}{}: still open {} {}, {} by {by} [attributed {}{inventory}]",
         l.pid,
         l.comm,
         l.pc_id,
@@ -177,7 +182,6 @@ fn write_leak(out: &mut dyn Write, l: &Leak) -> io::Result<()> {
         human_ns(l.since_close_ns),
         l.ended.after(),
         age_text(l.age_ns),
-        l.subsystem.label(),
         l.confidence.label()
     )?;
     write_holders(out, l)?;

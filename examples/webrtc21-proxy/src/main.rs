@@ -97,6 +97,14 @@ struct Args {
     /// Stay alive this long (ms) at the end, so a tracer can judge open sockets.
     #[arg(long, default_value_t = 0)]
     linger: u64,
+    /// Once session N is connected, print `{"paused":N,"pid":P}` and wait for a line on
+    /// stdin before its teardown (a tracer attaches meanwhile).
+    #[arg(long, value_name = "N")]
+    pause_session: Option<u64>,
+    /// Exit once the first session is connected, its connections neither closed nor
+    /// dropped, as a server stopped by a signal does.
+    #[arg(long)]
+    exit_with_open: bool,
 }
 
 fn default_runtime() -> RuntimeKind {
@@ -184,6 +192,8 @@ async fn run(args: &Args, base: Arc<dyn Runtime>) -> anyhow::Result<()> {
         ice_restart: args.ice_restart,
         close_in_callback: args.close_in_callback,
         reactor_pool: args.reactor_pool,
+        pause_session: args.pause_session,
+        exit_with_open: args.exit_with_open,
     };
     say(json!({
         "pid": std::process::id(),

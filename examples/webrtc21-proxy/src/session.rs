@@ -40,6 +40,12 @@ pub struct Options {
     pub close_in_callback: bool,
     /// `with_dedicated_reactor_pool_size` (0: drivers run on the application's runtime).
     pub reactor_pool: usize,
+    /// The session that, once connected, waits for a line on stdin before its teardown
+    /// (a tracer attaches meanwhile).
+    pub pause_session: Option<u64>,
+    /// Exit the process once the first session is connected, its connections neither
+    /// closed nor dropped (as a server stopped by a signal does).
+    pub exit_with_open: bool,
 }
 
 /// What `close()` called from inside an event-handler callback did.
@@ -360,6 +366,28 @@ pub async fn run(
     } else {
         None
     };
+
+    if opts.pause_session == Some(session) {
+        crate::say(json!({"paused": session, "pid": std::process::id(), "pc_ids": [a_id, b_id]}));
+        // Blocks this thread only: the drivers run on the runtime's other threads.
+        let mut line = String::new();
+        let _ = std::io::stdin().read_line(&mut line);
+    }
+    if opts.exit_with_open {
+        let open = selfcheck::open_udp_sockets();
+        let mine = |p: &Peer| {
+            open_of(&p.traced, &open)
+                .iter()
+                .map(|s| json!({"port": s.port(), "cookie": s.cookie}))
+                .collect::<Vec<_>>()
+        };
+        crate::say(json!({
+            "exiting_with_open": {a_id.to_string(): mine(&offerer), b_id.to_string(): mine(&answerer)},
+            "pid": std::process::id(),
+        }));
+        // No destructor runs: neither close() nor the drop of a handle.
+        std::process::exit(0);
+    }
 
     let mut leaked = Vec::new();
     for &kind in leaks {

@@ -40,7 +40,7 @@ impl Correlator {
         let close_end = pc.close_end_ns.unwrap_or(at_ns);
         let ended = pc.ended;
         let opened = pc.opened_ns;
-        let predates = pc.has_preexisting;
+        let predates = !pc.preexisting.is_empty();
         let attributed = pc.sockets.len();
         let mut cookies: Vec<u64> = pc.sockets.iter().copied().collect();
         cookies.sort_unstable();

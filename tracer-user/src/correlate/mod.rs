@@ -109,8 +109,8 @@ struct PeerConnection {
     judged: bool,
     /// Listed as never closed at its process's exit.
     reported_unclosed: bool,
-    /// A socket tied to it predates the attach: its creation was not seen.
-    has_preexisting: bool,
+    /// Sockets tied to it that predate the attach (their creation was not seen).
+    preexisting: HashSet<u64>,
 }
 
 pub struct Correlator {
@@ -287,21 +287,36 @@ impl Correlator {
             return;
         }
         let previous = sock.attribution.filter(|old| old.pc_id != a.pc_id);
-        let previous_pc = previous.map(|old| PeerConnectionId {
-            pid: sock.info.pid,
-            pc_id: old.pc_id,
-        });
-        if let Some(pc) = previous_pc.and_then(|k| self.pcs.get_mut(&k)) {
-            pc.sockets.remove(&cookie);
-        }
         sock.attribution = Some(a);
-        let key = PeerConnectionId {
-            pid: sock.info.pid,
-            pc_id: a.pc_id,
-        };
-        let pc = self.pcs.entry(key).or_default();
+        let (pid, origin) = (sock.info.pid, sock.origin);
+        if let Some(old) = previous {
+            self.untie(
+                PeerConnectionId {
+                    pid,
+                    pc_id: old.pc_id,
+                },
+                cookie,
+            );
+        }
+        let pc = self
+            .pcs
+            .entry(PeerConnectionId {
+                pid,
+                pc_id: a.pc_id,
+            })
+            .or_default();
         pc.sockets.insert(cookie);
-        pc.has_preexisting |= sock.origin == Origin::Preexisting;
+        if origin == Origin::Preexisting {
+            pc.preexisting.insert(cookie);
+        }
+    }
+
+    /// `cookie` no longer belongs to `key`.
+    fn untie(&mut self, key: PeerConnectionId, cookie: u64) {
+        if let Some(pc) = self.pcs.get_mut(&key) {
+            pc.sockets.remove(&cookie);
+            pc.preexisting.remove(&cookie);
+        }
     }
 
     pub fn socket_bound(&mut self, cookie: u64, addr: IpAddr, port: u16) {
@@ -310,16 +325,61 @@ impl Correlator {
         };
         sock.local = Some((addr, port));
         let pid = sock.info.pid;
-        let owner = self
+        // An announced port names one socket: a PeerConnection that already has a live
+        // socket on it does not claim another (several sockets share a port with
+        // SO_REUSEPORT: every mDNS socket is on 5353).
+        let mut claimants = self
             .pcs
             .iter()
-            .find(|(k, pc)| k.pid == pid && pc.close_end_ns.is_none() && pc.ports.contains(&port))
-            .map(|(k, _)| k.pc_id);
-        if let Some(pc_id) = owner {
+            .filter(|(k, pc)| k.pid == pid && pc.close_end_ns.is_none() && pc.ports.contains(&port))
+            .map(|(k, _)| *k)
+            .filter(|k| !self.owns_live_port(*k, port, cookie));
+        if let (Some(k), None) = (claimants.next(), claimants.next()) {
             self.attribute(
                 cookie,
                 Attribution {
-                    pc_id,
+                    pc_id: k.pc_id,
+                    confidence: Confidence::PortMarker,
+                },
+            );
+        }
+    }
+
+    /// Whether `key` has a live socket other than `except` on `port`, tied to it by a
+    /// marker.
+    fn owns_live_port(&self, key: PeerConnectionId, port: u16, except: u64) -> bool {
+        self.pcs.get(&key).is_some_and(|pc| {
+            pc.sockets.iter().filter(|c| **c != except).any(|c| {
+                self.sockets.get(c).is_some_and(|s| {
+                    s.local.is_some_and(|l| l.1 == port)
+                        && s.attribution.is_some_and(|a| {
+                            a.pc_id == key.pc_id && a.confidence >= Confidence::PortMarker
+                        })
+                })
+            })
+        })
+    }
+
+    /// `pc_socket(pc_id, port)`: the PeerConnection owns a socket on `port`. The socket
+    /// it names is the one of the process on that port that no other PeerConnection's
+    /// marker names; when that is not exactly one socket the marker is ambiguous and
+    /// ties nothing (a later bind on the port may still be claimed).
+    fn port_announced(&mut self, key: PeerConnectionId, port: u16) {
+        self.pcs.entry(key).or_default().ports.insert(port);
+        if self.owns_live_port(key, port, 0) {
+            return;
+        }
+        let mut candidates = self.sockets.iter().filter(|(_, s)| {
+            s.info.pid == key.pid
+                && s.local.is_some_and(|l| l.1 == port)
+                && s.attribution
+                    .is_none_or(|a| a.pc_id == key.pc_id || a.confidence < Confidence::PortMarker)
+        });
+        if let (Some((&cookie, _)), None) = (candidates.next(), candidates.next()) {
+            self.attribute(
+                cookie,
+                Attribution {
+                    pc_id: key.pc_id,
                     confidence: Confidence::PortMarker,
                 },
             );
@@ -382,26 +442,7 @@ impl Correlator {
                 }
             }
             PcMarker::Socket { pc_id, port } => {
-                self.pcs
-                    .entry(PeerConnectionId { pid, pc_id })
-                    .or_default()
-                    .ports
-                    .insert(port);
-                let bound: Vec<u64> = self
-                    .sockets
-                    .iter()
-                    .filter(|(_, s)| s.info.pid == pid && s.local.is_some_and(|l| l.1 == port))
-                    .map(|(c, _)| *c)
-                    .collect();
-                for cookie in bound {
-                    self.attribute(
-                        cookie,
-                        Attribution {
-                            pc_id,
-                            confidence: Confidence::PortMarker,
-                        },
-                    );
-                }
+                self.port_announced(PeerConnectionId { pid, pc_id }, port)
             }
         }
         out

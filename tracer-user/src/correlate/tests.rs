@@ -445,3 +445,55 @@ fn pcs_never_closed_with_open_sockets_are_listed_once_at_exit() {
     assert!(c.process_exited(PID, 6 * MS).is_empty(), "listed once");
     assert_eq!(c.leak_count(), 0, "not a leak by itself");
 }
+
+#[test]
+fn a_port_names_one_socket_even_when_several_share_it() {
+    let mut c = Correlator::new(GRACE);
+    c.joined_running(PID, 0);
+    // An mDNS socket of a PeerConnection from before the attach, on the shared port.
+    c.socket_preexisting(preexisting(40, 5353));
+    // A new PeerConnection's own mDNS socket, announced by cookie, then by port.
+    c.marker(PID, PcMarker::Open(3), MS);
+    c.socket_created(socket(50, 0, 2 * MS, &[]));
+    c.socket_bound(50, LO, 5353);
+    c.marker(
+        PID,
+        PcMarker::SocketCookie {
+            pc_id: 3,
+            cookie: 50,
+        },
+        3 * MS,
+    );
+    c.marker(
+        PID,
+        PcMarker::Socket {
+            pc_id: 3,
+            port: 5353,
+        },
+        3 * MS,
+    );
+    let tied: Vec<_> = c
+        .live_sockets()
+        .map(|(s, a, _)| (s.cookie, a.map(|a| a.pc_id)))
+        .collect::<std::collections::BTreeMap<_, _>>()
+        .into_iter()
+        .collect();
+    assert_eq!(
+        tied,
+        vec![(40, None), (50, Some(3))],
+        "the old socket is not taken"
+    );
+    // Two untied sockets on one port: the marker cannot say which, and ties neither.
+    let mut c = Correlator::new(GRACE);
+    c.socket_preexisting(preexisting(40, 5353));
+    c.socket_preexisting(preexisting(41, 5353));
+    c.marker(
+        PID,
+        PcMarker::Socket {
+            pc_id: 7,
+            port: 5353,
+        },
+        MS,
+    );
+    assert!(c.live_sockets().all(|(_, a, _)| a.is_none()));
+}
