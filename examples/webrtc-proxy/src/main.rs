@@ -8,6 +8,12 @@
 //!
 //! Output: one JSON object per line (sessions, ports, injected leaks, and with
 //! `--self-check` the UDP sockets still open after all sessions closed, from /proc).
+//!
+//! `--remote-mdns` is no injected leak: the offerer plays a browser whose host
+//! candidates reach the answerer as unresolvable `<uuid>.local` names, and both
+//! PeerConnections close normally. Whatever stays open is webrtc-rs's doing (on
+//! webrtc-rs <= 0.17.1, the answerer's mDNS socket: webrtc-rs #831, fixed by #818).
+//! Build `examples/webrtc-proxy-0.17.1` for the same program on webrtc-rs 0.17.1.
 mod leaks;
 mod netns;
 mod selfcheck;
@@ -44,6 +50,19 @@ struct Args {
     /// Data channel messages echoed per session.
     #[arg(long, default_value_t = 3)]
     messages: usize,
+    /// Browser-like offerer: the answerer (mDNS QueryOnly) receives the offerer's host
+    /// candidates as unresolvable `<uuid>.local` names instead of 127.0.0.1. The data
+    /// channel may then not open; the session closes after --open-timeout regardless.
+    #[arg(long)]
+    remote_mdns: bool,
+    /// Run mDNS (QueryOnly) on the answerer without munging anything: the control for
+    /// --remote-mdns (an mDNS socket per answerer, no query).
+    #[arg(long)]
+    answerer_mdns: bool,
+    /// How long (ms) a session waits for its data channel to open (an error, except
+    /// with --remote-mdns).
+    #[arg(long, default_value_t = 20_000)]
+    open_timeout: u64,
     /// Enter a network namespace with only `lo` first (needs root).
     #[arg(long)]
     netns: bool,
@@ -61,6 +80,13 @@ struct Args {
     #[arg(long)]
     exit_without_cleanup: bool,
 }
+
+/// The webrtc-rs version this binary was built against: each package that builds this
+/// source pins `webrtc` exactly (`=0.17.2` here, `=0.17.1` in webrtc-proxy-0171).
+const WEBRTC_VERSION: &str = match env!("CARGO_PKG_NAME").as_bytes() {
+    b"webrtc-proxy-0171" => "0.17.1",
+    _ => "0.17.2",
+};
 
 fn say(v: serde_json::Value) {
     use std::io::Write as _;
@@ -109,9 +135,21 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: &Args) -> anyhow::Result<()> {
-    say(
-        json!({"pid": std::process::id(), "sessions": args.sessions, "interfaces": netns::interfaces()}),
-    );
+    say(json!({
+        "pid": std::process::id(),
+        "sessions": args.sessions,
+        "interfaces": netns::interfaces(),
+        "webrtc": WEBRTC_VERSION,
+        "remote_mdns": args.remote_mdns,
+    }));
+    let opts = session::Options {
+        use_mux: args.udp_mux,
+        messages: args.messages,
+        remote_mdns: args.remote_mdns,
+        answerer_mdns: args.answerer_mdns,
+        open_timeout: Duration::from_millis(args.open_timeout),
+        snapshot: args.self_check.is_some(),
+    };
     let leak_for = |s: u64| -> Vec<Leak> {
         if args.leak_session.is_none_or(|k| k == s) {
             args.leak.clone()
@@ -125,8 +163,7 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         let tasks: Vec<_> = (0..args.sessions)
             .map(|s| {
                 let leaks = leak_for(s);
-                let (mux, messages) = (args.udp_mux, args.messages);
-                tokio::spawn(async move { session_with_leaks(s, leaks, mux, messages).await })
+                tokio::spawn(async move { session_with_leaks(s, leaks, opts).await })
             })
             .collect();
         for t in tasks {
@@ -134,7 +171,7 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         }
     } else {
         for s in 0..args.sessions {
-            reports.extend(session_with_leaks(s, leak_for(s), args.udp_mux, args.messages).await?);
+            reports.extend(session_with_leaks(s, leak_for(s), opts).await?);
         }
     }
     // Sessions per second, for `cargo xtask bench` (traced vs untraced).
@@ -145,6 +182,9 @@ async fn run(args: &Args) -> anyhow::Result<()> {
             "ports": [r.ports.0, r.ports.1],
             "seconds": r.seconds,
             "leaked": r.leaked.iter().map(|l| json!({"kind": l.kind.name(), "pc_id": l.pc_id, "port": l.port})).collect::<Vec<_>>(),
+            "connected": r.connected,
+            "mdns_names": r.mdns_names,
+            "udp_before_close": r.udp_before_close,
         }));
     }
     if let Some(ms) = args.self_check {
@@ -167,13 +207,10 @@ async fn run(args: &Args) -> anyhow::Result<()> {
 async fn session_with_leaks(
     s: u64,
     leaks: Vec<Leak>,
-    mux: bool,
-    messages: usize,
+    opts: session::Options,
 ) -> anyhow::Result<Vec<session::SessionReport>> {
     if leaks.len() > 1 {
         anyhow::bail!("one --leak kind per session (use --leak-session to spread them)");
     }
-    Ok(vec![
-        session::run(s, leaks.first().copied(), mux, messages).await?,
-    ])
+    Ok(vec![session::run(s, leaks.first().copied(), opts).await?])
 }

@@ -1,11 +1,19 @@
 //! One proxy session: two in-process RTCPeerConnections (offerer and answerer)
 //! connected over loopback, a data channel exchange, then `close()` of both. Each
 //! PeerConnection announces its life through the `tracer-usdt` markers.
-use std::{sync::Arc, time::Duration};
+//!
+//! With `remote_mdns`, the offerer plays a browser: the offer the answerer receives
+//! names its host candidates `<uuid>.local` (mDNS host names, RFC draft
+//! rtcweb-mdns-ice-candidates) instead of 127.0.0.1, and the answerer runs mDNS in
+//! `QueryOnly` mode, so it starts an mDNS query for each name. Nobody answers them.
+use std::{os::fd::AsRawFd as _, sync::Arc, time::Duration};
 
 use anyhow::{Context as _, bail};
 use tokio::{net::UdpSocket, sync::mpsc};
-use tracer_usdt::{TracedPeerConnection, candidate_ports, in_pc_span};
+use tracer_usdt::{
+    in_pc_span,
+    legacy::{TracedPeerConnection, candidate_ports},
+};
 use webrtc::{
     api::{APIBuilder, setting_engine::SettingEngine},
     data_channel::{RTCDataChannel, data_channel_message::DataChannelMessage},
@@ -26,14 +34,15 @@ pub fn pc_ids(session: u64) -> (u64, u64) {
     (2 * session + 1, 2 * session + 2)
 }
 
-/// Loopback only, IPv4 UDP only, mDNS off: no packet can leave `lo`.
-fn setting_engine(mux: Option<Arc<UDPMuxDefault>>) -> SettingEngine {
+/// Loopback only, IPv4 UDP only: no packet can leave `lo` (mDNS, when on, goes to
+/// 224.0.0.251, which the program's network namespace routes to `lo`).
+fn setting_engine(mux: Option<Arc<UDPMuxDefault>>, mdns: MulticastDnsMode) -> SettingEngine {
     let mut s = SettingEngine::default();
     s.set_include_loopback_candidate(true);
     s.set_interface_filter(Box::new(|name: &str| name == "lo"));
     s.set_ip_filter(Box::new(|ip| ip.is_loopback()));
     s.set_network_types(vec![NetworkType::Udp4]);
-    s.set_ice_multicast_dns_mode(MulticastDnsMode::Disabled);
+    s.set_ice_multicast_dns_mode(mdns);
     if let Some(mux) = mux {
         s.set_udp_network(UDPNetwork::Muxed(mux));
     }
@@ -47,6 +56,8 @@ fn setting_engine(mux: Option<Arc<UDPMuxDefault>>) -> SettingEngine {
 pub struct MuxGuard {
     mux: Arc<UDPMuxDefault>,
     pub port: u16,
+    /// The socket's fd, valid while `mux` (which owns the socket) lives.
+    fd: std::os::fd::RawFd,
 }
 
 impl Drop for MuxGuard {
@@ -58,15 +69,21 @@ impl Drop for MuxGuard {
     }
 }
 
+/// Binds the session's mux socket. A plain function that is never inlined, so the
+/// socket's creating stack names it (an `async fn`'s body is polled as an anonymous
+/// `{async_fn#0}` closure, which symbolizes without this name).
 #[inline(never)]
-async fn open_session_mux() -> anyhow::Result<Arc<MuxGuard>> {
-    let socket = UdpSocket::bind("127.0.0.1:0")
-        .await
-        .context("binding the session's UDP mux socket")?;
+fn open_session_mux() -> anyhow::Result<Arc<MuxGuard>> {
+    let socket =
+        std::net::UdpSocket::bind("127.0.0.1:0").context("binding the session's UDP mux socket")?;
+    socket.set_nonblocking(true)?;
+    let socket = UdpSocket::from_std(socket)?;
     let port = socket.local_addr()?.port();
+    let fd = socket.as_raw_fd();
     Ok(Arc::new(MuxGuard {
         mux: UDPMuxDefault::new(UDPMuxParams::new(socket)),
         port,
+        fd,
     }))
 }
 
@@ -82,20 +99,21 @@ impl Peer {
     }
 }
 
-async fn new_peer(pc_id: u64, use_mux: bool) -> anyhow::Result<Peer> {
+async fn new_peer(pc_id: u64, use_mux: bool, mdns: MulticastDnsMode) -> anyhow::Result<Peer> {
     let mux = if use_mux {
-        Some(open_session_mux().await?)
+        Some(open_session_mux()?)
     } else {
         None
     };
     let network = mux.as_ref().map(|m| m.mux.clone());
     let api = APIBuilder::new()
-        .with_setting_engine(setting_engine(network))
+        .with_setting_engine(setting_engine(network, mdns))
         .build();
     let pc = Arc::new(api.new_peer_connection(RTCConfiguration::default()).await?);
     let traced = TracedPeerConnection::with_id(pc, pc_id);
     if let Some(m) = &mux {
-        tracer_usdt::pc_socket(pc_id, m.port);
+        // The application owns this socket: announce it exactly (cookie) and by port.
+        traced.announce_socket(&m.fd, m.port);
     }
     Ok(Peer { traced, mux })
 }
@@ -107,20 +125,104 @@ pub struct SessionReport {
     pub leaked: Vec<Leaked>,
     /// From creating the PeerConnections to both closed.
     pub seconds: f64,
+    /// Whether the data channel opened (always, unless `remote_mdns`).
+    pub connected: bool,
+    /// The `.local` names the answerer received instead of the offerer's addresses.
+    pub mdns_names: Vec<String>,
+    /// Ports of the process's UDP sockets just before `close()` (from /proc; with
+    /// `snapshot`): every session's, when sessions run concurrently.
+    pub udp_before_close: Option<Vec<u16>>,
 }
 
-pub async fn run(
-    session: u64,
-    leak: Option<Leak>,
-    use_mux: bool,
-    messages: usize,
-) -> anyhow::Result<SessionReport> {
+/// How a session runs.
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    /// A per-session UDP mux socket.
+    pub use_mux: bool,
+    /// Data channel messages echoed.
+    pub messages: usize,
+    /// The offerer's host candidates reach the answerer as unresolvable `.local` names.
+    pub remote_mdns: bool,
+    /// The answerer runs mDNS (`QueryOnly`) even without `.local` names to resolve.
+    pub answerer_mdns: bool,
+    /// How long to wait for the data channel to open.
+    pub open_timeout: Duration,
+    /// Read the process's open UDP sockets from /proc just before closing.
+    pub snapshot: bool,
+}
+
+/// A random version 4 UUID, as browsers name their host candidates.
+fn uuid_v4() -> anyhow::Result<String> {
+    use std::io::Read as _;
+    let mut b = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .context("reading /dev/urandom")?;
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    Ok(format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    ))
+}
+
+/// The SDP a browser with mDNS candidates would send: every host candidate's IP
+/// address replaced by a `<uuid>.local` name (one name per address). Returns the SDP
+/// and the names used.
+fn with_mdns_host_names(sdp: &str) -> anyhow::Result<(String, Vec<String>)> {
+    let mut names: Vec<(String, String)> = Vec::new();
+    let mut out = String::with_capacity(sdp.len() + 64);
+    for line in sdp.split_inclusive('\n') {
+        let body = line.trim_end_matches(['\r', '\n']);
+        let ending = &line[body.len()..];
+        let mut f: Vec<&str> = body.split(' ').collect();
+        let is_host_ip = body.starts_with("a=candidate:")
+            && body.contains(" typ host")
+            && f.get(4)
+                .is_some_and(|a| a.parse::<std::net::IpAddr>().is_ok());
+        if !is_host_ip {
+            out.push_str(line);
+            continue;
+        }
+        let addr = f[4].to_owned();
+        if !names.iter().any(|(a, _)| *a == addr) {
+            names.push((addr.clone(), format!("{}.local", uuid_v4()?)));
+        }
+        let name = &names.iter().find(|(a, _)| *a == addr).unwrap().1;
+        f[4] = name;
+        out.push_str(&f.join(" "));
+        out.push_str(ending);
+    }
+    Ok((out, names.into_iter().map(|(_, n)| n).collect()))
+}
+
+pub async fn run(session: u64, leak: Option<Leak>, opts: Options) -> anyhow::Result<SessionReport> {
+    let Options {
+        use_mux,
+        messages,
+        remote_mdns,
+        answerer_mdns,
+        open_timeout,
+        snapshot,
+    } = opts;
     let (a_id, b_id) = pc_ids(session);
     let started = std::time::Instant::now();
     // The leaks that need an app-owned socket use the muxed network.
     let use_mux = use_mux || leak.is_some_and(Leak::needs_mux);
-    let offerer = in_pc_span(a_id, new_peer(a_id, use_mux)).await?;
-    let answerer = in_pc_span(b_id, new_peer(b_id, use_mux)).await?;
+    // mDNS stays off unless the answerer has `.local` candidates to resolve (or is
+    // asked to run it anyway).
+    let answerer_mdns = if remote_mdns || answerer_mdns {
+        MulticastDnsMode::QueryOnly
+    } else {
+        MulticastDnsMode::Disabled
+    };
+    let offerer = in_pc_span(a_id, new_peer(a_id, use_mux, MulticastDnsMode::Disabled)).await?;
+    let answerer = in_pc_span(b_id, new_peer(b_id, use_mux, answerer_mdns)).await?;
 
     // The answerer echoes every message back. The handler holds the channel weakly:
     // a strong reference would be a channel -> handler -> channel cycle that keeps the
@@ -165,8 +267,13 @@ pub async fn run(
         )
     })
     .await?;
+    let (received_offer, mdns_names) = if remote_mdns {
+        with_mdns_host_names(&offer_sdp)?
+    } else {
+        (offer_sdp.clone(), Vec::new())
+    };
     let answer_sdp = in_pc_span(b_id, async {
-        let offer = RTCSessionDescription::offer(offer_sdp.clone())?;
+        let offer = RTCSessionDescription::offer(received_offer)?;
         answerer.pc().set_remote_description(offer).await?;
         let answer = answerer.pc().create_answer(None).await?;
         Ok::<_, anyhow::Error>(
@@ -183,13 +290,18 @@ pub async fn run(
     })
     .await?;
 
-    if tokio::time::timeout(Duration::from_secs(20), open_rx.recv())
+    let connected = tokio::time::timeout(open_timeout, open_rx.recv())
         .await
-        .is_err()
-    {
-        bail!("session {session}: the data channel did not open within 20 s");
+        .is_ok();
+    if !connected && !remote_mdns {
+        bail!(
+            "session {session}: the data channel did not open within {} ms",
+            open_timeout.as_millis()
+        );
     }
-    for i in 0..messages {
+    // With unresolvable remote names, not connecting is a possible outcome: the
+    // session then closes its PeerConnections all the same.
+    for i in 0..if connected { messages } else { 0 } {
         dc.send_text(format!("packet {i} of session {session}"))
             .await?;
         if tokio::time::timeout(Duration::from_secs(10), got_rx.recv())
@@ -205,6 +317,12 @@ pub async fn run(
         None => Vec::new(),
     };
 
+    let udp_before_close = snapshot.then(|| {
+        crate::selfcheck::open_udp_sockets()
+            .into_iter()
+            .map(|(_, port)| port)
+            .collect()
+    });
     for peer in [&offerer, &answerer] {
         // close() reports teardown hiccups (e.g. an SCTP reset racing the association
         // shutdown) yet still closes: log them, as applications do, and carry on.
@@ -223,5 +341,8 @@ pub async fn run(
         ports,
         leaked,
         seconds: started.elapsed().as_secs_f64(),
+        connected,
+        mdns_names,
+        udp_before_close,
     })
 }
