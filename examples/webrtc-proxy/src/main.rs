@@ -15,6 +15,7 @@
 //! webrtc-rs <= 0.17.1, the answerer's mDNS socket: webrtc-rs #831, fixed by #818).
 //! Build `examples/webrtc-proxy-0.17.1` for the same program on webrtc-rs 0.17.1.
 mod leaks;
+mod mdns_names;
 mod netns;
 mod selfcheck;
 mod session;

@@ -14,6 +14,8 @@
 //! shows it, what was leaked), with `--self-check` the UDP sockets still open after all
 //! sessions (from /proc, with the pc_id that announced each), and a `done` line.
 mod leaks;
+#[path = "../../webrtc-proxy/src/mdns_names.rs"]
+mod mdns_names;
 mod netns;
 mod selfcheck;
 mod session;
@@ -105,6 +107,11 @@ struct Args {
     /// dropped, as a server stopped by a signal does.
     #[arg(long)]
     exit_with_open: bool,
+    /// A browser-like offer: the answerer receives the offerer's host candidates as
+    /// unresolvable `<uuid>.local` names (webrtc-rs #831's trigger on 0.17.1). The
+    /// session still ends in bounded time even if they do not connect.
+    #[arg(long)]
+    remote_mdns: bool,
 }
 
 fn default_runtime() -> RuntimeKind {
@@ -194,6 +201,7 @@ async fn run(args: &Args, base: Arc<dyn Runtime>) -> anyhow::Result<()> {
         reactor_pool: args.reactor_pool,
         pause_session: args.pause_session,
         exit_with_open: args.exit_with_open,
+        remote_mdns: args.remote_mdns,
     };
     say(json!({
         "pid": std::process::id(),

@@ -46,6 +46,8 @@ pub struct Options {
     /// Exit the process once the first session is connected, its connections neither
     /// closed nor dropped (as a server stopped by a signal does).
     pub exit_with_open: bool,
+    /// The answerer gets the offerer's host candidates as unresolvable `.local` names.
+    pub remote_mdns: bool,
 }
 
 /// What `close()` called from inside an event-handler callback did.
@@ -255,13 +257,20 @@ async fn echo(
 }
 
 /// Offer/answer between the two peers, candidates included.
+/// Offer and answer. With `remote_mdns` the answerer receives the offerer's host
+/// candidates as `<uuid>.local` names, as from a browser.
 async fn negotiate(
     base: &Arc<dyn Runtime>,
     offerer: &mut Peer,
     answerer: &mut Peer,
+    remote_mdns: bool,
 ) -> anyhow::Result<()> {
     let offer = offerer.traced.create_offer(None).await?;
-    let offer = offerer.set_local_and_gather(base, offer).await?;
+    let mut offer = offerer.set_local_and_gather(base, offer).await?;
+    if remote_mdns {
+        let (sdp, _) = crate::mdns_names::with_mdns_host_names(&offer.sdp)?;
+        offer = RTCSessionDescription::offer(sdp)?;
+    }
     answerer.traced.set_remote_description(offer).await?;
     let answer = answerer.traced.create_answer(None).await?;
     let answer = answerer.set_local_and_gather(base, answer).await?;
@@ -318,7 +327,7 @@ pub async fn run(
     });
 
     let dc = offerer.traced.create_data_channel("proxy", None).await?;
-    negotiate(base, &mut offerer, &mut answerer).await?;
+    negotiate(base, &mut offerer, &mut answerer, opts.remote_mdns).await?;
     if timeout(&**base, Duration::from_secs(20), offerer.connected.recv())
         .await
         .is_err()
@@ -340,7 +349,7 @@ pub async fn run(
         let gen0 = |p: &Peer| p.traced.sockets();
         let (a_before, b_before) = (gen0(&offerer), gen0(&answerer));
         offerer.traced.restart_ice().await?;
-        negotiate(base, &mut offerer, &mut answerer).await?;
+        negotiate(base, &mut offerer, &mut answerer, opts.remote_mdns).await?;
         // The restarted generation has to carry the data channel.
         echo(base, &dc, session, opts.messages, "restarted").await?;
         // Let both drivers finish the rebind before reading /proc.

@@ -1,0 +1,317 @@
+//! `sockscope check` and `watch` on a real webrtc-rs 0.21 program
+//! (examples/webrtc21-proxy, tokio and smol) in a network namespace with only `lo`,
+//! against the program's own ground truth: the SO_COOKIE of every socket its
+//! connections' runtime wrapped, and which of them /proc still shows open.
+mod common;
+
+use std::{
+    collections::BTreeSet,
+    io::Write as _,
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use common::*;
+use serde_json::Value;
+
+const BIN: &str = "webrtc21-proxy";
+
+/// `check --grace 1s -- webrtc21-proxy --netns --linger 1500 ARGS`, or `None` (skip).
+fn check21(test: &str, check_args: &[&str], args: &[&str]) -> Option<CheckRun> {
+    if !require_root(test) {
+        return None;
+    }
+    let bin = example_bin(test, BIN)?;
+    let mut proxy_args = vec!["--netns", "--linger", "1500"];
+    proxy_args.extend_from_slice(args);
+    let mut check_args = check_args.to_vec();
+    check_args.extend(["--grace", "1s"]);
+    Some(run_check(&check_args, &bin, &proxy_args))
+}
+
+/// Per PeerConnection (from the program): every socket cookie its runtime wrapped.
+fn sockets_of(run: &CheckRun) -> Vec<(u64, BTreeSet<u64>)> {
+    run.program
+        .iter()
+        .flat_map(|l| l["pcs"].as_array().cloned().unwrap_or_default())
+        .map(|pc| {
+            let cookies = pc["sockets"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s["cookie"].as_u64().unwrap())
+                .collect();
+            (pc["pc_id"].as_u64().unwrap(), cookies)
+        })
+        .collect()
+}
+
+/// (pc_id, cookie) of each socket the program says it leaked and /proc still shows.
+fn leaked_by_program(run: &CheckRun) -> BTreeSet<(u64, u64)> {
+    run.program
+        .iter()
+        .flat_map(|l| l["leaked"].as_array().cloned().unwrap_or_default())
+        .flat_map(|l| {
+            let pc = l["pc_id"].as_u64().unwrap();
+            l["still_open"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(move |s| (pc, s["cookie"].as_u64().unwrap()))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+fn flagged(run: &CheckRun) -> BTreeSet<(u64, u64)> {
+    by_event(&run.ours, "leak")
+        .iter()
+        .map(|l| (l["pc_id"].as_u64().unwrap(), l["cookie"].as_u64().unwrap()))
+        .collect()
+}
+
+fn verdict<'a>(run: &'a CheckRun, pc_id: u64) -> &'a Value {
+    by_event(&run.ours, "verdict")
+        .into_iter()
+        .find(|v| v["pc_id"] == pc_id)
+        .unwrap_or_else(|| panic!("no verdict for pc {pc_id}: {:#?}", run.ours))
+}
+
+/// Every PeerConnection clean, each with exactly the sockets its runtime wrapped.
+fn assert_all_clean_and_attributed(run: &CheckRun) {
+    assert_eq!(run.code, Some(0), "{}\n{:#?}", run.stderr, run.ours);
+    let pcs = sockets_of(run);
+    assert!(!pcs.is_empty(), "the program reported its connections");
+    for (pc_id, cookies) in &pcs {
+        let v = verdict(run, *pc_id);
+        assert_eq!(v["outcome"], "clean", "{v}");
+        assert_eq!(
+            v["sockets"].as_u64(),
+            Some(cookies.len() as u64),
+            "every socket of pc {pc_id} attributed to it: {v}"
+        );
+    }
+}
+
+#[test]
+fn tokio_sessions_with_an_ice_restart_are_clean_and_every_socket_attributed() {
+    let test = "tokio_sessions_with_an_ice_restart_are_clean_and_every_socket_attributed";
+    let Some(run) = check21(test, &[], &["--sessions", "2", "--ice-restart"]) else {
+        return;
+    };
+    assert_all_clean_and_attributed(&run);
+    // The restart really rebound: each connection had two generations (host + mDNS each).
+    for (pc_id, cookies) in sockets_of(&run) {
+        assert_eq!(
+            cookies.len(),
+            4,
+            "pc {pc_id}: two generations of two sockets"
+        );
+    }
+}
+
+#[test]
+fn smol_sessions_and_a_close_from_a_callback_are_clean() {
+    let test = "smol_sessions_and_a_close_from_a_callback_are_clean";
+    let args = [
+        "--runtime",
+        "smol",
+        "--sessions",
+        "2",
+        "--close-in-callback",
+    ];
+    let Some(run) = check21(test, &[], &args) else {
+        return;
+    };
+    assert_all_clean_and_attributed(&run);
+    assert!(
+        run.program
+            .iter()
+            .any(|l| l["close_in_callback"]["returned_us"].is_u64()),
+        "the answerer was closed from its callback"
+    );
+}
+
+#[test]
+fn a_connection_dropped_without_close_fails_the_check_with_its_sockets_named() {
+    let test = "a_connection_dropped_without_close_fails_the_check_with_its_sockets_named";
+    let Some(run) = check21(test, &[], &["--sessions", "2", "--drop-without-close"]) else {
+        return;
+    };
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    let truth = leaked_by_program(&run);
+    assert_eq!(
+        truth.len(),
+        4,
+        "two sockets per dropped connection stay open"
+    );
+    assert_eq!(flagged(&run), truth);
+    for l in by_event(&run.ours, "leak") {
+        assert_eq!(l["ended"], "dropped_without_close", "{l}");
+        assert_eq!(l["confidence"], "cookie_marker", "{l}");
+        let want = if l["local_port"] == 5353 {
+            "mdns"
+        } else {
+            "ice_agent"
+        };
+        assert_eq!(l["subsystem"], want, "{l}");
+    }
+    for (pc, _) in &truth {
+        let v = verdict(&run, *pc);
+        assert_eq!(
+            (v["outcome"].as_str(), v["ended"].as_str()),
+            (Some("leak"), Some("dropped_without_close"))
+        );
+    }
+}
+
+#[test]
+fn an_arc_cycle_that_keeps_the_driver_alive_is_flagged() {
+    let test = "an_arc_cycle_that_keeps_the_driver_alive_is_flagged";
+    let Some(run) = check21(test, &[], &["--sessions", "1", "--leak", "arc-cycle"]) else {
+        return;
+    };
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    let truth = leaked_by_program(&run);
+    assert!(!truth.is_empty(), "the cycle keeps sockets open");
+    assert_eq!(flagged(&run), truth);
+}
+
+#[test]
+fn connections_open_at_exit_warn_and_fail_only_under_strict() {
+    let test = "connections_open_at_exit_warn_and_fail_only_under_strict";
+    let Some(run) = check21(test, &[], &["--sessions", "1", "--exit-with-open"]) else {
+        return;
+    };
+    assert_eq!(run.code, Some(0), "a warning only: {}", run.stderr);
+    assert!(
+        run.stderr.contains("never closed nor dropped"),
+        "{}",
+        run.stderr
+    );
+    let open = run
+        .program
+        .iter()
+        .find_map(|l| l.get("exiting_with_open"))
+        .expect("the program says what it left open")
+        .clone();
+    let unclosed = by_event(&run.ours, "unclosed");
+    assert_eq!(unclosed.len(), 2, "both connections: {unclosed:#?}");
+    for u in unclosed {
+        let pc = u["pc_id"].as_u64().unwrap().to_string();
+        let ours: BTreeSet<u64> = u["sockets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["cookie"].as_u64().unwrap())
+            .collect();
+        let truth: BTreeSet<u64> = open[&pc]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["cookie"].as_u64().unwrap())
+            .collect();
+        assert_eq!(ours, truth, "pc {pc}");
+    }
+    let Some(strict) = check21(
+        test,
+        &["--strict"],
+        &["--sessions", "1", "--exit-with-open"],
+    ) else {
+        return;
+    };
+    assert_eq!(strict.code, Some(1), "--strict fails: {}", strict.stderr);
+}
+
+#[test]
+fn watch_attached_mid_session_never_calls_a_connection_in_flight_clean() {
+    let test = "watch_attached_mid_session_never_calls_a_connection_in_flight_clean";
+    if !require_root(test) {
+        return;
+    }
+    let Some(bin) = example_bin(test, BIN) else {
+        return;
+    };
+    let _serial = serial();
+    // Every session drops its offerer without close(): 2 sockets leak per session.
+    let mut proxy = Command::new(&bin)
+        .args([
+            "--netns",
+            "--sessions",
+            "3",
+            "--drop-without-close",
+            "--pause-session",
+            "0",
+        ])
+        .args(["--linger", "2500"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start webrtc21-proxy");
+    let out = Lines::new(proxy.stdout.take().expect("stdout"));
+    let paused: Value =
+        serde_json::from_str(&out.wait_for("\"paused\"", Duration::from_secs(60))).unwrap();
+    let pid = paused["pid"].as_u64().unwrap().to_string();
+    let mut watch = Command::new(sockscope_bin())
+        .args(["watch", "--pid", &pid, "--grace", "1s", "-f", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ours = Lines::new(watch.stdout.take().unwrap());
+    let err = Lines::new(watch.stderr.take().unwrap());
+    err.wait_for("watching pid", Duration::from_secs(30));
+    writeln!(proxy.stdin.as_mut().unwrap(), "go").unwrap();
+    let program: Vec<Value> = out
+        .rest(Duration::from_secs(60))
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let _ = proxy.wait();
+    let status = watch.wait().unwrap();
+    let ours: Vec<Value> = ours
+        .rest(Duration::from_secs(10))
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert_nothing_attached("after watch");
+    let run = CheckRun {
+        code: status.code(),
+        ours,
+        program,
+        stderr: String::new(),
+    };
+    let truth = leaked_by_program(&run);
+    // Session 0 (pcs 1 and 2) was in flight: incomplete, never clean, and what pc 1
+    // leaked is listed as possibly leaked.
+    for pc in [1, 2] {
+        let v = verdict(&run, pc);
+        assert_eq!(v["outcome"], "incomplete", "{v}");
+        assert_eq!(v["reason"], "opened_before_attach", "{v}");
+    }
+    let possible: BTreeSet<u64> = by_event(&run.ours, "possible_leak")
+        .iter()
+        .filter(|p| p["pc_id"] == 1)
+        .map(|p| p["cookie"].as_u64().unwrap())
+        .collect();
+    let session0: BTreeSet<u64> = truth
+        .iter()
+        .filter(|(pc, _)| *pc == 1)
+        .map(|(_, c)| *c)
+        .collect();
+    assert_eq!(session0.len(), 2);
+    assert_eq!(
+        possible, session0,
+        "pc 1's leaked sockets, and nothing else"
+    );
+    // Sessions 1 and 2 started after the attach: judged as usual.
+    let later: BTreeSet<(u64, u64)> = truth.iter().filter(|(pc, _)| *pc > 2).copied().collect();
+    assert_eq!(flagged(&run), later);
+    for pc in [3, 5] {
+        assert_eq!(verdict(&run, pc)["outcome"], "leak");
+    }
+    for pc in [4, 6] {
+        assert_eq!(verdict(&run, pc)["outcome"], "clean");
+    }
+    assert_eq!(run.code, Some(1));
+}
