@@ -183,3 +183,38 @@ fn only_the_leaking_one_of_concurrent_sessions_is_flagged() {
         .collect();
     assert_eq!(leaking, vec![3], "only session 1's offerer");
 }
+
+#[test]
+fn a_peer_connection_dropped_without_close_fails_the_check() {
+    if !require_root("a_peer_connection_dropped_without_close_fails_the_check") {
+        return;
+    }
+    let run = check_proxy(&[
+        "--sessions",
+        "2",
+        "--leak",
+        "drop-without-close",
+        "--self-check",
+        "1500",
+    ]);
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    // Ground truth: the dropped offerers' ICE sockets, still open per /proc.
+    let open = still_open(&run);
+    assert_eq!(open.len(), 2, "one socket per dropped offerer stays open");
+    let flagged_ports: Vec<u64> = sorted(flagged(&run).into_iter().map(|(_, p)| p).collect());
+    assert_eq!(flagged_ports, open);
+    for l in by_event(&run.ours, "leak") {
+        assert_eq!(l["ended"], "dropped_without_close", "{l}");
+        assert_eq!(
+            l["pc_id"].as_u64().map(|p| p % 2),
+            Some(1),
+            "an offerer: {l}"
+        );
+    }
+    let dropped: Vec<u64> = by_event(&run.ours, "verdict")
+        .iter()
+        .filter(|v| v["ended"] == "dropped_without_close")
+        .map(|v| v["pc_id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(sorted(dropped), vec![1, 3]);
+}

@@ -19,6 +19,9 @@ pub enum Leak {
     /// A webrtc-rs mDNS connection (webrtc_mdns::DnsConn) whose query task is never
     /// stopped and which is never closed.
     Mdns,
+    /// The application lets go of the offerer without calling `close()`: its last
+    /// handle is dropped (an error path, a forgotten teardown).
+    DropWithoutClose,
 }
 
 impl Leak {
@@ -31,6 +34,7 @@ impl Leak {
             Self::Task => "task",
             Self::ArcCycle => "arc-cycle",
             Self::Mdns => "mdns",
+            Self::DropWithoutClose => "drop-without-close",
         }
     }
 }
@@ -87,6 +91,9 @@ pub async fn inject(kind: Leak, peer: &Peer) -> anyhow::Result<Vec<Leaked>> {
                 }));
             Ok(leaked(port))
         }
+        // Done at teardown: the session skips close() for this PeerConnection. Which of
+        // its sockets stay open is for the kernel to say (the host candidates' ports).
+        Leak::DropWithoutClose => Ok(Vec::new()),
         Leak::Mdns => {
             let config = MdnsConfig {
                 query_interval: Duration::from_secs(1),

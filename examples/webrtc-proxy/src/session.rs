@@ -274,6 +274,9 @@ pub async fn run(session: u64, leak: Option<Leak>, opts: Options) -> anyhow::Res
             .collect()
     });
     for peer in [&offerer, &answerer] {
+        if leak == Some(Leak::DropWithoutClose) && peer.traced.pc_id == a_id {
+            continue; // let go of below, without close()
+        }
         // close() reports teardown hiccups (e.g. an SCTP reset racing the association
         // shutdown) yet still closes: log them, as applications do, and carry on.
         if let Err(e) = peer.traced.close().await {
