@@ -375,9 +375,26 @@ struct Shared {
     close_called: AtomicBool,
 }
 
+impl Shared {
+    /// Announces again every socket the connection still holds, right before its end
+    /// is announced: a tracer that attached while the connection was open (and so
+    /// missed the first announcements) can then tie them to it.
+    fn announce_held_sockets(&self) {
+        for s in self.log.snapshot().iter().filter(|s| s.is_held()) {
+            if let Some(cookie) = s.cookie {
+                crate::pc_socket_cookie(self.pc_id, cookie);
+            }
+            if s.port() != 0 {
+                crate::pc_socket(self.pc_id, s.port());
+            }
+        }
+    }
+}
+
 impl Drop for Shared {
     fn drop(&mut self) {
         if !self.close_called.load(Ordering::Acquire) {
+            self.announce_held_sockets();
             crate::pc_dropped(self.pc_id);
         }
     }
@@ -413,6 +430,7 @@ impl TracedPeerConnection {
     pub async fn close(&self) -> Result<()> {
         let pc_id = self.shared.pc_id;
         self.shared.close_called.store(true, Ordering::Release);
+        self.shared.announce_held_sockets();
         crate::pc_close_begin(pc_id);
         let result = crate::in_pc_span(pc_id, self.shared.pc.close()).await;
         crate::pc_close_end(pc_id);

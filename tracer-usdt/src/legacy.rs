@@ -41,11 +41,47 @@ pub struct TracedPeerConnection {
 struct Life {
     pc_id: u64,
     closed: AtomicBool,
+    /// What was announced: (cookie, port) of each socket.
+    announced: std::sync::Mutex<Vec<(Option<u64>, u16)>>,
+}
+
+impl Life {
+    fn announce(&self, cookie: Option<u64>, port: u16) {
+        if let Some(cookie) = cookie {
+            crate::pc_socket_cookie(self.pc_id, cookie);
+        }
+        if port != 0 {
+            crate::pc_socket(self.pc_id, port);
+        }
+    }
+
+    fn remember(&self, cookie: Option<u64>, port: u16) {
+        self.announce(cookie, port);
+        // A poisoned lock only means another thread panicked while pushing.
+        let mut all = self.announced.lock().unwrap_or_else(|e| e.into_inner());
+        if !all.contains(&(cookie, port)) {
+            all.push((cookie, port));
+        }
+    }
+
+    /// Announces every socket again right before the end is announced: a tracer that
+    /// attached while the PeerConnection was open can then tie them to it.
+    fn announce_again(&self) {
+        let all = self
+            .announced
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        for (cookie, port) in all {
+            self.announce(cookie, port);
+        }
+    }
 }
 
 impl Drop for Life {
     fn drop(&mut self) {
         if !self.closed.load(Ordering::Acquire) {
+            self.announce_again();
             crate::pc_dropped(self.pc_id);
         }
     }
@@ -78,6 +114,7 @@ impl TracedPeerConnection {
             life: Arc::new(Life {
                 pc_id,
                 closed: AtomicBool::new(false),
+                announced: Default::default(),
             }),
         }
     }
@@ -109,7 +146,7 @@ impl TracedPeerConnection {
     /// Announces the host candidate ports found in `local_sdp`.
     pub fn announce_ports(&self, local_sdp: &str) {
         for port in candidate_ports(local_sdp) {
-            crate::pc_socket(self.pc_id, port);
+            self.life.remember(None, port);
         }
     }
 
@@ -119,12 +156,7 @@ impl TracedPeerConnection {
     /// not give one (the port is announced all the same when known).
     pub fn announce_socket<S: AsRawFd>(&self, socket: &S, local_port: u16) -> Option<u64> {
         let cookie = crate::socket_cookie(socket.as_raw_fd());
-        if let Some(cookie) = cookie {
-            crate::pc_socket_cookie(self.pc_id, cookie);
-        }
-        if local_port != 0 {
-            crate::pc_socket(self.pc_id, local_port);
-        }
+        self.life.remember(cookie, local_port);
         cookie
     }
 
@@ -132,6 +164,7 @@ impl TracedPeerConnection {
     /// the last handle no longer fires `pc_dropped`.
     pub async fn close(&self) -> Result<(), webrtc::Error> {
         self.life.closed.store(true, Ordering::Release);
+        self.life.announce_again();
         crate::pc_close_begin(self.pc_id);
         let result = self.in_span(self.pc.close()).await;
         crate::pc_close_end(self.pc_id);
