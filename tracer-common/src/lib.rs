@@ -166,6 +166,9 @@ pub mod usdt_action {
     pub const SPAN_ENTER: u32 = 1;
     /// `span_exit(pc_id)`: the thread no longer works for `pc_id`.
     pub const SPAN_EXIT: u32 = 2;
+    /// `pc_close_end(pc_id)` or `pc_dropped(pc_id)`: the PeerConnection ended (for the
+    /// I/O hooks: what its sockets do from now on is I/O after the end).
+    pub const PC_END: u32 = 3;
 }
 
 /// Everything the USDT program needs about one attached marker, stored in a map under
@@ -176,6 +179,67 @@ pub struct UsdtSpec {
     pub action: u32,
     pub nargs: u32,
     pub args: [UsdtArg; MARKER_MAX_ARGS],
+}
+
+/// A socket whose sends and receives the I/O hooks watch, by (process, fd): the key is
+/// `(tgid << 32) | fd`. Written by user space only (for the sockets of PeerConnections),
+/// read by the hooks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct WatchedFd {
+    pub cookie: u64,
+    /// Its PeerConnection (0: not known yet). Its end, when the `pc_close_end` or
+    /// `pc_dropped` marker fires, is recorded in the kernel at once ([`PcKey`]), so
+    /// operations from then on count as I/O after the end however late user space
+    /// reads the marker.
+    pub pc_id: u64,
+    /// When its PeerConnection ended (`bpf_ktime_get_ns` clock), as user space knows
+    /// it; 0 while it lives or when only the kernel knows.
+    pub ended_ns: u64,
+}
+
+/// A PeerConnection of a process, for the map of ended PeerConnections.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct PcKey {
+    pub tgid: u32,
+    pub _pad: u32,
+    pub pc_id: u64,
+}
+
+/// What a watched socket's sends and receives were, kept by the I/O hooks per cookie.
+/// Counters count operations after its PeerConnection ended only; `last_*` describe
+/// the last operation whenever it was (before the end too: a read that would block,
+/// done before close, is what shows a task parked on the socket).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct IoStats {
+    /// Successful sends (`sendto`, `sendmsg`, `sendmmsg`) after the end.
+    pub sends: u64,
+    /// Successful receives after the end.
+    pub recvs: u64,
+    /// Receives that found nothing and would have blocked (`EAGAIN`) after the end.
+    pub recvs_would_block: u64,
+    /// Other failures (sends that would block included) after the end.
+    pub errors: u64,
+    pub last_ts_ns: u64,
+    /// When a send or receive last succeeded.
+    pub last_ok_ts_ns: u64,
+    /// The last operation's result: bytes or messages, or a negative errno.
+    pub last_ret: i64,
+    /// [`io_op`] of the last operation.
+    pub last_op: u32,
+    pub last_tid: u32,
+    /// User stack (id in `STACKS`) of the last operation after the end; negative when
+    /// none.
+    pub last_stack_after_end: i32,
+    pub _pad: u32,
+}
+
+/// [`IoStats::last_op`] values.
+pub mod io_op {
+    pub const SEND: u32 = 1;
+    pub const RECV: u32 = 2;
 }
 
 /// Indexes into the per-CPU `STATS` array.
@@ -206,6 +270,8 @@ mod pod {
     unsafe impl aya::Pod for MarkerEvent {}
     unsafe impl aya::Pod for UsdtSpec {}
     unsafe impl aya::Pod for ProcessEvent {}
+    unsafe impl aya::Pod for WatchedFd {}
+    unsafe impl aya::Pod for IoStats {}
 }
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns`, so times taken in

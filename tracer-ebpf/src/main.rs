@@ -8,6 +8,7 @@
 mod emit;
 mod fentry;
 mod filter;
+mod io;
 mod kernel_sock;
 mod kprobe;
 mod maps;

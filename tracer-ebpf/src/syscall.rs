@@ -34,6 +34,7 @@ pub fn sockscope_socket_exit(ctx: TracePointContext) -> u32 {
     let StackIds(kernel_stack, user_stack) = StackIds::current(&ctx);
     // SAFETY: copied out at once.
     let pc_id = unsafe { CURRENT_PC.get(tid) }.copied().unwrap_or(0);
+    crate::io::watch_new_socket(tgid, ret, pending.cookie, pc_id);
     if let Some(mut entry) = reserve::<CreateEvent>() {
         entry.write(CreateEvent {
             kind: EventKind::Create as u32,

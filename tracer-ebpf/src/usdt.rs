@@ -54,6 +54,8 @@ pub fn sockscope_usdt(ctx: ProbeContext) -> u32 {
         usdt_action::SPAN_EXIT if unsafe { CURRENT_PC.get(tid) }.copied() == Some(args[0]) => {
             let _ = CURRENT_PC.remove(tid);
         }
+        // SAFETY: reads the clock only.
+        usdt_action::PC_END => crate::io::pc_ended(tgid, args[0], unsafe { bpf_ktime_get_ns() }),
         _ => {}
     }
     if let Some(mut entry) = reserve::<MarkerEvent>() {

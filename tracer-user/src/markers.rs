@@ -194,6 +194,7 @@ pub fn bpf_spec(probe: &UsdtProbe) -> Result<UsdtSpec, String> {
     spec.action = match (probe.provider.as_str(), probe.name.as_str()) {
         (PROVIDER, "span_enter") => usdt_action::SPAN_ENTER,
         (PROVIDER, "span_exit") => usdt_action::SPAN_EXIT,
+        (PROVIDER, "pc_close_end" | "pc_dropped") => usdt_action::PC_END,
         _ => usdt_action::REPORT,
     };
     for (slot, arg) in spec.args.iter_mut().zip(&probe.args) {

@@ -3,7 +3,7 @@
 //! Shared by `check` and `watch`.
 use crate::{
     clock::monotonic_ns,
-    correlate::{Correlator, Finding, NewSocket, PreexistingSocket},
+    correlate::{Correlator, Finding, IoRequest, NewSocket, PreexistingSocket},
     error::TracerError,
     events::{KernelEvent, bind_addr, comm_str},
     loader::Tracer,
@@ -133,9 +133,37 @@ impl LeakSession {
             self.events += 1;
             out.extend(self.apply(record));
         }
+        self.apply_io_requests();
         out.extend(self.correlator.advance(until_ns));
-        crate::explain::explain_leaks(&mut out, self.tracer.backend().identity());
+        let Self { tracer, stacks, .. } = self;
+        crate::explain::explain_leaks(
+            &mut out,
+            tracer.backend().identity(),
+            tracer.io(),
+            monotonic_ns(),
+            |pid, id| stacks.user_from_map(tracer.stacks(), pid, id).to_vec(),
+        );
         Ok(out)
+    }
+
+    /// Hands the correlator's changes of watched sockets to the kernel's I/O hooks.
+    fn apply_io_requests(&mut self) {
+        let requests = self.correlator.take_io_requests();
+        let Some(io) = self.tracer.io_mut() else {
+            return;
+        };
+        for r in requests {
+            match r {
+                IoRequest::Watch {
+                    pid,
+                    fd,
+                    cookie,
+                    pc_id,
+                    ended_ns,
+                } => io.watch(pid, fd, cookie, pc_id, ended_ns),
+                IoRequest::Forget { pid, fd, cookie } => io.forget(pid, fd, cookie),
+            }
+        }
     }
 
     /// Records the kernel had no room for since the last look make everything alive

@@ -452,6 +452,17 @@ impl StackCache {
             .clone()
     }
 
+    /// User stack `id` of the live process `pid`, read from the stack map and
+    /// normalized now (stacks that did not come with a ring record, such as the last
+    /// I/O on a leaked socket).
+    pub fn user_from_map(&mut self, stacks: &StackTraceMap<MapData>, pid: u32, id: i32) -> Stack {
+        if id < 0 {
+            return self.empty.clone();
+        }
+        let raw = Normalizer::new().user(pid, &stack_addrs(stacks, id));
+        self.user(pid, id, Some(&raw))
+    }
+
     /// A process exited: its pid may come back with other code at the same addresses.
     pub fn forget_process(&mut self, pid: u32) {
         self.user.retain(|(p, _), _| *p != pid);

@@ -4,12 +4,7 @@
 //! connections' runtime wrapped, and which of them /proc still shows open.
 mod common;
 
-use std::{
-    collections::BTreeSet,
-    io::Write as _,
-    process::{Command, Stdio},
-    time::Duration,
-};
+use std::collections::BTreeSet;
 
 use common::*;
 use serde_json::Value;
@@ -234,51 +229,23 @@ fn watch_attached_mid_session_never_calls_a_connection_in_flight_clean() {
     };
     let _serial = serial();
     // Every session drops its offerer without close(): 2 sockets leak per session.
-    let mut proxy = Command::new(&bin)
-        .args([
+    let late = watch_from_pause(
+        &bin,
+        &[
             "--netns",
             "--sessions",
             "3",
             "--drop-without-close",
             "--pause-session",
             "0",
-        ])
-        .args(["--linger", "2500"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start webrtc21-proxy");
-    let out = Lines::new(proxy.stdout.take().expect("stdout"));
-    let paused: Value =
-        serde_json::from_str(&out.wait_for("\"paused\"", Duration::from_secs(60))).unwrap();
-    let pid = paused["pid"].as_u64().unwrap().to_string();
-    let mut watch = Command::new(sockscope_bin())
-        .args(["watch", "--pid", &pid, "--grace", "1s", "-f", "json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let ours = Lines::new(watch.stdout.take().unwrap());
-    let err = Lines::new(watch.stderr.take().unwrap());
-    err.wait_for("watching pid", Duration::from_secs(30));
-    writeln!(proxy.stdin.as_mut().unwrap(), "go").unwrap();
-    let program: Vec<Value> = out
-        .rest(Duration::from_secs(60))
-        .iter()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
-    let _ = proxy.wait();
-    let status = watch.wait().unwrap();
-    let ours: Vec<Value> = ours
-        .rest(Duration::from_secs(10))
-        .iter()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
-    assert_nothing_attached("after watch");
+            "--linger",
+            "2500",
+        ],
+    );
     let run = CheckRun {
-        code: status.code(),
-        ours,
-        program,
+        code: late.status,
+        ours: late.ours,
+        program: late.program,
         stderr: String::new(),
     };
     let truth = leaked_by_program(&run);

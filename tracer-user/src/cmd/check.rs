@@ -119,6 +119,7 @@ pub async fn run(opts: CheckOptions) -> anyhow::Result<Outcome> {
         .cgroup(Some(cgroup.path().to_owned()))
         .follow_exec(true)
         .ring_bytes(opts.ring_bytes)
+        .io_watch(true)
         .backend(opts.backend);
     let tracer = super::attach(builder).await?;
     let mut session = LeakSession::new(tracer, opts.grace.as_nanos() as u64)?;

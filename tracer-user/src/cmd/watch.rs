@@ -39,6 +39,7 @@ pub async fn run(opts: WatchOptions) -> anyhow::Result<Outcome> {
     let builder = TracerBuilder::new()
         .pid(Some(opts.pid))
         .ring_bytes(opts.ring_bytes)
+        .io_watch(true)
         .backend(opts.backend);
     let tracer = super::attach(builder).await?;
     let mut session = LeakSession::new(tracer, opts.grace.as_nanos() as u64)?;

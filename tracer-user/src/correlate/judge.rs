@@ -73,6 +73,8 @@ impl Correlator {
                 site: creating_site(&sock.info.stack),
                 holders: Vec::new(),
                 epoll: Vec::new(),
+                kind: None,
+                io: None,
                 stack: sock.info.stack.to_vec(),
             }));
         }

@@ -9,6 +9,7 @@
 //! sockscope may attach to a process that is already running: sockets and
 //! PeerConnections from before the attach are only partly known, so a PeerConnection
 //! is judged clean only when its whole life was seen (see `judge.rs`).
+mod evidence;
 mod judge;
 mod site;
 mod subsystem;
@@ -20,6 +21,7 @@ use std::{
     sync::Arc,
 };
 
+pub use evidence::{EpollWatch, Holder, IoEvidence, LeakKind};
 pub use site::{Site, creating_site};
 pub use subsystem::{Subsystem, classify, is_webrtc_frame};
 pub use verdict::{
@@ -71,6 +73,27 @@ pub struct NewSocket {
     pub span_pc: u64,
     /// Symbolized creating user stack, innermost first.
     pub stack: Stack,
+}
+
+/// What the kernel's I/O hooks should watch, by the fd a process holds a socket under:
+/// the kernel watches every socket it traces from its creation; these add the sockets
+/// of PeerConnections from before the attach, say when a PeerConnection ended, and
+/// forget released sockets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IoRequest {
+    Watch {
+        pid: u32,
+        fd: i32,
+        cookie: u64,
+        pc_id: u64,
+        /// 0 while its PeerConnection lives.
+        ended_ns: u64,
+    },
+    Forget {
+        pid: u32,
+        fd: i32,
+        cookie: u64,
+    },
 }
 
 /// A socket that existed before tracing began (sock_diag inventory): its creation,
@@ -125,6 +148,8 @@ pub struct Correlator {
     /// Processes that were already running when tracing began, and when it began:
     /// PeerConnections and sockets of theirs from before are only partly known.
     joined_running: HashMap<u32, u64>,
+    /// Changes for the I/O hooks, taken by the session ([`Self::take_io_requests`]).
+    io_requests: Vec<IoRequest>,
     /// Cookies announced (`pc_socket_cookie`) before their socket was seen.
     announced_cookies: HashMap<u64, PeerConnectionId>,
     /// Per process, what each distinct creating stack says (subsystem, webrtc-rs code
@@ -144,8 +169,40 @@ impl Correlator {
             leaks: 0,
             joined_running: HashMap::new(),
             announced_cookies: HashMap::new(),
+            io_requests: Vec::new(),
             stack_classes: HashMap::new(),
         }
+    }
+
+    /// What the I/O hooks should now watch or forget, in order.
+    pub fn take_io_requests(&mut self) -> Vec<IoRequest> {
+        std::mem::take(&mut self.io_requests)
+    }
+
+    /// Watch `cookie` (if its fd is known) with its PeerConnection's end, if any.
+    fn request_watch(&mut self, cookie: u64) {
+        let Some(sock) = self.sockets.get(&cookie) else {
+            return;
+        };
+        let (Some(fd), Some(a)) = (sock.info.fd, sock.attribution) else {
+            return;
+        };
+        let pid = sock.info.pid;
+        let ended_ns = self
+            .pcs
+            .get(&PeerConnectionId {
+                pid,
+                pc_id: a.pc_id,
+            })
+            .and_then(|pc| pc.close_end_ns)
+            .unwrap_or(0);
+        self.io_requests.push(IoRequest::Watch {
+            pid,
+            fd,
+            cookie,
+            pc_id: a.pc_id,
+            ended_ns,
+        });
     }
 
     /// Tracing of `pid` began at `ts` while it was already running.
@@ -309,6 +366,7 @@ impl Correlator {
         if origin == Origin::Preexisting {
             pc.preexisting.insert(cookie);
         }
+        self.request_watch(cookie);
     }
 
     /// `cookie` no longer belongs to `key`.
@@ -392,6 +450,14 @@ impl Correlator {
         let Some(sock) = self.sockets.remove(&cookie) else {
             return out;
         };
+        // Every traced socket is watched from its creation (see `IoRequest`).
+        if let Some(fd) = sock.info.fd {
+            self.io_requests.push(IoRequest::Forget {
+                pid: sock.info.pid,
+                fd,
+                cookie,
+            });
+        }
         if let (Some(a), Some(deadline)) = (sock.attribution, sock.leaked_after) {
             out.push(Finding::Late {
                 pid: sock.info.pid,
@@ -451,9 +517,14 @@ impl Correlator {
     /// The first end of a PeerConnection counts: `close()` returning, or its drop.
     fn ended(&mut self, key: PeerConnectionId, ts: u64, how: PcEnd) {
         let pc = self.pcs.entry(key).or_default();
-        if pc.close_end_ns.is_none() {
-            pc.close_end_ns = Some(ts);
-            pc.ended = how;
+        if pc.close_end_ns.is_some() {
+            return;
+        }
+        pc.close_end_ns = Some(ts);
+        pc.ended = how;
+        let mine: Vec<u64> = pc.sockets.iter().copied().collect();
+        for cookie in mine {
+            self.request_watch(cookie);
         }
     }
 

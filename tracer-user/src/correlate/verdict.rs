@@ -1,12 +1,9 @@
 //! What the correlator concludes, as records for output and reports.
 use std::net::IpAddr;
 
+use super::evidence::{EpollWatch, Holder, IoEvidence, LeakKind};
 use super::{site::Site, subsystem::Subsystem};
-use crate::{
-    explain::{EpollWatch, Holder},
-    sockets::Origin,
-    symbolize::Frame,
-};
+use crate::{sockets::Origin, symbolize::Frame};
 
 /// How sure the attribution of a socket to a PeerConnection is, weakest first.
 #[derive(
@@ -76,6 +73,12 @@ pub struct Leak {
     /// The epoll sets it is in at the verdict.
     #[serde(default)]
     pub epoll: Vec<EpollWatch>,
+    /// Why it is still open, from its I/O (`None` when its I/O was not watched).
+    #[serde(default)]
+    pub kind: Option<LeakKind>,
+    /// The I/O seen on it.
+    #[serde(default)]
+    pub io: Option<IoEvidence>,
     /// Creating user stack, innermost first (empty if it could not be taken).
     pub stack: Vec<Frame>,
 }

@@ -2,25 +2,7 @@
 //! fds, and the `tfd: ... ino:INODE` lines of the epoll fds of those processes.
 use std::fs;
 
-/// A (process, fd) that refers to the socket.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Holder {
-    pub pid: u32,
-    pub comm: String,
-    pub fd: i32,
-}
-
-/// An epoll set the socket is registered in.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct EpollWatch {
-    pub pid: u32,
-    /// The epoll instance's fd in that process.
-    pub epoll_fd: i32,
-    /// The fd the socket was registered under.
-    pub target_fd: i32,
-    /// The events it is registered for (`EPOLLIN` = 0x1, `EPOLLOUT` = 0x4, ...).
-    pub events: u32,
-}
+use crate::correlate::{EpollWatch, Holder};
 
 fn fds(pid: u32) -> impl Iterator<Item = (i32, String)> {
     fs::read_dir(format!("/proc/{pid}/fd"))

@@ -4,20 +4,39 @@
 //! (supporting evidence only: tokio registers every socket with epoll when it is made,
 //! so membership alone does not show that anyone waits).
 mod holders;
+mod io;
 
-pub use holders::{EpollWatch, Holder, holders_of};
+pub use holders::holders_of;
+pub use io::leak_kind;
 
 use std::collections::HashMap;
 
-use crate::{backend::SocketIdentity, correlate::Finding, inventory};
+use crate::{backend::SocketIdentity, correlate::Finding, inventory, loader::IoWatch};
 
-/// Adds to each leak what keeps it open now: its holders and epoll sets. Leaks judged
-/// when their process already exited get none (its fds are gone from /proc).
-pub fn explain_leaks(findings: &mut [Finding], identity: SocketIdentity) {
+/// Adds to each leak what keeps it open now: its holders and epoll sets (leaks judged
+/// when their process already exited get none: its fds are gone from /proc), and what
+/// its I/O says (`io`: the I/O hooks' records, `last_stack` names a stack id).
+pub fn explain_leaks(
+    findings: &mut [Finding],
+    identity: SocketIdentity,
+    io: Option<&IoWatch>,
+    now_ns: u64,
+    mut last_stack: impl FnMut(u32, i32) -> Vec<crate::symbolize::Frame>,
+) {
     // One look at each process's sockets per batch of findings.
     let mut sockets_of: HashMap<u32, Vec<inventory::HeldSocket>> = HashMap::new();
     for f in findings {
         let Finding::Leak(leak) = f else { continue };
+        if let Some(io) = io {
+            let stats = io.stats(leak.cookie);
+            let ended_ns = now_ns.saturating_sub(leak.since_close_ns);
+            let (kind, mut evidence) = leak_kind(stats.as_ref(), ended_ns, now_ns);
+            if let (Some(e), Some(s)) = (evidence.as_mut(), stats) {
+                e.last_stack = last_stack(leak.pid, s.last_stack_after_end);
+            }
+            leak.kind = kind;
+            leak.io = evidence;
+        }
         let held = sockets_of
             .entry(leak.pid)
             .or_insert_with(|| inventory::udp_sockets_of(leak.pid).unwrap_or_default());

@@ -10,7 +10,10 @@ use aya::{
 };
 use tracer_common::{COMM_LEN, UsdtSpec, stats};
 
+mod io;
 mod probe;
+
+pub use io::IoWatch;
 
 pub use probe::{Probes, ProgramProbe, probe_programs};
 
@@ -42,6 +45,7 @@ pub struct TracerBuilder {
     cgroup: Option<PathBuf>,
     kernel_stacks: bool,
     follow_exec: bool,
+    io_watch: bool,
     backend: Option<Backend>,
 }
 
@@ -91,6 +95,13 @@ impl TracerBuilder {
         self
     }
 
+    /// Also attach the I/O hooks that watch the sockets of PeerConnections (see
+    /// [`IoWatch`]), for the leak explanation.
+    pub fn io_watch(mut self, on: bool) -> Self {
+        self.io_watch = on;
+        self
+    }
+
     /// This backend only; `None`: the first of [`Backend::AUTO_ORDER`] that attaches.
     pub fn backend(mut self, backend: Option<Backend>) -> Self {
         self.backend = backend;
@@ -122,6 +133,7 @@ impl TracerBuilder {
         let comm = self.comm.unwrap_or([0; COMM_LEN]);
         let mut ebpf = configured_load(
             &LoadConfig {
+                io_watch: self.io_watch,
                 pid: self.pid.unwrap_or(0),
                 comm,
                 cgroup_id,
@@ -163,6 +175,12 @@ impl TracerBuilder {
         let usdt: &mut UProbe = program(&mut ebpf, USDT_PROGRAM)?;
         usdt.load().map_err(prog_err(USDT_PROGRAM, "loaded"))?;
 
+        let io = if self.io_watch {
+            Some(IoWatch::attach(&mut ebpf)?)
+        } else {
+            None
+        };
+
         let events = take_map(&mut ebpf, "EVENTS", RingBuf::try_from)?;
         let stacks = take_map(&mut ebpf, "STACKS", StackTraceMap::try_from)?;
         let stats = take_map(&mut ebpf, "STATS", PerCpuArray::try_from)?;
@@ -176,6 +194,7 @@ impl TracerBuilder {
             exits_traced,
             backend,
             rejections,
+            io,
         })
     }
 }
@@ -214,6 +233,8 @@ const DEFAULT_RING_BYTES: u32 = 256 * 1024;
 /// The read-only globals and map sizes fixed at load.
 #[derive(Default)]
 struct LoadConfig {
+    /// Watch the I/O of traced sockets from their creation ([`IoWatch`]).
+    io_watch: bool,
     pid: u32,
     comm: [u8; COMM_LEN],
     cgroup_id: u64,
@@ -236,6 +257,8 @@ fn configured_load(cfg: &LoadConfig, facts: &KernelFacts) -> Result<Ebpf, Tracer
     loader.override_global("FILTER_CGROUP", &cfg.cgroup_id, true);
     let kernel_stacks = u8::from(cfg.kernel_stacks);
     loader.override_global("KERNEL_STACKS", &kernel_stacks, true);
+    let io_watch = u8::from(cfg.io_watch);
+    loader.override_global("IO_WATCH", &io_watch, true);
     // Lets release events say whether a dying process's files are being closed.
     let task_flags = facts.task_flags.unwrap_or(0);
     loader.override_global("TASK_FLAGS_OFFSET", &task_flags, true);
@@ -296,6 +319,7 @@ pub struct Tracer {
     exits_traced: bool,
     backend: Backend,
     rejections: Rejections,
+    io: Option<IoWatch>,
 }
 
 /// USDT argument specs by attach cookie.
@@ -316,6 +340,15 @@ impl Tracer {
             ebpf, usdt_specs, ..
         } = self;
         Ok((program(ebpf, USDT_PROGRAM)?, usdt_specs))
+    }
+
+    /// The I/O hooks, when attached ([`TracerBuilder::io_watch`]).
+    pub fn io(&self) -> Option<&IoWatch> {
+        self.io.as_ref()
+    }
+
+    pub fn io_mut(&mut self) -> Option<&mut IoWatch> {
+        self.io.as_mut()
     }
 
     /// The backend in use.

@@ -384,3 +384,59 @@ pub fn expect_usage_error(args: &[&str], needle: &str) {
     assert!(!stderr.contains("panicked"), "{args:?}: panic: {stderr}");
     assert!(out.stdout.is_empty(), "{args:?}: nothing on stdout");
 }
+
+/// What `watch` said about a program it attached to while the program was paused.
+pub struct LateWatch {
+    /// The program's JSON lines (from the pause on).
+    pub program: Vec<Value>,
+    /// watch's JSON records.
+    pub ours: Vec<Value>,
+    pub status: Option<i32>,
+}
+
+/// Starts `program ARGS`, waits for its `"paused"` line, attaches `watch --grace 1s`,
+/// lets the program go on (a line on its stdin) and collects everything until both end.
+pub fn watch_from_pause(program: &std::path::Path, args: &[&str]) -> LateWatch {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the program");
+    let out = Lines::new(child.stdout.take().expect("stdout"));
+    let paused: Value =
+        serde_json::from_str(&out.wait_for("\"paused\"", Duration::from_secs(120))).unwrap();
+    let pid = paused["pid"].as_u64().expect("pid").to_string();
+    let mut watch = Command::new(sockscope_bin())
+        .args(["watch", "--pid", &pid, "--grace", "1s", "-f", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start watch");
+    let ours = Lines::new(watch.stdout.take().expect("stdout"));
+    let err = Lines::new(watch.stderr.take().expect("stderr"));
+    err.wait_for("watching pid", Duration::from_secs(30));
+    writeln!(child.stdin.as_mut().expect("stdin"), "go").expect("tell the program to go on");
+    let mut program = vec![paused];
+    program.extend(
+        out.rest(Duration::from_secs(120))
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok()),
+    );
+    let _ = child.wait();
+    let status = watch
+        .wait()
+        .expect("watch ends when the program exits")
+        .code();
+    let ours = ours
+        .rest(Duration::from_secs(10))
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert_nothing_attached("after watch");
+    LateWatch {
+        program,
+        ours,
+        status,
+    }
+}

@@ -1,0 +1,196 @@
+//! Sends and receives on the sockets of PeerConnections, for the leak explanation: a
+//! socket still in use after its PeerConnection ended (`active`), one whose last
+//! operation was a read that would block (`awaited`: a task is parked on it), one with
+//! neither (`held`: only a reference keeps it).
+//!
+//! Syscall tracepoints, so every backend has them: `sys_enter_*` of the send and receive
+//! calls look the (process, fd) up in `WATCHED_FDS`; for every call on a socket that is
+//! not watched that one failed lookup is the whole cost. A hit is stashed per thread
+//! for `sys_exit_*`, which has the result. Each traced UDP socket is watched from its
+//! creation (`sys_exit_socket`, with `IO_WATCH` on): the last read before its
+//! PeerConnection ended is what shows a parked task, and user space learns which
+//! PeerConnection a socket belongs to only later. User space adds the sockets that
+//! predate it, marks when a PeerConnection ended, and removes released sockets.
+use aya_ebpf::maps::LruHashMap;
+use aya_ebpf::{
+    bindings::BPF_F_USER_STACK,
+    helpers::bpf_ktime_get_ns,
+    macros::{map, tracepoint},
+    maps::HashMap,
+    programs::{TracePointContext, tracing::StackIdContext},
+};
+use tracer_common::{IoStats, PcKey, WatchedFd, io_op};
+
+use crate::{
+    filter::{current, read_global},
+    maps::STACKS,
+};
+
+/// 1: watch every traced UDP socket from its creation (set by user space before load,
+/// for `check` and `watch`).
+#[unsafe(no_mangle)]
+static IO_WATCH: u8 = 0;
+
+/// A traced UDP socket was created as `fd` of `tgid`, inside PeerConnection `pc_id`'s
+/// span (0: none): watch it (see the module doc).
+#[inline(always)]
+pub fn watch_new_socket(tgid: u32, fd: i64, cookie: u64, pc_id: u64) {
+    if read_global(&IO_WATCH) == 0 || fd < 0 {
+        return;
+    }
+    let key = (u64::from(tgid) << 32) | (fd as u64 & 0xffff_ffff);
+    let socket = WatchedFd {
+        cookie,
+        pc_id,
+        ended_ns: 0,
+    };
+    let _ = WATCHED_FDS.insert(key, socket, 0);
+}
+
+/// When each PeerConnection ended, written by the USDT program as its `pc_close_end` or
+/// `pc_dropped` fires. Least recently used ones go first: a PeerConnection's sockets
+/// outlive its end by the grace, not by thousands of PeerConnections.
+#[map]
+pub static PC_ENDED: LruHashMap<PcKey, u64> = LruHashMap::with_max_entries(4096, 0);
+
+/// PeerConnection `pc_id` of `tgid` ended now (the first end counts).
+#[inline(always)]
+pub fn pc_ended(tgid: u32, pc_id: u64, now_ns: u64) {
+    let key = PcKey {
+        tgid,
+        _pad: 0,
+        pc_id,
+    };
+    // BPF_NOEXIST: a later marker of the same PeerConnection does not move its end.
+    let _ = PC_ENDED.insert(&key, &now_ns, 1);
+}
+
+/// When the watched socket's PeerConnection ended, if it did.
+#[inline(always)]
+fn ended_ns(tgid: u32, socket: &WatchedFd) -> u64 {
+    if socket.pc_id != 0 {
+        let key = PcKey {
+            tgid,
+            _pad: 0,
+            pc_id: socket.pc_id,
+        };
+        // SAFETY: copied out at once.
+        if let Some(ts) = unsafe { PC_ENDED.get(&key) }.copied() {
+            return ts;
+        }
+    }
+    socket.ended_ns
+}
+
+/// Sockets to watch, by `(tgid << 32) | fd` (written by user space).
+#[map]
+pub static WATCHED_FDS: HashMap<u64, WatchedFd> = HashMap::with_max_entries(16384, 0);
+
+/// What the hooks saw, by cookie (read and removed by user space).
+#[map]
+pub static IO_STATS: HashMap<u64, IoStats> = HashMap::with_max_entries(16384, 0);
+
+/// A watched call in flight on a thread, from its enter to its exit.
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct InFlight {
+    pub socket: WatchedFd,
+    pub op: u32,
+    pub _pad: u32,
+}
+
+#[map]
+pub static IO_IN_FLIGHT: HashMap<u32, InFlight> = HashMap::with_max_entries(16384, 0);
+
+/// `args[0]` (the fd) in a `sys_enter_*` record, after the common header and the
+/// syscall number.
+const ARG0_OFFSET: usize = 16;
+/// `ret` in a `sys_exit_*` record.
+const RET_OFFSET: usize = 16;
+const EAGAIN: i64 = 11;
+
+#[inline(always)]
+fn enter(ctx: &TracePointContext, op: u32) {
+    // SAFETY: `args[0]` is an unsigned long at this offset of every sys_enter record.
+    let Ok(fd) = (unsafe { ctx.read_at::<u64>(ARG0_OFFSET) }) else {
+        return;
+    };
+    let (tgid, tid) = current();
+    let key = (u64::from(tgid) << 32) | (fd & 0xffff_ffff);
+    // SAFETY: copied out at once.
+    let Some(socket) = (unsafe { WATCHED_FDS.get(key) }).copied() else {
+        return;
+    };
+    let _ = IO_IN_FLIGHT.insert(
+        tid,
+        InFlight {
+            socket,
+            op,
+            _pad: 0,
+        },
+        0,
+    );
+}
+
+/// Entering `sendto`, `sendmsg`, `sendmmsg` (one program, attached to each).
+#[tracepoint]
+pub fn sockscope_io_send(ctx: TracePointContext) -> u32 {
+    enter(&ctx, io_op::SEND);
+    0
+}
+
+/// Entering `recvfrom`, `recvmsg`, `recvmmsg`.
+#[tracepoint]
+pub fn sockscope_io_recv(ctx: TracePointContext) -> u32 {
+    enter(&ctx, io_op::RECV);
+    0
+}
+
+/// Leaving any of the six: records the result of a watched call.
+#[tracepoint]
+pub fn sockscope_io_exit(ctx: TracePointContext) -> u32 {
+    let (tgid, tid) = current();
+    // SAFETY: copied out before the entry is removed.
+    let Some(call) = (unsafe { IO_IN_FLIGHT.get(tid) }).copied() else {
+        return 0;
+    };
+    let _ = IO_IN_FLIGHT.remove(tid);
+    // SAFETY: `ret` is a long at this offset of every sys_exit record.
+    let ret: i64 = unsafe { ctx.read_at(RET_OFFSET) }.unwrap_or(0);
+    let cookie = call.socket.cookie;
+    if IO_STATS.get_ptr_mut(cookie).is_none() {
+        let fresh = IoStats {
+            last_stack_after_end: -1,
+            ..IoStats::default()
+        };
+        let _ = IO_STATS.insert(cookie, fresh, 0);
+    }
+    let Some(stats) = IO_STATS.get_ptr_mut(cookie) else {
+        return 0;
+    };
+    // SAFETY: reads the clock only.
+    let now = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: a valid map value; concurrent updates of one socket's counters from two
+    // CPUs may lose a count, never corrupt the record.
+    let stats = unsafe { &mut *stats };
+    stats.last_ts_ns = now;
+    stats.last_ret = ret;
+    stats.last_op = call.op;
+    stats.last_tid = tid;
+    if ret >= 0 {
+        stats.last_ok_ts_ns = now;
+    }
+    let ended = ended_ns(tgid, &call.socket);
+    if ended != 0 && now >= ended {
+        match (call.op, ret) {
+            (io_op::RECV, r) if r == -EAGAIN => stats.recvs_would_block += 1,
+            (_, r) if r < 0 => stats.errors += 1,
+            (io_op::SEND, _) => stats.sends += 1,
+            _ => stats.recvs += 1,
+        }
+        stats.last_stack_after_end = ctx
+            .get_stackid(&STACKS, BPF_F_USER_STACK as u64)
+            .map_or(-1, |id| id as i32);
+    }
+    0
+}

@@ -1,0 +1,103 @@
+//! The I/O hooks of the leak explanation (tracer-ebpf's io.rs): which sockets they
+//! watch, and what they saw. Attached for `check` and `watch` only.
+use aya::{
+    Ebpf,
+    maps::{HashMap, MapData},
+    programs::TracePoint,
+};
+use tracer_common::{IoStats, WatchedFd};
+
+use super::{prog_err, program, take_map};
+use crate::error::TracerError;
+
+const SEND_PROGRAM: &str = "sockscope_io_send";
+const RECV_PROGRAM: &str = "sockscope_io_recv";
+const EXIT_PROGRAM: &str = "sockscope_io_exit";
+
+const SENDS: [&str; 3] = ["sendto", "sendmsg", "sendmmsg"];
+const RECVS: [&str; 3] = ["recvfrom", "recvmsg", "recvmmsg"];
+
+/// Watched sockets and their I/O records in the kernel.
+pub struct IoWatch {
+    watched: HashMap<MapData, u64, WatchedFd>,
+    stats: HashMap<MapData, u64, IoStats>,
+}
+
+fn fd_key(pid: u32, fd: i32) -> u64 {
+    (u64::from(pid) << 32) | u64::from(fd as u32)
+}
+
+/// Attaches `name` to each `syscalls/TRACEPOINT` whose record has `field` where the
+/// program reads it (offset 16); a call this kernel has no such tracepoint for is
+/// passed over (its I/O is then not seen).
+fn attach_each(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    tracepoints: &[String],
+    field: &str,
+) -> Result<(), TracerError> {
+    let prog: &mut TracePoint = program(ebpf, name)?;
+    prog.load().map_err(prog_err(name, "loaded"))?;
+    for tp in tracepoints {
+        if crate::system::tracepoint_field_offset("syscalls", tp, field) != Some(16) {
+            continue;
+        }
+        prog.attach("syscalls", tp)
+            .map_err(prog_err(name, "attached"))?;
+    }
+    Ok(())
+}
+
+impl IoWatch {
+    pub fn attach(ebpf: &mut Ebpf) -> Result<Self, TracerError> {
+        let enter = |calls: &[&str]| -> Vec<String> {
+            calls.iter().map(|c| format!("sys_enter_{c}")).collect()
+        };
+        attach_each(ebpf, SEND_PROGRAM, &enter(&SENDS), "fd")?;
+        attach_each(ebpf, RECV_PROGRAM, &enter(&RECVS), "fd")?;
+        let exits: Vec<String> = SENDS
+            .iter()
+            .chain(&RECVS)
+            .map(|c| format!("sys_exit_{c}"))
+            .collect();
+        attach_each(ebpf, EXIT_PROGRAM, &exits, "ret")?;
+        Ok(Self {
+            watched: take_map(ebpf, "WATCHED_FDS", HashMap::try_from)?,
+            stats: take_map(ebpf, "IO_STATS", HashMap::try_from)?,
+        })
+    }
+
+    /// Watch the socket `cookie` held as `fd` by `pid`, of PeerConnection `pc_id`;
+    /// `ended_ns` (0: still alive) is when that ended. Watching again updates it. The kernel watches
+    /// the sockets it traces from their creation: an fd it already watches for another
+    /// socket (reused since this one's release, which user space may not have read
+    /// yet) is left alone. A full map is not an error: that socket's I/O is then not
+    /// seen.
+    pub fn watch(&mut self, pid: u32, fd: i32, cookie: u64, pc_id: u64, ended_ns: u64) {
+        let key = fd_key(pid, fd);
+        if self.watched.get(&key, 0).is_ok_and(|w| w.cookie != cookie) {
+            return;
+        }
+        let watched = WatchedFd {
+            cookie,
+            pc_id,
+            ended_ns,
+        };
+        let _ = self.watched.insert(key, watched, 0);
+    }
+
+    /// The socket was released: forget it and what was seen of it (its fd only if it
+    /// was not reused by a newer socket meanwhile).
+    pub fn forget(&mut self, pid: u32, fd: i32, cookie: u64) {
+        let key = fd_key(pid, fd);
+        if self.watched.get(&key, 0).is_ok_and(|w| w.cookie == cookie) {
+            let _ = self.watched.remove(&key);
+        }
+        let _ = self.stats.remove(&cookie);
+    }
+
+    /// What the hooks saw of socket `cookie`; `None` if it had no watched I/O.
+    pub fn stats(&self, cookie: u64) -> Option<IoStats> {
+        self.stats.get(&cookie, 0).ok()
+    }
+}
