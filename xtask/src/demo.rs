@@ -47,10 +47,22 @@ pub fn run() -> anyhow::Result<()> {
         (
             "webrtc-rs 0.21 (tokio): session 1's offerer is dropped without close(); its driver keeps its sockets",
             &*v021,
-            &["--sessions", "3", "--leak", "drop-without-close", "--leak-session", "1"][..],
+            &[
+                "--sessions",
+                "3",
+                "--leak",
+                "drop-without-close",
+                "--leak-session",
+                "1",
+            ][..],
             1,
         ),
-        ("webrtc-rs 0.21 (tokio): the same sessions, closed", &*v021, &["--sessions", "3"][..], 0),
+        (
+            "webrtc-rs 0.21 (tokio): the same sessions, closed",
+            &*v021,
+            &["--sessions", "3"][..],
+            0,
+        ),
         (
             "webrtc-rs 0.17.1, nothing injected: a browser-like peer offers .local host candidates (webrtc-rs #831)",
             &*v0171,

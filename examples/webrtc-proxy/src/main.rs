@@ -17,6 +17,8 @@
 mod leaks;
 mod mdns_names;
 mod netns;
+// Shared with webrtc21-proxy, which uses all of it (cookies, is_open).
+#[allow(dead_code)]
 mod selfcheck;
 mod session;
 
@@ -192,7 +194,7 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(ms)).await;
         let open: Vec<_> = selfcheck::open_udp_sockets()
             .iter()
-            .map(|(i, p)| json!({"inode": i, "port": p}))
+            .map(|s| json!({"inode": s.inode, "port": s.port}))
             .collect();
         say(json!({"self_check": {"open_udp": open}}));
     }

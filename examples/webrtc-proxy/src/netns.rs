@@ -1,5 +1,6 @@
 //! A network namespace with only `lo`, so ICE, STUN and mDNS never reach a real
-//! interface: this program sends traffic to loopback only.
+//! interface: this program sends traffic to loopback only. Shared by the webrtc-rs
+//! examples of both lines (webrtc21-proxy includes this file).
 use std::process::Command;
 
 use anyhow::{Context as _, bail};

@@ -270,7 +270,7 @@ pub async fn run(session: u64, leak: Option<Leak>, opts: Options) -> anyhow::Res
     let udp_before_close = snapshot.then(|| {
         crate::selfcheck::open_udp_sockets()
             .into_iter()
-            .map(|(_, port)| port)
+            .map(|s| s.port)
             .collect()
     });
     for peer in [&offerer, &answerer] {

@@ -16,7 +16,9 @@
 mod leaks;
 #[path = "../../webrtc-proxy/src/mdns_names.rs"]
 mod mdns_names;
+#[path = "../../webrtc-proxy/src/netns.rs"]
 mod netns;
+#[path = "../../webrtc-proxy/src/selfcheck.rs"]
 mod selfcheck;
 mod session;
 
