@@ -171,9 +171,11 @@ fn write_leak(out: &mut dyn Write, l: &Leak) -> io::Result<()> {
     } else {
         l.subsystem.label()
     };
+    // The one line a CI view shows: what, where, and why it is still open.
+    let kind = l.kind.map(|k| format!(" {}", k.word())).unwrap_or_default();
     writeln!(
         out,
-        "LEAK pid={} ({}) pc_id={} cookie={}{}: still open {} {}, {} by {by} [attributed {}{inventory}]",
+        "LEAK{kind} pid={} ({}) pc_id={} cookie={}{}: still open {} {}, {} by {by} [attributed {}{inventory}]",
         l.pid,
         l.comm,
         l.pc_id,

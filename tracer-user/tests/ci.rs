@@ -97,7 +97,7 @@ fn junit_report_has_a_case_per_peer_connection_and_a_failure_per_leak() {
     assert_eq!(leak["kind"], "failure");
     let message = leak["message"].as_str().unwrap();
     assert!(
-        message.starts_with("LEAK")
+        message.starts_with("LEAK held ")
             && message.contains(&format!(":{leaked_port}"))
             && !message.contains('\n'),
         "one line naming the leaked socket: {message}"

@@ -249,7 +249,8 @@ fn report_renders_a_saved_check_and_refuses_garbage() {
         .unwrap();
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("LEAK pid="), "{text}");
+    // The leak's line, with its kind (pc_sim never touches the socket it leaks).
+    assert!(text.contains("LEAK held pid="), "{text}");
     assert!(text.contains("pc_id=1"), "{text}");
     assert!(text.contains("1 leaked sockets"), "{text}");
 

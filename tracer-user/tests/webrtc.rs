@@ -218,3 +218,56 @@ fn a_peer_connection_dropped_without_close_fails_the_check() {
         .collect();
     assert_eq!(sorted(dropped), vec![1, 3]);
 }
+
+#[test]
+fn peer_connections_open_at_exit_warn_and_fail_only_under_strict() {
+    if !require_root("peer_connections_open_at_exit_warn_and_fail_only_under_strict") {
+        return;
+    }
+    let args = ["--netns", "--sessions", "1", "--exit-with-open"];
+    let bin = workload_bin("webrtc-proxy");
+    let run = run_check(&["--grace", "1s"], &bin, &args);
+    assert_eq!(run.code, Some(0), "a warning only: {}", run.stderr);
+    assert!(
+        run.stderr.contains("never closed nor dropped"),
+        "{}",
+        run.stderr
+    );
+    let left = run
+        .program
+        .iter()
+        .find_map(|l| l.get("exiting_with_open"))
+        .expect("the program says what it left open")
+        .clone();
+    let truth: Vec<u64> = sorted(
+        left["open_udp"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|s| s["cookie"].as_u64())
+            .collect(),
+    );
+    let unclosed = by_event(&run.ours, "unclosed");
+    let listed: Vec<u64> = sorted(
+        unclosed
+            .iter()
+            .flat_map(|u| u["sockets"].as_array().cloned().unwrap_or_default())
+            .filter_map(|s| s["cookie"].as_u64())
+            .collect(),
+    );
+    assert_eq!(
+        listed, truth,
+        "every socket /proc showed open, under its connection"
+    );
+    assert_eq!(
+        sorted(
+            unclosed
+                .iter()
+                .map(|u| u["pc_id"].as_u64().unwrap())
+                .collect()
+        ),
+        vec![1, 2]
+    );
+    let strict = run_check(&["--grace", "1s", "--strict"], &bin, &args);
+    assert_eq!(strict.code, Some(1), "--strict fails: {}", strict.stderr);
+}

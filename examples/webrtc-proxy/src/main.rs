@@ -82,6 +82,10 @@ struct Args {
     /// Exit without cleaning up (as a crash would): the kernel closes what is left.
     #[arg(long)]
     exit_without_cleanup: bool,
+    /// Exit once the first session is connected, its PeerConnections neither closed nor
+    /// dropped, as a server stopped by a signal does.
+    #[arg(long)]
+    exit_with_open: bool,
 }
 
 /// The webrtc-rs version this binary was built against: each package that builds this
@@ -152,6 +156,7 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         answerer_mdns: args.answerer_mdns,
         open_timeout: Duration::from_millis(args.open_timeout),
         snapshot: args.self_check.is_some(),
+        exit_with_open: args.exit_with_open,
     };
     let leak_for = |s: u64| -> Vec<Leak> {
         if args.leak_session.is_none_or(|k| k == s) {

@@ -149,6 +149,9 @@ pub struct Options {
     pub open_timeout: Duration,
     /// Read the process's open UDP sockets from /proc just before closing.
     pub snapshot: bool,
+    /// Exit the process once the session is connected, its PeerConnections neither
+    /// closed nor dropped (as a server stopped by a signal does).
+    pub exit_with_open: bool,
 }
 
 pub async fn run(session: u64, leak: Option<Leak>, opts: Options) -> anyhow::Result<SessionReport> {
@@ -159,6 +162,7 @@ pub async fn run(session: u64, leak: Option<Leak>, opts: Options) -> anyhow::Res
         answerer_mdns,
         open_timeout,
         snapshot,
+        exit_with_open,
     } = opts;
     let (a_id, b_id) = pc_ids(session);
     let started = std::time::Instant::now();
@@ -260,6 +264,19 @@ pub async fn run(session: u64, leak: Option<Leak>, opts: Options) -> anyhow::Res
         {
             bail!("session {session}: no echo of message {i} within 10 s");
         }
+    }
+
+    if exit_with_open {
+        let open: Vec<_> = crate::selfcheck::open_udp_sockets()
+            .iter()
+            .map(|s| serde_json::json!({"port": s.port, "cookie": s.cookie}))
+            .collect();
+        crate::say(serde_json::json!({
+            "exiting_with_open": {"pc_ids": [a_id, b_id], "open_udp": open},
+            "pid": std::process::id(),
+        }));
+        // No destructor runs: neither close() nor the drop of a handle.
+        std::process::exit(0);
     }
 
     let leaked = match leak {

@@ -37,6 +37,15 @@ pub enum LeakKind {
 }
 
 impl LeakKind {
+    /// One word, as in JSON.
+    pub fn word(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Awaited => "awaited",
+            Self::Held => "held",
+        }
+    }
+
     pub fn label(self) -> &'static str {
         match self {
             Self::Active => "active: a task still sends or receives on it",
