@@ -104,15 +104,8 @@ fn say(v: serde_json::Value) {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    if args.netns
-        && let Err(e) = netns::enter_private_netns()
-    {
-        eprintln!("webrtc-proxy: {e:#}");
-        return ExitCode::from(2);
-    }
-    if let Err(e) = netns::require_loopback_only(args.allow_host_net) {
-        eprintln!("webrtc-proxy: {e:#}");
-        return ExitCode::from(2);
+    if let Err(code) = netns::prepare(args.netns, args.allow_host_net, "webrtc-proxy") {
+        return code;
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -55,3 +55,19 @@ pub fn require_loopback_only(allow_host_net: bool) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// The network the program may run in: a namespace of its own with only `lo` when
+/// `netns`, and in any case no interface but `lo` unless `allow_host_net`. On failure
+/// the one-line reason is on stderr (prefixed with `program`) and the exit code is 2.
+pub fn prepare(
+    netns: bool,
+    allow_host_net: bool,
+    program: &str,
+) -> Result<(), std::process::ExitCode> {
+    let ready = if netns { enter_private_netns() } else { Ok(()) }
+        .and_then(|()| require_loopback_only(allow_host_net));
+    ready.map_err(|e| {
+        eprintln!("{program}: {e:#}");
+        std::process::ExitCode::from(2)
+    })
+}

@@ -133,15 +133,8 @@ fn say(v: serde_json::Value) {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    if args.netns
-        && let Err(e) = netns::enter_private_netns()
-    {
-        eprintln!("webrtc21-proxy: {e:#}");
-        return ExitCode::from(2);
-    }
-    if let Err(e) = netns::require_loopback_only(args.allow_host_net) {
-        eprintln!("webrtc21-proxy: {e:#}");
-        return ExitCode::from(2);
+    if let Err(code) = netns::prepare(args.netns, args.allow_host_net, "webrtc21-proxy") {
+        return code;
     }
     let result = match args.runtime {
         RuntimeKind::Tokio => run_tokio(&args),
