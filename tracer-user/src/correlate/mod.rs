@@ -9,7 +9,9 @@
 //! sockscope may attach to a process that is already running: sockets and
 //! PeerConnections from before the attach are only partly known, so a PeerConnection
 //! is judged clean only when its whole life was seen (see `judge.rs`).
+mod attribution;
 mod evidence;
+mod io_requests;
 mod judge;
 mod site;
 mod subsystem;
@@ -22,6 +24,7 @@ use std::{
 };
 
 pub use evidence::{EpollWatch, Holder, IoEvidence, LeakKind};
+pub use io_requests::IoRequest;
 pub use site::{Site, creating_site};
 pub use subsystem::{Subsystem, classify, is_webrtc_frame};
 pub use verdict::{
@@ -73,27 +76,6 @@ pub struct NewSocket {
     pub span_pc: u64,
     /// Symbolized creating user stack, innermost first.
     pub stack: Stack,
-}
-
-/// What the kernel's I/O hooks should watch, by the fd a process holds a socket under:
-/// the kernel watches every socket it traces from its creation; these add the sockets
-/// of PeerConnections from before the attach, say when a PeerConnection ended, and
-/// forget released sockets.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum IoRequest {
-    Watch {
-        pid: u32,
-        fd: i32,
-        cookie: u64,
-        pc_id: u64,
-        /// 0 while its PeerConnection lives.
-        ended_ns: u64,
-    },
-    Forget {
-        pid: u32,
-        fd: i32,
-        cookie: u64,
-    },
 }
 
 /// A socket that existed before tracing began (sock_diag inventory): its creation,
@@ -172,37 +154,6 @@ impl Correlator {
             io_requests: Vec::new(),
             stack_classes: HashMap::new(),
         }
-    }
-
-    /// What the I/O hooks should now watch or forget, in order.
-    pub fn take_io_requests(&mut self) -> Vec<IoRequest> {
-        std::mem::take(&mut self.io_requests)
-    }
-
-    /// Watch `cookie` (if its fd is known) with its PeerConnection's end, if any.
-    fn request_watch(&mut self, cookie: u64) {
-        let Some(sock) = self.sockets.get(&cookie) else {
-            return;
-        };
-        let (Some(fd), Some(a)) = (sock.info.fd, sock.attribution) else {
-            return;
-        };
-        let pid = sock.info.pid;
-        let ended_ns = self
-            .pcs
-            .get(&PeerConnectionId {
-                pid,
-                pc_id: a.pc_id,
-            })
-            .and_then(|pc| pc.close_end_ns)
-            .unwrap_or(0);
-        self.io_requests.push(IoRequest::Watch {
-            pid,
-            fd,
-            cookie,
-            pc_id: a.pc_id,
-            ended_ns,
-        });
     }
 
     /// Tracing of `pid` began at `ts` while it was already running.
@@ -319,64 +270,6 @@ impl Correlator {
         }
     }
 
-    /// The one PeerConnection of `pid` open at `ts`, if exactly one is.
-    fn only_open_pc(&self, pid: u32, ts: u64) -> Option<u64> {
-        let mut open = self.pcs.iter().filter(|(k, pc)| {
-            k.pid == pid
-                && pc.opened_ns.is_some_and(|o| o <= ts)
-                && pc.close_end_ns.is_none_or(|c| c > ts)
-        });
-        match (open.next(), open.next()) {
-            (Some((k, _)), None) => Some(k.pc_id),
-            _ => None,
-        }
-    }
-
-    /// Sets a socket's attribution unless a stronger one is already there.
-    fn attribute(&mut self, cookie: u64, a: Attribution) {
-        let Some(sock) = self.sockets.get_mut(&cookie) else {
-            return;
-        };
-        if sock
-            .attribution
-            .is_some_and(|old| old.confidence > a.confidence)
-        {
-            return;
-        }
-        let previous = sock.attribution.filter(|old| old.pc_id != a.pc_id);
-        sock.attribution = Some(a);
-        let (pid, origin) = (sock.info.pid, sock.origin);
-        if let Some(old) = previous {
-            self.untie(
-                PeerConnectionId {
-                    pid,
-                    pc_id: old.pc_id,
-                },
-                cookie,
-            );
-        }
-        let pc = self
-            .pcs
-            .entry(PeerConnectionId {
-                pid,
-                pc_id: a.pc_id,
-            })
-            .or_default();
-        pc.sockets.insert(cookie);
-        if origin == Origin::Preexisting {
-            pc.preexisting.insert(cookie);
-        }
-        self.request_watch(cookie);
-    }
-
-    /// `cookie` no longer belongs to `key`.
-    fn untie(&mut self, key: PeerConnectionId, cookie: u64) {
-        if let Some(pc) = self.pcs.get_mut(&key) {
-            pc.sockets.remove(&cookie);
-            pc.preexisting.remove(&cookie);
-        }
-    }
-
     pub fn socket_bound(&mut self, cookie: u64, addr: IpAddr, port: u16) {
         let Some(sock) = self.sockets.get_mut(&cookie) else {
             return;
@@ -397,47 +290,6 @@ impl Correlator {
                 cookie,
                 Attribution {
                     pc_id: k.pc_id,
-                    confidence: Confidence::PortMarker,
-                },
-            );
-        }
-    }
-
-    /// Whether `key` has a live socket other than `except` on `port`, tied to it by a
-    /// marker.
-    fn owns_live_port(&self, key: PeerConnectionId, port: u16, except: u64) -> bool {
-        self.pcs.get(&key).is_some_and(|pc| {
-            pc.sockets.iter().filter(|c| **c != except).any(|c| {
-                self.sockets.get(c).is_some_and(|s| {
-                    s.local.is_some_and(|l| l.1 == port)
-                        && s.attribution.is_some_and(|a| {
-                            a.pc_id == key.pc_id && a.confidence >= Confidence::PortMarker
-                        })
-                })
-            })
-        })
-    }
-
-    /// `pc_socket(pc_id, port)`: the PeerConnection owns a socket on `port`. The socket
-    /// it names is the one of the process on that port that no other PeerConnection's
-    /// marker names; when that is not exactly one socket the marker is ambiguous and
-    /// ties nothing (a later bind on the port may still be claimed).
-    fn port_announced(&mut self, key: PeerConnectionId, port: u16) {
-        self.pcs.entry(key).or_default().ports.insert(port);
-        if self.owns_live_port(key, port, 0) {
-            return;
-        }
-        let mut candidates = self.sockets.iter().filter(|(_, s)| {
-            s.info.pid == key.pid
-                && s.local.is_some_and(|l| l.1 == port)
-                && s.attribution
-                    .is_none_or(|a| a.pc_id == key.pc_id || a.confidence < Confidence::PortMarker)
-        });
-        if let (Some((&cookie, _)), None) = (candidates.next(), candidates.next()) {
-            self.attribute(
-                cookie,
-                Attribution {
-                    pc_id: key.pc_id,
                     confidence: Confidence::PortMarker,
                 },
             );
