@@ -186,8 +186,8 @@ fn doctor_tells_the_truth_on_this_kernel() {
         .collect();
     assert_eq!(
         programs.len(),
-        3,
-        "every program all backends use is tried (the socket exit tracepoint, the USDT uprobe, exec, load only)"
+        4,
+        "every program all backends use is tried (the socket exit tracepoint, the USDT uprobe, exec, load only, the send/receive hooks)"
     );
     assert!(programs.iter().all(|p| p["check"]["status"] == "ok"));
     let backends = checks

@@ -74,6 +74,13 @@ pub fn probe_programs() -> Result<Probes, TracerError> {
         kind: "uprobe",
         result: usdt,
     });
+    // The send/receive hooks that tell a leak's kind (check and watch attach them);
+    // detached with the rest when this object is dropped.
+    programs.push(ProgramProbe {
+        name: "sockscope_io_{send,recv,exit}",
+        kind: "tracepoints on the send and receive calls",
+        result: super::IoWatch::attach(&mut ebpf).map(drop),
+    });
     let backends = Backend::AUTO_ORDER
         .into_iter()
         .map(|b| {
