@@ -13,7 +13,7 @@
 //! predate it, marks when a PeerConnection ended, and removes released sockets.
 use aya_ebpf::maps::LruHashMap;
 use aya_ebpf::{
-    bindings::BPF_F_USER_STACK,
+    bindings::{BPF_F_NO_PREALLOC, BPF_F_USER_STACK},
     helpers::bpf_ktime_get_ns,
     macros::{map, tracepoint},
     maps::HashMap,
@@ -82,13 +82,17 @@ fn ended_ns(tgid: u32, socket: &WatchedFd) -> u64 {
     socket.ended_ns
 }
 
-/// Sockets to watch, by `(tgid << 32) | fd` (written by user space).
+// Not preallocated: sized for a busy process, they take memory only for the sockets
+// really watched.
+
+/// Sockets to watch, by `(tgid << 32) | fd`.
 #[map]
-pub static WATCHED_FDS: HashMap<u64, WatchedFd> = HashMap::with_max_entries(16384, 0);
+pub static WATCHED_FDS: HashMap<u64, WatchedFd> =
+    HashMap::with_max_entries(16384, BPF_F_NO_PREALLOC);
 
 /// What the hooks saw, by cookie (read and removed by user space).
 #[map]
-pub static IO_STATS: HashMap<u64, IoStats> = HashMap::with_max_entries(16384, 0);
+pub static IO_STATS: HashMap<u64, IoStats> = HashMap::with_max_entries(16384, BPF_F_NO_PREALLOC);
 
 /// A watched call in flight on a thread, from its enter to its exit.
 #[derive(Clone, Copy)]
@@ -99,8 +103,10 @@ pub struct InFlight {
     pub _pad: u32,
 }
 
+/// One entry per thread inside a watched call: preallocated (an insert on the hot path
+/// must not allocate), and small.
 #[map]
-pub static IO_IN_FLIGHT: HashMap<u32, InFlight> = HashMap::with_max_entries(16384, 0);
+pub static IO_IN_FLIGHT: HashMap<u32, InFlight> = HashMap::with_max_entries(4096, 0);
 
 /// `args[0]` (the fd) in a `sys_enter_*` record, after the common header and the
 /// syscall number.
