@@ -37,6 +37,16 @@ pub enum SocketIdentity {
     Inode,
 }
 
+impl SocketIdentity {
+    /// The number the records of this identity know a socket by.
+    pub fn of(self, cookie: u64, inode: u64) -> u64 {
+        match self {
+            Self::Cookie => cookie,
+            Self::Inode => inode,
+        }
+    }
+}
+
 impl Backend {
     /// Preference without `--backend`: fentry gives releasing stacks and leaves the
     /// cgroup tree alone (other tools' cgroup programs, cgroup v1 hosts); cgroup works

@@ -31,10 +31,7 @@ pub struct LiveSocket {
 impl LiveSocket {
     /// The number events of this backend know the socket by (see `SocketIdentity`).
     pub fn key(&self, identity: SocketIdentity) -> u64 {
-        match identity {
-            SocketIdentity::Cookie => self.cookie,
-            SocketIdentity::Inode => u64::from(self.inode),
-        }
+        identity.of(self.cookie, u64::from(self.inode))
     }
 }
 

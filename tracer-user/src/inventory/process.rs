@@ -26,10 +26,7 @@ pub struct HeldSocket {
 impl HeldSocket {
     /// The number events of this backend know the socket by (see `SocketIdentity`).
     pub fn key(&self, identity: SocketIdentity) -> u64 {
-        match identity {
-            SocketIdentity::Cookie => self.cookie,
-            SocketIdentity::Inode => self.inode,
-        }
+        identity.of(self.cookie, self.inode)
     }
 }
 
