@@ -3,7 +3,7 @@
 //! Shared by `check` and `watch`.
 use crate::{
     clock::monotonic_ns,
-    correlate::{Correlator, Finding, IoRequest, NewSocket, PreexistingSocket},
+    correlate::{Correlator, Finding, IoRequest, NewSocket, PreexistingSocket, Releaser},
     error::TracerError,
     events::{KernelEvent, bind_addr, comm_str},
     loader::Tracer,
@@ -218,7 +218,22 @@ impl LeakSession {
                 } else {
                     Vec::new()
                 };
+                let late = found.len();
                 found.extend(c.socket_released(e.cookie, e.ts_ns));
+                // A leak released after all: say who did it (rare: worth a symbolization).
+                for f in &mut found[late..] {
+                    if let Finding::Late { released_by, .. } = f {
+                        *released_by = Some(Releaser {
+                            pid: e.pid,
+                            tid: e.tid,
+                            comm: comm_str(&e.comm),
+                            stack: self
+                                .stacks
+                                .user_from_map(self.tracer.stacks(), e.pid, e.user_stack)
+                                .to_vec(),
+                        });
+                    }
+                }
                 found
             }
             KernelEvent::Marker(m) => {

@@ -123,6 +123,11 @@ pub async fn run(opts: CheckOptions) -> anyhow::Result<Outcome> {
         .backend(opts.backend);
     let tracer = super::attach(builder).await?;
     let mut session = LeakSession::new(tracer, opts.grace.as_nanos() as u64)?;
+    if opts.report.is_some() {
+        session
+            .correlator
+            .keep_timeline(crate::clock::monotonic_ns());
+    }
 
     // Markers of CMD's own binary, before it starts (its processes are found through
     // the cgroup filter).
@@ -190,6 +195,7 @@ pub async fn run(opts: CheckOptions) -> anyhow::Result<Outcome> {
             schema: crate::output::SCHEMA,
             findings: log.findings,
             summary: summary.clone(),
+            timeline: session.correlator.timeline(crate::clock::monotonic_ns()),
         };
         std::fs::write(path, serde_json::to_vec_pretty(&saved)?)
             .with_context(|| format!("cannot write {}", path.display()))?;

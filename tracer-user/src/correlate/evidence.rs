@@ -72,6 +72,11 @@ pub struct IoEvidence {
     pub last_result: Option<i64>,
     /// How long before the verdict it was.
     pub last_ago_ns: Option<u64>,
+    /// When it was, and when a send or receive last succeeded (CLOCK_MONOTONIC ns).
+    #[serde(default)]
+    pub last_at_ns: Option<u64>,
+    #[serde(default)]
+    pub last_ok_at_ns: Option<u64>,
     pub last_tid: Option<u32>,
     /// The user stack of the last operation after the end, innermost first.
     pub last_stack: Vec<Frame>,

@@ -68,6 +68,8 @@ impl Correlator {
                 subsystem: sock.subsystem,
                 age_ns: sock.age_at(at_ns),
                 since_close_ns: at_ns.saturating_sub(close_end),
+                ended_ns: close_end,
+                judged_ns: at_ns,
                 ended,
                 origin: sock.origin,
                 site: creating_site(&sock.info.stack),
@@ -104,6 +106,10 @@ impl Correlator {
             (None, 0) => PcOutcome::Clean,
             (None, _) => PcOutcome::Leak,
         };
+        if let Some(pc) = self.pcs.get_mut(&key) {
+            pc.judged_ns = Some(at_ns);
+            pc.outcome = Some(outcome);
+        }
         out.push(Finding::Verdict(PcVerdict {
             pid: key.pid,
             pc_id: key.pc_id,

@@ -15,6 +15,7 @@ mod io_requests;
 mod judge;
 mod site;
 mod subsystem;
+mod timeline;
 mod verdict;
 
 use std::{
@@ -27,9 +28,10 @@ pub use evidence::{EpollWatch, Holder, IoEvidence, LeakKind};
 pub use io_requests::IoRequest;
 pub use site::{Site, creating_site};
 pub use subsystem::{Subsystem, classify, is_webrtc_frame};
+pub use timeline::{PcSpan, SocketSpan, Timeline};
 pub use verdict::{
     Attribution, Confidence, Finding, IncompleteReason, Leak, OpenSocket, PcEnd, PcOutcome,
-    PcVerdict, PossibleLeak, UnclosedPc,
+    PcVerdict, PossibleLeak, Releaser, UnclosedPc,
 };
 
 use crate::{
@@ -112,6 +114,9 @@ struct PeerConnection {
     /// Every socket ever attributed to it (cookies).
     sockets: HashSet<u64>,
     judged: bool,
+    /// When it was judged, and how.
+    judged_ns: Option<u64>,
+    outcome: Option<PcOutcome>,
     /// Listed as never closed at its process's exit.
     reported_unclosed: bool,
     /// Sockets tied to it that predate the attach (their creation was not seen).
@@ -138,6 +143,8 @@ pub struct Correlator {
     /// or not), by the address of its shared frames, which the entry keeps alive:
     /// matching crate names in long generic symbols is the costliest part of a socket.
     stack_classes: HashMap<u32, HashMap<usize, (Stack, Subsystem, bool)>>,
+    /// The lives of released sockets, when a timeline is kept.
+    timeline: Option<timeline::TimelineLog>,
 }
 
 impl Correlator {
@@ -153,6 +160,7 @@ impl Correlator {
             announced_cookies: HashMap::new(),
             io_requests: Vec::new(),
             stack_classes: HashMap::new(),
+            timeline: None,
         }
     }
 
@@ -310,6 +318,7 @@ impl Correlator {
                 cookie,
             });
         }
+        self.log_release(&sock, ts);
         if let (Some(a), Some(deadline)) = (sock.attribution, sock.leaked_after) {
             out.push(Finding::Late {
                 pid: sock.info.pid,
@@ -318,6 +327,8 @@ impl Correlator {
                 local_port: sock.local.map(|l| l.1),
                 late_by_ns: ts.saturating_sub(deadline),
                 by_exit: self.exited.contains_key(&sock.info.pid),
+                released_ns: ts,
+                released_by: None,
             });
         }
         out

@@ -497,3 +497,44 @@ fn a_port_names_one_socket_even_when_several_share_it() {
     );
     assert!(c.live_sockets().all(|(_, a, _)| a.is_none()));
 }
+
+#[test]
+fn the_timeline_keeps_every_socket_life_of_each_peer_connection() {
+    let mut c = Correlator::new(GRACE);
+    assert!(c.timeline(0).is_none(), "kept only when asked for");
+    c.keep_timeline(0);
+    one_pc(&mut c);
+    c.socket_created(socket(11, 1, 30 * MS, &["webrtc_mdns::conn::new"]));
+    c.socket_released(11, 40 * MS);
+    c.advance(100 * MS + GRACE);
+    let late = c.socket_released(10, 100 * MS + GRACE + 5 * MS);
+    assert!(
+        matches!(late[..], [Finding::Late { released_ns, .. }] if released_ns == 100 * MS + GRACE + 5 * MS)
+    );
+    let t = c.timeline(3_000 * MS).expect("kept");
+    assert_eq!((t.start_ns, t.end_ns, t.grace_ns), (0, 3_000 * MS, GRACE));
+    let [pc] = &t.pcs[..] else {
+        panic!("one PeerConnection: {t:?}")
+    };
+    assert_eq!(
+        (pc.opened_ns, pc.ended_ns, pc.judged_ns, pc.outcome),
+        (
+            Some(0),
+            Some(100 * MS),
+            Some(100 * MS + GRACE),
+            Some(PcOutcome::Leak)
+        )
+    );
+    let lives: Vec<_> = pc
+        .sockets
+        .iter()
+        .map(|s| (s.cookie, s.created_ns, s.released_ns, s.leaked))
+        .collect();
+    assert_eq!(
+        lives,
+        vec![
+            (10, Some(10 * MS), Some(100 * MS + GRACE + 5 * MS), true),
+            (11, Some(30 * MS), Some(40 * MS), false),
+        ]
+    );
+}

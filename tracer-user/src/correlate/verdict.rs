@@ -57,6 +57,12 @@ pub struct Leak {
     pub age_ns: Option<u64>,
     /// Time since the PeerConnection's close returned (or it was dropped), when judged.
     pub since_close_ns: u64,
+    /// When the PeerConnection ended and when the socket was judged (CLOCK_MONOTONIC
+    /// ns; 0 in reports saved before these were recorded).
+    #[serde(default)]
+    pub ended_ns: u64,
+    #[serde(default)]
+    pub judged_ns: u64,
     /// How the PeerConnection ended.
     #[serde(default)]
     pub ended: PcEnd,
@@ -80,6 +86,18 @@ pub struct Leak {
     #[serde(default)]
     pub io: Option<IoEvidence>,
     /// Creating user stack, innermost first (empty if it could not be taken).
+    pub stack: Vec<Frame>,
+}
+
+/// The task that finally released a leaked socket.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Releaser {
+    pub pid: u32,
+    pub tid: u32,
+    pub comm: String,
+    /// Its user stack at the release, innermost first (empty when not taken: the
+    /// cgroup backend takes none; a process that is exiting has no user stack left).
+    #[serde(default)]
     pub stack: Vec<Frame>,
 }
 
@@ -215,6 +233,12 @@ pub enum Finding {
         local_port: Option<u16>,
         late_by_ns: u64,
         by_exit: bool,
+        /// When it was released (CLOCK_MONOTONIC ns; 0 in older reports).
+        #[serde(default)]
+        released_ns: u64,
+        /// The task that released it (and its stack, where the backend takes one).
+        #[serde(default)]
+        released_by: Option<Releaser>,
     },
     Verdict(PcVerdict),
     PossibleLeak(PossibleLeak),

@@ -44,6 +44,8 @@ pub fn leak_kind(
         },
         last_result: (s.last_op != 0).then_some(s.last_ret),
         last_ago_ns: (s.last_op != 0).then(|| now_ns.saturating_sub(s.last_ts_ns)),
+        last_at_ns: (s.last_op != 0).then_some(s.last_ts_ns),
+        last_ok_at_ns: (s.last_ok_ts_ns != 0).then_some(s.last_ok_ts_ns),
         last_tid: (s.last_op != 0).then_some(s.last_tid),
         last_stack: Vec::new(),
     };

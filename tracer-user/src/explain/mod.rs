@@ -29,8 +29,7 @@ pub fn explain_leaks(
         let Finding::Leak(leak) = f else { continue };
         if let Some(io) = io {
             let stats = io.stats(leak.cookie);
-            let ended_ns = now_ns.saturating_sub(leak.since_close_ns);
-            let (kind, mut evidence) = leak_kind(stats.as_ref(), ended_ns, now_ns);
+            let (kind, mut evidence) = leak_kind(stats.as_ref(), leak.ended_ns, now_ns);
             if let (Some(e), Some(s)) = (evidence.as_mut(), stats) {
                 e.last_stack = last_stack(leak.pid, s.last_stack_after_end);
             }

@@ -45,6 +45,10 @@ pub struct SavedReport {
     pub schema: u32,
     pub findings: Vec<Finding>,
     pub summary: Summary,
+    /// The lives of every PeerConnection and its sockets (`report --html` draws them);
+    /// absent from reports saved by older versions.
+    #[serde(default)]
+    pub timeline: Option<crate::correlate::Timeline>,
 }
 
 /// Findings printed as they come, and kept for the summary and the saved report.

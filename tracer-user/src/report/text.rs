@@ -221,6 +221,8 @@ pub fn write_finding_text(out: &mut dyn Write, f: &Finding) -> io::Result<()> {
             local_port,
             late_by_ns,
             by_exit,
+            released_by,
+            ..
         } => {
             let port = local_port.map(|p| format!(" port {p}")).unwrap_or_default();
             let how = if *by_exit {
@@ -228,11 +230,19 @@ pub fn write_finding_text(out: &mut dyn Write, f: &Finding) -> io::Result<()> {
             } else {
                 "released"
             };
+            let by = released_by
+                .as_ref()
+                .map(|r| format!(" by {} (pid {} tid {})", r.comm, r.pid, r.tid))
+                .unwrap_or_default();
             writeln!(
                 out,
-                "late pid={pid} pc_id={pc_id} cookie={cookie}{port}: {how} {} after it was flagged",
+                "late pid={pid} pc_id={pc_id} cookie={cookie}{port}: {how}{by} {} after it was flagged",
                 human_ns(*late_by_ns)
-            )
+            )?;
+            match released_by {
+                Some(r) if !r.stack.is_empty() => write_frames(out, "releasing", &r.stack),
+                _ => Ok(()),
+            }
         }
         Finding::Verdict(v) => {
             writeln!(
