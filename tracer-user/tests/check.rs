@@ -107,8 +107,28 @@ fn leak_flags_exactly_the_leaked_socket_with_its_stack() {
         .map(|v| (v["pc_id"].as_u64().unwrap(), v["outcome"].as_str().unwrap()))
         .collect();
     assert_eq!(verdicts, vec![(1, "clean"), (2, "leak"), (3, "clean")]);
-    // The leaked socket is released when the program exits: reported as late.
-    assert_eq!(by_event(&ours, "late").len(), 1);
+    // The leaked socket is released as the program's main returns: reported as late,
+    // with the task that released it and, on the default backend, its stack.
+    let late = by_event(&ours, "late");
+    assert_eq!(late.len(), 1);
+    let by = &late[0]["released_by"];
+    let pid = sim.last().and_then(|d| d["pid"].as_u64());
+    assert_eq!(
+        (by["pid"].as_u64(), by["tid"].as_u64(), by["comm"].as_str()),
+        (pid, pid, Some("pc_sim")),
+        "released by the program's main thread: {}",
+        late[0]
+    );
+    let names: Vec<&str> = by["stack"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|f| f["symbol"].as_str())
+        .collect();
+    assert!(
+        names.iter().any(|n| n.contains("pc_sim::main")),
+        "releasing stack through main: {names:#?}"
+    );
 }
 
 #[test]
