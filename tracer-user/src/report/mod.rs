@@ -8,6 +8,7 @@ use crate::{
     output::{Format, SCHEMA},
 };
 
+pub mod html;
 mod text;
 
 pub(crate) use text::write_finding_text;
