@@ -18,6 +18,9 @@ pub enum EventKind {
     Marker = 4,
     Exit = 5,
     Exec = 6,
+    /// A [`StackSample`] (registers and the top of the user stack), sent just before
+    /// the create record it belongs to, for DWARF unwinding in user space.
+    StackSample = 7,
 }
 
 impl TryFrom<u32> for EventKind {
@@ -30,6 +33,7 @@ impl TryFrom<u32> for EventKind {
             4 => Self::Marker,
             5 => Self::Exit,
             6 => Self::Exec,
+            7 => Self::StackSample,
             other => return Err(other),
         })
     }
@@ -115,6 +119,63 @@ pub struct ProcessEvent {
     pub _pad: u32,
     pub ts_ns: u64,
 }
+
+/// The user registers an unwinder starts from, as [`StackSample::regs`] indexes.
+pub mod sample_reg {
+    /// Instruction pointer (x86_64 `rip`, aarch64 `pc`).
+    pub const IP: usize = 0;
+    /// Stack pointer.
+    pub const SP: usize = 1;
+    /// Frame pointer (x86_64 `rbp`, aarch64 `x29`).
+    pub const FP: usize = 2;
+    /// Link register (aarch64 `x30`; 0 on x86_64).
+    pub const LR: usize = 3;
+    pub const COUNT: usize = 4;
+}
+
+/// Most bytes of user stack one [`StackSample`] can carry: the per-CPU scratch record
+/// it is assembled in (header and bytes) must fit in 32 KiB, the kernel's limit for
+/// a per-CPU map value.
+pub const STACK_SAMPLE_MAX: usize = 32 * 1024 - size_of::<StackSample>();
+
+/// Default bytes of user stack copied per sample (`--stack-bytes`).
+pub const STACK_SAMPLE_DEFAULT: u32 = 16 * 1024;
+
+/// Registers and the top of the user stack of a thread creating a traced socket, for
+/// DWARF unwinding in user space (`--stacks dwarf|auto`). The record is this header
+/// followed by `len` bytes of stack, copied from `regs[SP]` upward. Sent just before the
+/// [`CreateEvent`] with the same `tid` and `cookie`.
+#[derive(Clone, Copy, Debug)]
+#[repr(C)]
+pub struct StackSample {
+    pub kind: u32,
+    pub pid: u32,
+    pub tid: u32,
+    /// Bytes of stack that follow this header.
+    pub len: u32,
+    /// The socket of the create record this sample belongs to.
+    pub cookie: u64,
+    /// See [`sample_reg`].
+    pub regs: [u64; sample_reg::COUNT],
+    /// 0, or the (negative) error of the last stack read tried when none succeeded.
+    pub read_error: i32,
+    /// Bytes of stack asked for (`len` is less when the stack mapping ends sooner).
+    pub wanted: u16,
+    /// [`sample_flags`].
+    pub flags: u16,
+}
+
+/// [`StackSample::flags`] values.
+pub mod sample_flags {
+    /// The process was stopped (SIGSTOP) so that user space reads its memory map
+    /// before it can exit; user space continues it (`check` only, first sample of each
+    /// process).
+    pub const STOPPED: u16 = 1;
+}
+
+const _: () = assert!(size_of::<StackSample>() == 64);
+const _: () = assert!(size_of::<CreateEvent>() == 72);
+const _: () = assert!(STACK_SAMPLE_MAX + size_of::<StackSample>() == 32 * 1024);
 
 /// Most arguments a USDT marker can carry (the x86_64 SDT convention allows 12; ours
 /// use at most 2, libbpf reads up to 12; 6 keeps the record small).
@@ -272,6 +333,7 @@ mod pod {
     unsafe impl aya::Pod for ProcessEvent {}
     unsafe impl aya::Pod for WatchedFd {}
     unsafe impl aya::Pod for IoStats {}
+    unsafe impl aya::Pod for StackSample {}
 }
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns`, so times taken in

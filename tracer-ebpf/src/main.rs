@@ -13,6 +13,7 @@ mod kernel_sock;
 mod kprobe;
 mod maps;
 mod sock;
+mod stack_sample;
 mod syscall;
 mod usdt;
 

@@ -35,6 +35,8 @@ pub fn sockscope_socket_exit(ctx: TracePointContext) -> u32 {
     // SAFETY: copied out at once.
     let pc_id = unsafe { CURRENT_PC.get(tid) }.copied().unwrap_or(0);
     crate::io::watch_new_socket(tgid, ret, pending.cookie, pc_id);
+    // DWARF mode: registers and stack first, so the reader has them with the create.
+    let sampled = crate::stack_sample::sample(tgid, tid, pending.cookie);
     if let Some(mut entry) = reserve::<CreateEvent>() {
         entry.write(CreateEvent {
             kind: EventKind::Create as u32,
@@ -51,7 +53,11 @@ pub fn sockscope_socket_exit(ctx: TracePointContext) -> u32 {
             pc_id,
             comm: current_comm(),
         });
-        entry.submit(stack_wakeup(tgid, user_stack));
+        let flags = match sampled {
+            crate::stack_sample::Sampled::Sent { first: true } => BPF_RB_FORCE_WAKEUP as u64,
+            _ => stack_wakeup(tgid, user_stack),
+        };
+        entry.submit(flags);
     }
     0
 }

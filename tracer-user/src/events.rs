@@ -24,6 +24,9 @@ pub enum DecodeError {
     NoKind(usize),
     #[error("unknown record kind {0}")]
     UnknownKind(u32),
+    /// Stack samples are taken by the ring reader (see `crate::unwind`), never events.
+    #[error("a stack sample record is not an event")]
+    StackSample,
     #[error("record of kind {kind:?} has {got} bytes, expected at least {want}")]
     Short {
         kind: EventKind,
@@ -60,6 +63,7 @@ impl KernelEvent {
             EventKind::Marker => Self::Marker(read(bytes, kind)?),
             EventKind::Exit => Self::Exit(read(bytes, kind)?),
             EventKind::Exec => Self::Exec(read(bytes, kind)?),
+            EventKind::StackSample => return Err(DecodeError::StackSample),
         })
     }
 }

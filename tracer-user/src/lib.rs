@@ -22,3 +22,4 @@ pub mod stapsdt;
 pub mod stream;
 pub mod symbolize;
 pub mod system;
+pub mod unwind;

@@ -24,6 +24,7 @@ use crate::{
     events::KernelEvent,
     loader::Tracer,
     symbolize::{Normalizer, RawStack, stack_addrs},
+    unwind::{DwarfStacks, Sample},
 };
 
 /// How long a record may wait in the ring when the kernel did not wake us (it wakes
@@ -63,13 +64,14 @@ impl EventStream {
     pub fn new(tracer: &mut Tracer) -> anyhow::Result<Self> {
         let ring = tracer.take_events().context("ring buffer already taken")?;
         let stacks = tracer.shared_stacks();
+        let dwarf = DwarfStacks::new(tracer.stack_mode(), tracer.take_stack_modes());
         let (tx, batches) = mpsc::unbounded_channel();
         let stop = Arc::new(AtomicBool::new(false));
         let reader = std::thread::Builder::new()
             .name("sockscope-ring".into())
             .spawn({
                 let stop = Arc::clone(&stop);
-                move || read(ring, &stacks, &tx, &stop)
+                move || read(ring, &stacks, dwarf, &tx, &stop)
             })
             .context("cannot start the ring buffer reader")?;
         Ok(Self {
@@ -135,10 +137,13 @@ impl Drop for EventStream {
 }
 
 /// The reader thread: passes over the ring until stopped (one last pass then) or
-/// until nobody listens.
+/// until nobody listens. Stack samples (`--stacks dwarf|auto`) are unwound here with the
+/// create record they precede, while the process's maps can still be read (see
+/// [`crate::unwind`]); the create record then carries the unwound stack's id.
 fn read(
     mut ring: RingBuf<MapData>,
     stacks: &StackTraceMap<MapData>,
+    mut dwarf: DwarfStacks,
     tx: &mpsc::UnboundedSender<Batch>,
     stop: &AtomicBool,
 ) {
@@ -160,7 +165,11 @@ fn read(
             let Some(item) = ring.next() else {
                 break;
             };
-            let event = match KernelEvent::decode(&item) {
+            if Sample::is_sample(&item) {
+                dwarf.sample(&item);
+                continue;
+            }
+            let mut event = match KernelEvent::decode(&item) {
                 Ok(event) => event,
                 Err(e) => {
                     eprintln!("sockscope: skipped a malformed kernel record: {e}");
@@ -176,17 +185,27 @@ fn read(
                         .clone()
                 })
             };
-            let user_stack = match &event {
+            let user_stack = match &mut event {
+                KernelEvent::Create(c) if dwarf.active() => {
+                    let (pid, id) = (c.pid, c.user_stack);
+                    dwarf.create(c, || normalize(pid, id))
+                }
                 KernelEvent::Create(c) => normalize(c.pid, c.user_stack),
                 KernelEvent::Release(r) => normalize(r.pid, r.user_stack),
                 KernelEvent::Exit(e) => {
                     normalized.retain(|(pid, _), _| *pid != e.pid);
+                    dwarf.exited(e.pid);
+                    None
+                }
+                KernelEvent::Exec(e) => {
+                    dwarf.exec(e.pid);
                     None
                 }
                 _ => None,
             };
             records.push(Record { event, user_stack });
         }
+        dwarf.continue_stopped();
         let horizon_ns = if emptied { horizon_ns } else { 0 };
         if tx
             .send(Batch {

@@ -4,6 +4,7 @@ mod bench;
 mod demo;
 mod examples;
 mod setup;
+mod unwind_bins;
 mod util;
 mod vm;
 
@@ -85,6 +86,7 @@ fn test(args: &[String]) -> anyhow::Result<()> {
     // Every binary the tests run: sockscope, the workloads, the webrtc-rs examples.
     util::cargo(&["build", "--workspace", "--bins"])?;
     let examples = examples::build_all()?;
+    let unwind_bins = unwind_bins::build()?;
     let linters = setup::ci_linters()?;
     let mut cmd = vec!["test"];
     cmd.extend(args.iter().map(String::as_str));
@@ -93,6 +95,7 @@ fn test(args: &[String]) -> anyhow::Result<()> {
         std::process::Command::new(cargo)
             .args(&cmd)
             .env("SOCKSCOPE_EXAMPLES", examples)
+            .env("SOCKSCOPE_UNWIND_BINS", unwind_bins)
             .env("SOCKSCOPE_LINTERS", linters),
     )
 }

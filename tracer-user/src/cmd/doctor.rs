@@ -178,9 +178,24 @@ fn program_check(p: ProgramProbe) -> Check {
     }
 }
 
+/// How `--stacks auto` would take the creating stacks of process `pid`.
+pub fn stacks_check(pid: u32) -> Check {
+    let name = format!("stacks pid {pid}");
+    match crate::unwind::explain_auto(pid) {
+        Ok((mode, why)) => check(name, Status::Ok, format!("{mode}: {why}")),
+        Err(e) => check(name, Status::Warn, e),
+    }
+}
+
 /// Prints the checks; returns whether tracing can work.
 pub fn run(format: Format) -> std::io::Result<bool> {
-    let checks = run_checks();
+    run_for(format, None)
+}
+
+/// [`run`], and with `pid` the stack mode that process would get.
+pub fn run_for(format: Format, pid: Option<u32>) -> std::io::Result<bool> {
+    let mut checks = run_checks();
+    checks.extend(pid.map(stacks_check));
     let mut out = std::io::stdout().lock();
     for c in &checks {
         match format {

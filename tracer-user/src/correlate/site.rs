@@ -50,9 +50,21 @@ fn is_application(name: &str) -> bool {
         && !is_webrtc_frame(name)
 }
 
+/// Whether a source file is the Rust toolchain's own (std, core, alloc: their line
+/// tables point into `/rustc/<commit>/library/`). Needed where the name alone does not
+/// tell: `<i32 as std::sys::pal::unix::IsMinusOne>::is_minus_one`, inlined into the
+/// caller of libc's `socket` (a frame that DWARF unwinding shows and the
+/// frame-pointer walk skips).
+fn in_toolchain_source(file: Option<&str>) -> bool {
+    file.is_some_and(|f| f.starts_with("/rustc/") && f.contains("/library/"))
+}
+
 /// The innermost frame (inlined functions included) that is the application's.
 pub fn creating_site(stack: &[Frame]) -> Option<Site> {
     stack.iter().flat_map(Frame::functions).find_map(|f| {
+        if in_toolchain_source(f.file) {
+            return None;
+        }
         let qualified = f.qualified();
         is_application(&qualified).then(|| Site {
             function: qualified.into_owned(),

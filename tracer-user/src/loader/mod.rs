@@ -21,6 +21,7 @@ use crate::{
     backend::{self, Backend, KernelFacts, Rejections},
     error::TracerError,
     system,
+    unwind::StackMode,
 };
 
 /// The embedded BPF object, built by build.rs through aya-build.
@@ -47,6 +48,8 @@ pub struct TracerBuilder {
     follow_exec: bool,
     io_watch: bool,
     backend: Option<Backend>,
+    stack_mode: StackMode,
+    stack_bytes: Option<u32>,
 }
 
 impl TracerBuilder {
@@ -102,6 +105,31 @@ impl TracerBuilder {
         self
     }
 
+    /// How creating stacks are taken (see [`crate::unwind`]). Samples are taken only
+    /// for the processes the filters select (`pid`, `comm`, `cgroup`): without a
+    /// filter the mode is frame pointers whatever is asked.
+    pub fn stack_mode(mut self, mode: StackMode) -> Self {
+        self.stack_mode = mode;
+        self
+    }
+
+    /// Bytes of user stack copied per sample (default
+    /// [`tracer_common::STACK_SAMPLE_DEFAULT`], at most
+    /// [`tracer_common::STACK_SAMPLE_MAX`]).
+    pub fn stack_bytes(mut self, bytes: Option<u32>) -> Self {
+        self.stack_bytes = bytes;
+        self
+    }
+
+    /// The stack mode the kernel will use: samples only where a filter is set.
+    pub fn effective_stack_mode(&self) -> StackMode {
+        if self.pid.is_some() || self.comm.is_some() || self.cgroup.is_some() {
+            self.stack_mode
+        } else {
+            StackMode::Fp
+        }
+    }
+
     /// This backend only; `None`: the first of [`Backend::AUTO_ORDER`] that attaches.
     pub fn backend(mut self, backend: Option<Backend>) -> Self {
         self.backend = backend;
@@ -131,6 +159,7 @@ impl TracerBuilder {
         };
         let facts = KernelFacts::read();
         let comm = self.comm.unwrap_or([0; COMM_LEN]);
+        let stack_mode = self.effective_stack_mode();
         let mut ebpf = configured_load(
             &LoadConfig {
                 io_watch: self.io_watch,
@@ -139,6 +168,9 @@ impl TracerBuilder {
                 cgroup_id,
                 ring_bytes: self.ring_bytes,
                 kernel_stacks: self.kernel_stacks,
+                stack_mode,
+                stack_bytes: self.stack_bytes,
+                follow_exec: self.follow_exec,
             },
             &facts,
         )?;
@@ -185,6 +217,7 @@ impl TracerBuilder {
         let stacks = take_map(&mut ebpf, "STACKS", StackTraceMap::try_from)?;
         let stats = take_map(&mut ebpf, "STATS", PerCpuArray::try_from)?;
         let usdt_specs = take_map(&mut ebpf, "USDT_SPECS", UsdtSpecs::try_from)?;
+        let stack_modes = take_map(&mut ebpf, "STACK_MODES", aya::maps::HashMap::try_from)?;
         Ok(Tracer {
             ebpf,
             events: Some(events),
@@ -195,6 +228,8 @@ impl TracerBuilder {
             backend,
             rejections,
             io,
+            stack_mode,
+            stack_modes: Some(stack_modes),
         })
     }
 }
@@ -230,6 +265,14 @@ fn choose_backend(
 /// `EVENTS`' size in tracer-ebpf.
 const DEFAULT_RING_BYTES: u32 = 256 * 1024;
 
+/// The ring's default size when every traced socket creation is sampled (`dwarf`): a
+/// sample is up to 32 KiB (16 KiB by default), so the frame-pointer default would hold
+/// only 16 of them.
+pub const DWARF_RING_BYTES: u32 = 4 * 1024 * 1024;
+/// The same for `auto`, where processes with working frame pointers are sampled only
+/// at their first socket.
+pub const AUTO_RING_BYTES: u32 = 2 * 1024 * 1024;
+
 /// The read-only globals and map sizes fixed at load.
 #[derive(Default)]
 struct LoadConfig {
@@ -240,6 +283,9 @@ struct LoadConfig {
     cgroup_id: u64,
     ring_bytes: Option<u32>,
     kernel_stacks: bool,
+    stack_mode: StackMode,
+    stack_bytes: Option<u32>,
+    follow_exec: bool,
 }
 
 /// Loads the object with its read-only configuration. Shared by tracing and
@@ -262,11 +308,37 @@ fn configured_load(cfg: &LoadConfig, facts: &KernelFacts) -> Result<Ebpf, Tracer
     // Lets release events say whether a dying process's files are being closed.
     let task_flags = facts.task_flags.unwrap_or(0);
     loader.override_global("TASK_FLAGS_OFFSET", &task_flags, true);
+    let sampling = cfg.stack_mode != StackMode::Fp;
+    let stack_mode = cfg.stack_mode.kernel_value();
+    loader.override_global("STACK_MODE", &stack_mode, true);
+    let stack_bytes = cfg
+        .stack_bytes
+        .unwrap_or(tracer_common::STACK_SAMPLE_DEFAULT)
+        .min(tracer_common::STACK_SAMPLE_MAX as u32);
+    loader.override_global("STACK_SAMPLE_BYTES", &stack_bytes, true);
+    // `check` stops its processes at exec already; it also stops each at its first
+    // sample until the reader has its memory map (a test binary may exit at once).
+    let stop_for_maps = u8::from(sampling && cfg.follow_exec && cfg.cgroup_id != 0);
+    loader.override_global("STOP_FOR_MAPS", &stop_for_maps, true);
+    if sampling {
+        // One 32 KiB scratch slot per CPU (one in all when nothing is sampled).
+        // A CPU without a slot takes no samples (the program finds no slot).
+        let cpus = aya::util::nr_cpus().unwrap_or_else(|_| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+        });
+        loader.map_max_entries("SAMPLE_SCRATCH", cpus as u32);
+    }
+    let default_ring = match cfg.stack_mode {
+        StackMode::Fp => DEFAULT_RING_BYTES,
+        StackMode::Dwarf => DWARF_RING_BYTES,
+        StackMode::Auto => AUTO_RING_BYTES,
+    };
+    let ring_bytes = cfg.ring_bytes.unwrap_or(default_ring);
     // Wake the consumer when an eighth of the ring waits (see stream::POLL).
-    let wakeup_bytes = u64::from(cfg.ring_bytes.unwrap_or(DEFAULT_RING_BYTES) / 8);
+    let wakeup_bytes = u64::from(ring_bytes / 8);
     loader.override_global("WAKEUP_BYTES", &wakeup_bytes, true);
-    if let Some(bytes) = cfg.ring_bytes {
-        loader.map_max_entries("EVENTS", bytes);
+    if ring_bytes != DEFAULT_RING_BYTES {
+        loader.map_max_entries("EVENTS", ring_bytes);
     }
     loader
         .load(BPF_OBJECT)
@@ -320,7 +392,13 @@ pub struct Tracer {
     backend: Backend,
     rejections: Rejections,
     io: Option<IoWatch>,
+    stack_mode: StackMode,
+    /// `auto`: the per-process stack mode, for the ring reader (taken once).
+    stack_modes: Option<StackModes>,
 }
+
+/// The kernel's per-process stack mode in `auto` (see tracer-ebpf/src/stack_sample.rs).
+pub type StackModes = aya::maps::HashMap<MapData, u32, u8>;
 
 /// USDT argument specs by attach cookie.
 pub type UsdtSpecs = aya::maps::HashMap<MapData, u32, UsdtSpec>;
@@ -349,6 +427,16 @@ impl Tracer {
 
     pub fn io_mut(&mut self) -> Option<&mut IoWatch> {
         self.io.as_mut()
+    }
+
+    /// How creating stacks are taken (frame pointers when no filter is set).
+    pub fn stack_mode(&self) -> StackMode {
+        self.stack_mode
+    }
+
+    /// The per-process stack-mode map, for the ring reader (taken once).
+    pub fn take_stack_modes(&mut self) -> Option<StackModes> {
+        self.stack_modes.take()
     }
 
     /// The backend in use.

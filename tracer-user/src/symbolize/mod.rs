@@ -109,19 +109,34 @@ impl Symbolizer {
 
     /// Frames of a stack normalized while its process lived (see [`Normalizer`]).
     pub fn raw(&self, frames: &[RawFrame]) -> Vec<Frame> {
-        let mut out: Vec<Frame> = frames.iter().map(|f| Frame::unknown(f.addr)).collect();
+        let mut out: Vec<Frame> = frames
+            .iter()
+            .map(|f| {
+                let mut frame = Frame::unknown(f.addr);
+                frame.symbol = f.note.as_ref().map(|n| format!("[{n}]"));
+                frame
+            })
+            .collect();
         // Per object file: which frames, at which file offsets.
         let mut by_object: Vec<(&Arc<ObjectFile>, Vec<usize>, Vec<u64>)> = Vec::new();
         for (i, f) in frames.iter().enumerate() {
             let Some((object, offset)) = &f.object else {
                 continue;
             };
+            // Frames after the first are return addresses: the call is the instruction
+            // before (the return address may be the next line, or another function
+            // after a call that does not return), as debuggers look them up.
+            let offset = if i == 0 {
+                *offset
+            } else {
+                offset.saturating_sub(1)
+            };
             match by_object.iter_mut().find(|(o, ..)| Arc::ptr_eq(o, object)) {
                 Some((_, idx, offsets)) => {
                     idx.push(i);
-                    offsets.push(*offset);
+                    offsets.push(offset);
                 }
-                None => by_object.push((object, vec![i], vec![*offset])),
+                None => by_object.push((object, vec![i], vec![offset])),
             }
         }
         for (object, idx, offsets) in by_object {
@@ -206,6 +221,16 @@ pub struct ObjectFile {
 }
 
 impl ObjectFile {
+    /// An object file opened by another reader of process maps (`crate::unwind`).
+    pub(crate) fn new(file: File, shown: String) -> Self {
+        Self { file, shown }
+    }
+
+    /// Its path as the process saw it.
+    pub fn shown(&self) -> &str {
+        &self.shown
+    }
+
     fn fd_path(&self) -> PathBuf {
         PathBuf::from(format!("/proc/self/fd/{}", self.file.as_raw_fd()))
     }
@@ -217,6 +242,20 @@ impl ObjectFile {
 pub struct RawFrame {
     pub addr: u64,
     pub object: Option<(Arc<ObjectFile>, u64)>,
+    /// Not a frame: why the stack ends here (a DWARF unwinding that stopped early, see
+    /// `crate::unwind`). Named `[NOTE]`, address 0, last in its stack.
+    pub note: Option<Arc<str>>,
+}
+
+impl RawFrame {
+    /// The note that ends a stack cut short.
+    pub fn note(why: String) -> Self {
+        Self {
+            addr: 0,
+            object: None,
+            note: Some(why.into()),
+        }
+    }
 }
 
 /// A normalized user stack, innermost first.
@@ -256,7 +295,11 @@ impl Normalizer {
         let Ok(normalized) = blaze.normalize_user_addrs_opts(Pid::from(pid), addrs, &opts) else {
             return addrs
                 .iter()
-                .map(|&addr| RawFrame { addr, object: None })
+                .map(|&addr| RawFrame {
+                    addr,
+                    object: None,
+                    note: None,
+                })
                 .collect();
         };
         let mut opened: HashMap<usize, Option<Arc<ObjectFile>>> = HashMap::new();
@@ -274,6 +317,7 @@ impl Normalizer {
                 RawFrame {
                     addr,
                     object: object.map(|o| (o, offset)),
+                    note: None,
                 }
             })
             .collect()

@@ -1,0 +1,324 @@
+//! DWARF unwinding of creating stacks (`--stacks dwarf|auto`) on programs built without
+//! frame pointers, against ground truth: gdb's backtrace of a C program built with
+//! `-O2 -fomit-frame-pointer`, and the frame-pointer build of the same Rust program.
+mod common;
+
+use std::{
+    io::Write as _,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use common::*;
+use serde_json::Value;
+
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// A missing prerequisite: a failure in CI, a skip with the reason elsewhere.
+fn missing(test: &str, why: &str) {
+    assert!(!in_ci(), "{test}: {why}");
+    eprintln!("SKIP {test}: {why}");
+}
+
+/// The C fixture, built now without frame pointers (with line tables).
+fn build_c_fixture(test: &str) -> Option<PathBuf> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/deep_socket.c");
+    let dir = std::env::temp_dir().join(format!("sockscope-unwind-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let bin = dir.join("deep_socket");
+    let out = Command::new("cc")
+        .args(["-O2", "-fomit-frame-pointer", "-g", "-o"])
+        .arg(&bin)
+        .arg(&src)
+        .output();
+    match out {
+        Ok(o) if o.status.success() => Some(bin),
+        Ok(o) => panic!("cc failed: {}", String::from_utf8_lossy(&o.stderr)),
+        Err(e) => {
+            missing(
+                test,
+                &format!("no C compiler (cc: {e}): apt-get install gcc"),
+            );
+            None
+        }
+    }
+}
+
+/// (function, file, line) of each frame gdb shows at a breakpoint on `socket`, from
+/// the caller of `socket` down to `main`.
+fn gdb_backtrace(test: &str, bin: &Path) -> Option<Vec<(String, String, u32)>> {
+    let out = Command::new("gdb")
+        .args(["-batch", "-nx", "-ex", "set debuginfod enabled off"])
+        .args(["-ex", "break socket", "-ex", "run", "-ex", "bt", "--args"])
+        .arg(bin)
+        .arg("--now")
+        .stdin(Stdio::null())
+        .output();
+    let out = match out {
+        Ok(o) => o,
+        Err(e) => {
+            missing(test, &format!("no gdb ({e}): apt-get install gdb"));
+            return None;
+        }
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    // `#1  0x000055555555541c in level_five (depth=...) at /path/deep_socket.c:26`
+    let frames: Vec<(String, String, u32)> = text
+        .lines()
+        .filter(|l| l.starts_with('#'))
+        .filter_map(|l| {
+            let (_, rest) = l.split_once(" in ")?;
+            let func = rest.split_whitespace().next()?.to_owned();
+            let (file, line) = rest.rsplit_once(" at ")?.1.trim().rsplit_once(':')?;
+            Some((func, file.to_owned(), line.parse().ok()?))
+        })
+        .collect();
+    assert!(
+        frames.last().is_some_and(|f| f.0 == "main"),
+        "gdb's backtrace should reach main: {text}"
+    );
+    Some(frames)
+}
+
+/// Runs the C fixture under `sockscope trace --format json --stacks MODE --pid P` and
+/// returns the user frames of its one creating stack.
+fn trace_c_fixture(bin: &Path, mode: &str) -> Vec<Value> {
+    let mut child = Command::new(bin)
+        .arg("--hold")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the C fixture");
+    let out = Lines::new(child.stdout.take().expect("stdout"));
+    let ready: Value =
+        serde_json::from_str(&out.wait_for("ready", Duration::from_secs(10))).expect("ready");
+    let pid = ready["pid"].as_u64().expect("pid").to_string();
+    let tracer = Sockscope::start(&["trace", "--format", "json", "--pid", &pid, "--stacks", mode]);
+    let mut stdin = child.stdin.take().expect("stdin");
+    writeln!(stdin, "go").expect("go");
+    out.wait_for("sockets", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(300));
+    let (events, status) = tracer.stop_json();
+    drop(stdin);
+    let _ = child.wait();
+    assert!(status.success(), "sockscope exited with {status}");
+    let creates = by_event(&events, "create");
+    assert_eq!(creates.len(), 1, "one socket created: {events:#?}");
+    creates[0]["stacks"]["user"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no user stack: {:#}", creates[0]))
+        .clone()
+}
+
+fn symbol(f: &Value) -> &str {
+    f["symbol"].as_str().unwrap_or("[unknown]")
+}
+
+#[test]
+fn dwarf_stack_of_c_program_without_frame_pointers_matches_gdb() {
+    let test = "dwarf_stack_of_c_program_without_frame_pointers_matches_gdb";
+    if !require_root(test) {
+        return;
+    }
+    let Some(bin) = build_c_fixture(test) else {
+        return;
+    };
+    let Some(gdb) = gdb_backtrace(test, &bin) else {
+        return;
+    };
+    let _serial = serial();
+    let user = trace_c_fixture(&bin, "dwarf");
+    // Ours: libc's socket, then the program's frames; gdb's from its frame 1 on.
+    let ours: Vec<(String, String, u32)> = user
+        .iter()
+        .skip_while(|f| symbol(f) != gdb[0].0)
+        .take(gdb.len())
+        .map(|f| {
+            (
+                symbol(f).to_owned(),
+                f["file"].as_str().unwrap_or_default().to_owned(),
+                f["line"].as_u64().unwrap_or(0) as u32,
+            )
+        })
+        .collect();
+    assert_eq!(ours, gdb, "DWARF stack vs gdb; ours in full: {user:#?}");
+    // Past main: libc's start code, and no note (the root was reached).
+    assert!(
+        user.iter()
+            .all(|f| !symbol(f).starts_with("[unwinding stopped")),
+        "unwinding reached the root: {user:#?}"
+    );
+    assert!(
+        user.iter().any(|f| symbol(f).contains("libc_start")),
+        "down through libc's start code: {user:#?}"
+    );
+
+    // auto picks DWARF for this program: the same stack.
+    let auto = trace_c_fixture(&bin, "auto");
+    let names = |s: &[Value]| s.iter().map(|f| symbol(f).to_owned()).collect::<Vec<_>>();
+    assert_eq!(names(&auto), names(&user), "auto = dwarf here");
+
+    // The frame-pointer walk cannot get there (or the test would prove nothing).
+    let fp = trace_c_fixture(&bin, "fp");
+    assert!(
+        !fp.iter().any(|f| symbol(f) == "level_one"),
+        "the frame-pointer walk should not reach level_one in a build without frame pointers: {fp:#?}"
+    );
+    assert_nothing_attached("after the traces");
+
+    // doctor says which mode the process would get.
+    let mut child = Command::new(&bin)
+        .arg("--hold")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the C fixture");
+    let out = Lines::new(child.stdout.take().expect("stdout"));
+    let ready: Value =
+        serde_json::from_str(&out.wait_for("ready", Duration::from_secs(10))).expect("ready");
+    let pid = ready["pid"].as_u64().expect("pid").to_string();
+    let doctor = Command::new(sockscope_bin())
+        .args(["doctor", "--pid", &pid])
+        .output()
+        .expect("doctor");
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = String::from_utf8_lossy(&doctor.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.contains(&format!("stacks pid {pid}")))
+        .unwrap_or_else(|| panic!("doctor --pid has a stacks line: {text}"));
+    assert!(line.contains("dwarf"), "{line}");
+}
+
+/// The release builds of `pc_sim` with and without frame pointers (`cargo xtask test`
+/// builds them, see xtask/src/unwind_bins.rs).
+fn pc_sim_builds(test: &str) -> Option<(PathBuf, PathBuf)> {
+    let dir = std::env::var_os("SOCKSCOPE_UNWIND_BINS").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/unwind"),
+        PathBuf::from,
+    );
+    let fp = dir.join("fp/pc_sim");
+    let nofp = dir.join("nofp/pc_sim");
+    if fp.exists() && nofp.exists() {
+        return Some((fp, nofp));
+    }
+    missing(
+        test,
+        &format!(
+            "{} missing: `cargo xtask test` builds pc_sim with and without frame pointers",
+            nofp.display()
+        ),
+    );
+    None
+}
+
+/// The one leak `check --stacks MODE` finds in `pc_sim --pcs 1 --leak 1` (which exits
+/// right after its sockets are made and closed, leaving the leaked one to the exit: its
+/// maps must be read before then).
+fn check_leak(bin: &Path, mode: &str) -> Value {
+    let run = run_check(
+        &["--stacks", mode, "--grace", "1s"],
+        bin,
+        &[
+            "--pcs",
+            "1",
+            "--sockets",
+            "2",
+            "--leak",
+            "1",
+            "--exit-without-cleanup",
+        ],
+    );
+    assert_eq!(run.code, Some(1), "a leak: {}", run.stderr);
+    let leaks = by_event(&run.ours, "leak");
+    assert_eq!(leaks.len(), 1, "one leak: {:#?}", run.ours);
+    leaks[0].clone()
+}
+
+/// Every function of a stack (inlined ones first, as frames list them), with file:line.
+fn functions(stack: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    for f in stack.as_array().map(Vec::as_slice).unwrap_or_default() {
+        let inlined = f["inlined"].as_array().cloned().unwrap_or_default();
+        let at = f["inlined_at"].as_array().cloned().unwrap_or_default();
+        for (i, name) in inlined.iter().enumerate() {
+            let where_ = at.get(i).map_or(String::new(), |a| {
+                format!(" {}:{}", a["file"].as_str().unwrap_or("?"), a["line"])
+            });
+            out.push(format!("{}{where_}", name.as_str().unwrap_or("?")));
+        }
+        out.push(format!(
+            "{} {}:{}",
+            symbol(f),
+            f["file"].as_str().unwrap_or("?"),
+            f["line"]
+        ));
+    }
+    out
+}
+
+#[test]
+fn check_on_rust_release_build_without_frame_pointers_matches_the_frame_pointer_build() {
+    let test = "check_on_rust_release_build_without_frame_pointers_matches_the_frame_pointer_build";
+    if !require_root(test) {
+        return;
+    }
+    let Some((fp_bin, nofp_bin)) = pc_sim_builds(test) else {
+        return;
+    };
+    // The frame-pointer build as users run it today (frame pointers), and unwound with
+    // its CFI too (the frame-pointer walk skips the caller of libc's `socket`, a leaf
+    // without a frame: std's `bind::inner`).
+    let with_fp = check_leak(&fp_bin, "fp");
+    let with_fp_dwarf = check_leak(&fp_bin, "dwarf");
+    // The release build without frame pointers, with the default `--stacks auto`.
+    let without = check_leak(&nofp_bin, "auto");
+    let (a, b) = (
+        functions(&with_fp_dwarf["stack"]),
+        functions(&without["stack"]),
+    );
+    assert!(
+        a.iter().any(|f| f.contains("pc_sim_create_sockets")),
+        "the frame-pointer build names the creator: {a:#?}"
+    );
+    assert!(
+        a.last().is_some_and(|f| f.starts_with("clone3")),
+        "down to the thread's root: {a:#?}"
+    );
+    assert_eq!(
+        b, a,
+        "the stack of the build without frame pointers is the frame-pointer build's (file:line included)"
+    );
+    // Every frame the frame-pointer walk of the frame-pointer build names is there too.
+    let fp_names = functions(&with_fp["stack"]);
+    let missing_frames: Vec<&String> = fp_names.iter().filter(|f| !b.contains(f)).collect();
+    assert!(
+        missing_frames.is_empty(),
+        "frames of the frame-pointer walk missing from the DWARF stack: {missing_frames:#?}"
+    );
+    for leak in [&with_fp_dwarf, &without] {
+        assert_eq!(leak["site"], with_fp["site"], "creating site");
+        assert_eq!(leak["subsystem"], with_fp["subsystem"], "subsystem");
+        assert_eq!(leak["confidence"], with_fp["confidence"], "attribution");
+        assert_eq!(leak["pc_id"], with_fp["pc_id"], "PeerConnection");
+    }
+    assert!(
+        without["site"]["function"]
+            .as_str()
+            .is_some_and(|f| f.contains("pc_sim")),
+        "the site is the program's own code: {:#}",
+        without["site"]
+    );
+
+    // Without DWARF the same build's stack stops short (or this proves nothing).
+    let short = check_leak(&nofp_bin, "fp");
+    let c = functions(&short["stack"]);
+    assert!(
+        c.len() < a.len(),
+        "frame pointers alone lose frames in the build without them: {c:#?}"
+    );
+}
