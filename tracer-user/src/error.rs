@@ -39,6 +39,14 @@ pub enum TracerError {
     RingBuf(#[source] io::Error),
     #[error("process {0} does not exist (or exited)")]
     NoSuchProcess(u32),
+    /// The process exists but a file of its /proc directory cannot be read (no ptrace
+    /// rights over it: another user's process, or CAP_SYS_PTRACE missing).
+    #[error("cannot read {path}: {reason}: {hint}")]
+    ProcUnreadable {
+        path: String,
+        reason: String,
+        hint: String,
+    },
     #[error(transparent)]
     Usdt(#[from] crate::stapsdt::UsdtError),
     #[error(
@@ -60,10 +68,49 @@ pub enum UsageError {
     NoSuchPid(u32),
     #[error("--comm {0:?} is longer than the kernel's 15-byte task name: give at most 15 bytes")]
     CommTooLong(String),
+    #[error("{0} must be longer than 0")]
+    ZeroDuration(&'static str),
     #[error("--comm must not be empty")]
     CommEmpty,
     #[error("command not found: {0}")]
     CommandNotFound(String),
     #[error("cannot write {path}: {source}")]
     Output { path: PathBuf, source: io::Error },
+}
+
+impl TracerError {
+    /// What failed reading `path` of process `pid` under /proc: the process is gone,
+    /// or it exists and the file is not readable (say why, not "does not exist").
+    pub fn proc_read(pid: u32, path: impl Into<String>, e: &io::Error) -> Self {
+        let path = path.into();
+        let (reason, hint) = match e.raw_os_error() {
+            Some(libc::EACCES | libc::EPERM) => (
+                "permission denied".to_owned(),
+                "run as root (another user's process, or one with capabilities sockscope lacks, needs CAP_SYS_PTRACE)".to_owned(),
+            ),
+            Some(libc::ENOENT | libc::ESRCH) if !crate::inventory::process_running(pid) => {
+                return Self::NoSuchProcess(pid);
+            }
+            Some(libc::ENOENT) => (
+                io_reason(e),
+                format!("process {pid} has no executable (a kernel thread?)"),
+            ),
+            _ => (io_reason(e), "is /proc mounted?".to_owned()),
+        };
+        Self::ProcUnreadable { path, reason, hint }
+    }
+}
+
+/// An I/O error as a short lowercase phrase, without "(os error N)".
+pub fn io_reason(e: &io::Error) -> String {
+    let text = e.to_string();
+    let text = match text.find(" (os error") {
+        Some(i) => &text[..i],
+        None => &text,
+    };
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(c) => c.to_lowercase().chain(chars).collect(),
+        None => "unknown error".to_owned(),
+    }
 }

@@ -233,11 +233,12 @@ fn bpf_arg(arg: &ArgSpec) -> UsdtArg {
 /// user, path readable from here through /proc/PID/root, which also works for
 /// processes in other mount namespaces such as containers).
 pub fn process_objects(pid: u32) -> Result<Vec<(PathBuf, PathBuf)>, TracerError> {
-    let maps = fs::read_to_string(format!("/proc/{pid}/maps"))
-        .map_err(|_| TracerError::NoSuchProcess(pid))?;
+    let failed = |what: &str, e: std::io::Error| {
+        TracerError::proc_read(pid, format!("/proc/{pid}/{what}"), &e)
+    };
+    let exe = fs::read_link(format!("/proc/{pid}/exe")).map_err(|e| failed("exe", e))?;
+    let maps = fs::read_to_string(format!("/proc/{pid}/maps")).map_err(|e| failed("maps", e))?;
     let root = PathBuf::from(format!("/proc/{pid}/root"));
-    let exe =
-        fs::read_link(format!("/proc/{pid}/exe")).map_err(|_| TracerError::NoSuchProcess(pid))?;
     let mut paths = BTreeSet::new();
     for line in maps.lines() {
         // address perms offset dev inode path

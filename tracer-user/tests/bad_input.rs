@@ -25,3 +25,67 @@ fn bad_input_gives_one_line_and_exit_2() {
         "/nonexistent-dir/out.jsonl",
     );
 }
+
+#[test]
+fn a_missing_argument_is_named_with_the_usage() {
+    expect_usage_error(&["check"], "required arguments were not provided: <CMD>...");
+    expect_usage_error(&["check"], "usage: sockscope check [OPTIONS] -- <CMD>...");
+    expect_usage_error(&["check", "--grace", "1s"], "<CMD>...");
+    expect_usage_error(
+        &["watch"],
+        "required arguments were not provided: --pid <PID>",
+    );
+}
+
+#[test]
+fn a_bare_number_is_seconds_for_every_duration_flag() {
+    let pid_max: u32 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let missing = pid_max.to_string();
+    let no_pid = format!("no process with pid {missing}");
+    // Accepted: the error is then about the missing process, not the duration.
+    expect_usage_error(&["trace", "--duration", "8", "--pid", &missing], &no_pid);
+    expect_usage_error(&["trace", "--duration", "1.5", "--pid", &missing], &no_pid);
+    expect_usage_error(
+        &[
+            "leaks",
+            "--duration",
+            "1",
+            "--interval",
+            "2.5",
+            "--min-age",
+            "3",
+            "--pid",
+            &missing,
+        ],
+        &no_pid,
+    );
+    expect_usage_error(
+        &[
+            "watch",
+            "--grace",
+            ".5",
+            "--duration",
+            "10",
+            "--pid",
+            &missing,
+        ],
+        &no_pid,
+    );
+    expect_usage_error(
+        &["check", "--grace", "3", "--", "/nonexistent/prog"],
+        "/nonexistent/prog",
+    );
+    // Garbage is still refused, with examples.
+    for garbage in ["1.2.3", "abc", "8x", "-1", ""] {
+        let flag = format!("--duration={garbage}");
+        expect_usage_error(&["trace", &flag], "examples: 8, 1.5, 500ms");
+    }
+    expect_usage_error(
+        &["leaks", "--interval", "0"],
+        "--interval must be longer than 0",
+    );
+}

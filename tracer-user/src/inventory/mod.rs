@@ -16,6 +16,7 @@ use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_SOCK_DIAG};
 use crate::{backend::SocketIdentity, error::TracerError, events::Family};
 
 mod process;
+pub(crate) use process::pidfd_open;
 pub use process::{HeldSocket, udp_sockets_of};
 
 /// One UDP socket known to the kernel.
@@ -192,6 +193,167 @@ pub fn held_udp_sockets(only_pid: Option<u32>) -> Vec<(LiveSocket, Option<(u32, 
         .collect()
 }
 
+/// A UDP socket that exists when tracing starts, bound or not.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FoundSocket {
+    pub cookie: u64,
+    pub inode: u64,
+    pub family: Family,
+    /// `None` while unbound.
+    pub local: Option<(IpAddr, u16)>,
+    /// A process and fd that hold it (the first found), when a process does.
+    pub holder: Option<(u32, i32)>,
+}
+
+impl FoundSocket {
+    /// The number events of this backend know the socket by (see `SocketIdentity`).
+    pub fn key(&self, identity: SocketIdentity) -> u64 {
+        identity.of(self.cookie, self.inode)
+    }
+
+    /// Local address and port as records print them: the family's unspecified address
+    /// and port 0 while unbound.
+    pub fn local_or_unspecified(&self) -> (IpAddr, u16) {
+        self.local.unwrap_or(match self.family {
+            Family::Inet6 => (IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), 0),
+            _ => (IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0),
+        })
+    }
+
+    fn from_diag(s: LiveSocket, holder: Option<(u32, i32)>) -> Self {
+        Self {
+            cookie: s.cookie,
+            inode: u64::from(s.inode),
+            family: s.family,
+            local: Some((s.local_addr, s.local_port)),
+            holder,
+        }
+    }
+
+    fn from_held(pid: u32, s: HeldSocket, family: Family) -> Self {
+        Self {
+            cookie: s.cookie,
+            inode: s.inode,
+            family,
+            local: s.local,
+            holder: Some((pid, s.fd)),
+        }
+    }
+}
+
+/// Every UDP socket that exists now, unbound ones included (or, with `only_pid`, those
+/// that process holds). sock_diag lists the bound sockets of this network namespace;
+/// the others (unbound, or in another namespace) are found through the processes'
+/// fds: the socket fds whose inode sock_diag did not list and whose protocol (the
+/// `system.sockprotoname` attribute of the fd) is UDP are copied in with pidfd_getfd.
+/// Processes that vanish or cannot be read are skipped; this never fails.
+pub fn udp_inventory(only_pid: Option<u32>) -> Vec<FoundSocket> {
+    if let Some(pid) = only_pid {
+        return match process::udp_sockets_among(pid, process_socket_fds(pid)) {
+            Ok(held) => held
+                .into_iter()
+                .map(|(s, family)| FoundSocket::from_held(pid, s, family))
+                .collect(),
+            Err(e) => {
+                eprintln!(
+                    "sockscope: cannot read pid {pid}'s sockets through its fds ({e}); listing only its bound sockets in this network namespace"
+                );
+                held_udp_sockets(Some(pid))
+                    .into_iter()
+                    .map(|(s, holder)| FoundSocket::from_diag(s, holder))
+                    .collect()
+            }
+        };
+    }
+    let holders = socket_holders(None);
+    let diag = udp_sockets_or_warn();
+    let listed: std::collections::HashSet<u64> = diag.iter().map(|s| u64::from(s.inode)).collect();
+    let mut found: Vec<FoundSocket> = diag
+        .into_iter()
+        .map(|s| {
+            let holder = holders
+                .get(&u64::from(s.inode))
+                .and_then(|h| h.first())
+                .copied();
+            FoundSocket::from_diag(s, holder)
+        })
+        .collect();
+    // The others, by process: (inode, fd) of each UDP socket fd sock_diag did not list.
+    let mut unlisted: HashMap<u32, Vec<(u64, i32)>> = HashMap::new();
+    for (inode, held) in holders.iter().filter(|(i, _)| !listed.contains(i)) {
+        let udp_holder = held
+            .iter()
+            .find(|(pid, fd)| is_udp_fd(&format!("/proc/{pid}/fd/{fd}")));
+        if let Some(&(pid, fd)) = udp_holder {
+            unlisted.entry(pid).or_default().push((*inode, fd));
+        }
+    }
+    let mut unreadable = 0;
+    for (pid, fds) in unlisted {
+        match process::udp_sockets_among(pid, fds) {
+            Ok(held) => found.extend(
+                held.into_iter()
+                    .map(|(s, family)| FoundSocket::from_held(pid, s, family)),
+            ),
+            // Gone meanwhile: its sockets are gone too.
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
+            Err(_) => unreadable += 1,
+        }
+    }
+    if unreadable > 0 {
+        eprintln!(
+            "sockscope: the unbound UDP sockets of {unreadable} processes could not be read (no ptrace rights over them): they are not listed"
+        );
+    }
+    found
+}
+
+/// Whether `pid` exists and has not exited (a zombie has).
+pub fn process_running(pid: u32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // "PID (COMM) STATE ...": COMM may hold spaces and parentheses.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => std::path::Path::new(&format!("/proc/{pid}")).exists(),
+    }
+}
+
+/// (socket inode, fd) of every socket fd of `pid`.
+fn process_socket_fds(pid: u32) -> Vec<(u64, i32)> {
+    socket_holders(Some(pid))
+        .into_iter()
+        .flat_map(|(inode, held)| held.into_iter().map(move |(_, fd)| (inode, fd)))
+        .collect()
+}
+
+/// Whether the socket behind `fd_path` (/proc/PID/fd/N) is a UDP one, from the
+/// protocol name the kernel gives a socket's inode ("UDP", "UDPv6"); false when it
+/// cannot be read.
+fn is_udp_fd(fd_path: &str) -> bool {
+    let (Ok(path), Ok(name)) = (
+        std::ffi::CString::new(fd_path),
+        std::ffi::CString::new("system.sockprotoname"),
+    ) else {
+        return false;
+    };
+    let mut buf = [0u8; 32];
+    // SAFETY: NUL-terminated strings and a buffer valid for writes of its length.
+    let n = unsafe {
+        libc::getxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    usize::try_from(n)
+        .ok()
+        .and_then(|n| buf.get(..n))
+        .is_some_and(|proto| proto.starts_with(b"UDP"))
+}
+
 /// The socket inode an fd of ours refers to, from /proc/self/fd.
 fn socket_inode_of_fd(fd: &impl std::os::fd::AsRawFd) -> Option<u64> {
     let link = fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).ok()?;
@@ -215,6 +377,47 @@ mod tests {
         assert_eq!(socket_inode("socket:[4242]"), Some(4242));
         assert_eq!(socket_inode("pipe:[1]"), None);
         assert_eq!(socket_inode("socket:[x]"), None);
+    }
+
+    #[test]
+    fn tells_udp_fds_by_protocol_name() {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let udp6 = std::net::UdpSocket::bind("[::1]:0").ok();
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let path = |fd: i32| format!("/proc/self/fd/{fd}");
+        use std::os::fd::AsRawFd as _;
+        assert!(is_udp_fd(&path(udp.as_raw_fd())));
+        if let Some(u6) = &udp6 {
+            assert!(is_udp_fd(&path(u6.as_raw_fd())));
+        }
+        assert!(!is_udp_fd(&path(tcp.as_raw_fd())));
+        assert!(!is_udp_fd("/proc/self/fd/999999"));
+    }
+
+    #[test]
+    fn inventory_lists_our_unbound_socket_host_wide_and_for_our_pid() {
+        // SAFETY: plain socket(2); the fd, checked, is owned from here on.
+        let fd = unsafe { libc::socket(libc::AF_INET6, libc::SOCK_DGRAM, 0) };
+        assert!(fd >= 0, "{}", io::Error::last_os_error());
+        // SAFETY: a fresh fd the kernel just gave us.
+        let sock = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        let inode = socket_inode_of_fd(&sock).unwrap();
+        let me = std::process::id();
+        for scope in [Some(me), None] {
+            let all = udp_inventory(scope);
+            let s = all
+                .iter()
+                .find(|s| s.inode == inode)
+                .unwrap_or_else(|| panic!("{scope:?}: our unbound socket is listed"));
+            assert_eq!(
+                (s.family, s.local, s.holder),
+                (Family::Inet6, None, Some((me, fd)))
+            );
+            assert_eq!(
+                s.local_or_unspecified(),
+                (IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), 0)
+            );
+        }
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::{
 };
 
 use super::{socket_holders, socket_inode_of_fd};
-use crate::backend::SocketIdentity;
+use crate::{backend::SocketIdentity, events::Family};
 
 /// A UDP socket held by a process.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,7 +38,8 @@ fn check(rc: libc::c_long) -> io::Result<libc::c_long> {
     }
 }
 
-fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+/// A pidfd for `pid`: pollable, readable once the process has exited.
+pub(crate) fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
     // SAFETY: plain syscall; the returned fd is owned by us.
     let fd = check(unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) })?;
     // SAFETY: a fresh fd the kernel just gave us.
@@ -99,11 +100,24 @@ fn local_addr(fd: &OwnedFd) -> io::Result<Option<(IpAddr, u16)>> {
 /// held twice). Fails when the process cannot be read this way (it is gone, the
 /// kernel predates pidfd_getfd, or no ptrace rights): use sock_diag then.
 pub fn udp_sockets_of(pid: u32) -> io::Result<Vec<HeldSocket>> {
-    let pidfd = pidfd_open(pid)?;
-    let mut fds: Vec<(u64, i32)> = socket_holders(Some(pid))
+    let fds: Vec<(u64, i32)> = socket_holders(Some(pid))
         .into_iter()
         .flat_map(|(inode, held)| held.into_iter().map(move |(_, fd)| (inode, fd)))
         .collect();
+    Ok(udp_sockets_among(pid, fds)?
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect())
+}
+
+/// Which of `fds` of `pid`, given as (socket inode, fd) pairs read from /proc/PID/fd,
+/// are UDP sockets, with their family; one entry per inode (its lowest fd). Fails as
+/// [`udp_sockets_of`] does.
+pub(super) fn udp_sockets_among(
+    pid: u32,
+    mut fds: Vec<(u64, i32)>,
+) -> io::Result<Vec<(HeldSocket, Family)>> {
+    let pidfd = pidfd_open(pid)?;
     fds.sort_by_key(|&(inode, fd)| (inode, fd));
     fds.dedup_by_key(|(inode, _)| *inode);
     let mut out = Vec::new();
@@ -124,19 +138,24 @@ pub fn udp_sockets_of(pid: u32) -> io::Result<Vec<HeldSocket>> {
         }
         let udp = sockopt::<i32>(&copy, libc::SOL_SOCKET, libc::SO_PROTOCOL)
             .is_ok_and(|p| p == libc::IPPROTO_UDP);
-        let family = sockopt::<i32>(&copy, libc::SOL_SOCKET, libc::SO_DOMAIN).unwrap_or(0);
-        if !udp || !matches!(family, libc::AF_INET | libc::AF_INET6) {
+        let family = match sockopt::<i32>(&copy, libc::SOL_SOCKET, libc::SO_DOMAIN) {
+            Ok(libc::AF_INET) => Family::Inet,
+            Ok(libc::AF_INET6) => Family::Inet6,
+            _ => continue,
+        };
+        if !udp {
             continue;
         }
         let Ok(cookie) = sockopt::<u64>(&copy, libc::SOL_SOCKET, libc::SO_COOKIE) else {
             continue;
         };
-        out.push(HeldSocket {
+        let held = HeldSocket {
             fd,
             inode,
             cookie,
             local: local_addr(&copy).unwrap_or(None),
-        });
+        };
+        out.push((held, family));
     }
     match (out.is_empty(), first_error) {
         (true, Some(e)) => Err(e),
@@ -168,5 +187,31 @@ mod tests {
             mine.iter().all(|s| s.fd != tcp.as_raw_fd()),
             "TCP is left out"
         );
+    }
+
+    #[test]
+    fn lists_unbound_sockets_with_their_family() {
+        let socket = |domain| {
+            // SAFETY: plain socket(2); the fd, checked, is owned from here on.
+            let fd = unsafe { libc::socket(domain, libc::SOCK_DGRAM, 0) };
+            assert!(fd >= 0, "{}", io::Error::last_os_error());
+            // SAFETY: a fresh fd the kernel just gave us.
+            unsafe { OwnedFd::from_raw_fd(fd) }
+        };
+        let (v4, v6) = (socket(libc::AF_INET), socket(libc::AF_INET6));
+        let fds = [v4.as_raw_fd(), v6.as_raw_fd()]
+            .map(|fd| (socket_inode_of_fd(&fd).unwrap(), fd))
+            .to_vec();
+        let found = udp_sockets_among(std::process::id(), fds).unwrap();
+        type Seen = (i32, Family, Option<(IpAddr, u16)>);
+        let mut got: Vec<Seen> = found.iter().map(|(s, f)| (s.fd, *f, s.local)).collect();
+        got.sort_by_key(|g| g.0);
+        let mut want: Vec<Seen> = vec![
+            (v4.as_raw_fd(), Family::Inet, None),
+            (v6.as_raw_fd(), Family::Inet6, None),
+        ];
+        want.sort_by_key(|w| w.0);
+        assert_eq!(got, want);
+        assert!(found.iter().all(|(s, _)| s.cookie != 0));
     }
 }
