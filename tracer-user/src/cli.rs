@@ -34,10 +34,14 @@ pub enum Command {
     Doctor {
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
+        /// Also say how the creating stacks of this process would be taken with
+        /// `--stacks auto` (frame pointers or DWARF unwinding) and why.
+        #[arg(long, short)]
+        pid: Option<u32>,
     },
     /// Print every UDP socket create, bind and release as it happens.
     ///
-    /// Starts with the UDP sockets that already exist (from sock_diag), then streams
+    /// Starts with the UDP sockets that already exist (bound or not), then streams
     /// events until Ctrl-C, SIGTERM or --duration; ends with a summary line. User stacks
     /// are useful only for programs built with frame pointers
     /// (RUSTFLAGS="-C force-frame-pointers=yes").
@@ -60,12 +64,17 @@ pub enum Command {
     /// are still open after their grace are listed as possibly leaked.
     Watch(WatchArgs),
     /// List outstanding UDP sockets by age with their creating stacks (memleak-style,
-    /// no markers needed), every --interval and at exit.
+    /// no markers needed), every --interval and at exit. With --pid, ends when the
+    /// process exits.
     Leaks(LeaksArgs),
-    /// Print a report saved by `check --report F` as text.
+    /// Print a report saved by `check --report F` as text, or write it as one HTML page.
     Report {
         /// The JSON report file.
         file: PathBuf,
+        /// Write a self-contained HTML page instead (timeline of PeerConnections and
+        /// their sockets, leaks in red, a table of the leaks); it opens from disk.
+        #[arg(long, value_name = "FILE")]
+        html: Option<PathBuf>,
     },
     /// USDT markers: list what a binary or a process offers.
     Usdt {
@@ -92,9 +101,12 @@ pub enum UsdtCommand {
 const DEFAULT_GRACE: &str = "2s";
 
 #[derive(Debug, clap::Args)]
+#[command(override_usage = "sockscope check [OPTIONS] -- <CMD>...")]
 pub struct CheckArgs {
     #[command(flatten)]
     pub backend: BackendArg,
+    #[command(flatten)]
+    pub stacks: crate::unwind::StackArgs,
     /// How long after a PeerConnection's close() returned its sockets may stay open.
     #[arg(long, short, value_parser = parse_duration, default_value = DEFAULT_GRACE)]
     pub grace: Duration,
@@ -130,6 +142,8 @@ pub struct CheckArgs {
 pub struct WatchArgs {
     #[command(flatten)]
     pub backend: BackendArg,
+    #[command(flatten)]
+    pub stacks: crate::unwind::StackArgs,
     /// The process to watch.
     #[arg(long, short)]
     pub pid: u32,
@@ -153,6 +167,8 @@ pub struct WatchArgs {
 pub struct LeaksArgs {
     #[command(flatten)]
     pub backend: BackendArg,
+    #[command(flatten)]
+    pub stacks: crate::unwind::StackArgs,
     /// Only sockets of this process.
     #[arg(long, short)]
     pub pid: Option<u32>,
@@ -190,9 +206,16 @@ pub struct TraceArgs {
     /// Write events to this file instead of stdout.
     #[arg(long, short)]
     pub output: Option<PathBuf>,
-    /// Symbolize and print the user and kernel stacks that created each socket.
-    #[arg(long, short)]
-    pub stacks: bool,
+    /// Symbolize and print the user and kernel stacks that created each socket. MODE:
+    /// how user stacks are taken with --pid/--comm: auto (default), fp (frame pointers),
+    /// dwarf (copy the top of the stack, unwind with CFI: programs built without frame
+    /// pointers); see `sockscope check --help`.
+    #[arg(long, short, value_enum, value_name = "MODE", num_args = 0..=1, require_equals = false, default_missing_value = "auto")]
+    pub stacks: Option<crate::unwind::StackMode>,
+    /// Bytes of user stack copied per socket creation in dwarf mode (default 16384, at
+    /// most 32704).
+    #[arg(long, value_name = "BYTES")]
+    pub stack_bytes: Option<u32>,
     /// Ring buffer size in bytes (power of two; for tests of event loss).
     #[arg(long, hide = true)]
     pub ring_bytes: Option<u32>,
@@ -205,6 +228,94 @@ pub struct TraceArgs {
     pub usdt_provider: Vec<String>,
 }
 
+/// A duration: with units as humantime reads them (500ms, 10s, 1m30s), or a bare
+/// number of seconds, fractions allowed ("8", "1.5"), as timeout(1) and the BCC tools
+/// read it.
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 500ms, 10s, 2m)"))
+    let with_examples = |why: String| format!("{why} (examples: 8, 1.5, 500ms, 10s, 2m)");
+    let t = s.trim();
+    if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return t
+            .parse::<f64>()
+            .ok()
+            .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+            .ok_or_else(|| with_examples(format!("{s:?} is not a number of seconds")));
+    }
+    humantime::parse_duration(t).map_err(|e| with_examples(e.to_string()))
+}
+
+/// A command-line error as one line (without the `sockscope: ` prefix). clap puts the
+/// name of a missing argument on the line after its sentence, so the first paragraph
+/// is joined into one line; a missing argument also gets the usage.
+pub fn one_line_error(e: &clap::Error) -> String {
+    let rendered = e.to_string();
+    let mut paragraphs = rendered.split("\n\n");
+    let first = paragraphs
+        .next()
+        .unwrap_or_default()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let first = first.strip_prefix("error: ").unwrap_or(&first);
+    let first = if first.is_empty() {
+        "invalid arguments"
+    } else {
+        first
+    };
+    let usage = rendered
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Usage: "))
+        .map(str::trim);
+    match (e.kind(), usage) {
+        (
+            clap::error::ErrorKind::MissingRequiredArgument
+            | clap::error::ErrorKind::MissingSubcommand
+            | clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand,
+            Some(usage),
+        ) => format!("{first} (usage: {usage})"),
+        _ => format!("{first} (see `sockscope --help`)"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    #[test]
+    fn bare_numbers_are_seconds() {
+        assert_eq!(parse_duration("8"), Ok(Duration::from_secs(8)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration(".25"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        for garbage in [
+            "",
+            ".",
+            "1.2.3",
+            "abc",
+            "-1",
+            "1e400",
+            "99999999999999999999999",
+        ] {
+            let e = parse_duration(garbage).expect_err(garbage);
+            assert!(e.contains("examples: 8, 1.5, 500ms"), "{garbage:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_missing_command_is_named_with_the_usage() {
+        let e = Cli::try_parse_from(["sockscope", "check"]).expect_err("no command");
+        let line = one_line_error(&e);
+        assert!(!line.contains('\n'), "{line}");
+        assert!(line.contains("<CMD>..."), "{line}");
+        assert!(
+            line.contains("usage: sockscope check [OPTIONS] -- <CMD>..."),
+            "{line}"
+        );
+    }
 }

@@ -21,10 +21,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            let rendered = e.to_string();
-            let first = rendered.lines().next().unwrap_or("invalid arguments");
-            let first = first.strip_prefix("error: ").unwrap_or(first);
-            eprintln!("sockscope: {first} (see `sockscope --help`)");
+            eprintln!("sockscope: {}", tracer_user::cli::one_line_error(&e));
             return ExitCode::from(EXIT_ENV);
         }
     };
@@ -50,8 +47,8 @@ fn main() -> ExitCode {
 
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Doctor { format } => {
-            let ok = tokio::task::spawn_blocking(move || doctor::run(format)).await??;
+        Command::Doctor { format, pid } => {
+            let ok = tokio::task::spawn_blocking(move || doctor::run_for(format, pid)).await??;
             Ok(if ok {
                 ExitCode::SUCCESS
             } else {
@@ -66,7 +63,11 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 format: a.format,
                 duration: a.duration,
                 output: a.output,
-                stacks: a.stacks,
+                stacks: a.stacks.is_some(),
+                stack_mode: tracer_user::unwind::StackArgs {
+                    mode: a.stacks.unwrap_or_default(),
+                    stack_bytes: a.stack_bytes,
+                },
                 ring_bytes: a.ring_bytes,
                 usdt: a.usdt,
                 usdt_providers: a.usdt_provider,
@@ -99,6 +100,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 ring_bytes: a.ring_bytes,
                 command: a.command,
                 backend: a.backend.backend,
+                stacks: a.stacks,
             })
             .await?;
             Ok(ExitCode::from(outcome.exit_code()))
@@ -112,6 +114,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 strict: a.strict,
                 ring_bytes: a.ring_bytes,
                 backend: a.backend.backend,
+                stacks: a.stacks,
             })
             .await?;
             Ok(ExitCode::from(outcome.exit_code()))
@@ -125,12 +128,25 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 format: a.format,
                 ring_bytes: a.ring_bytes,
                 backend: a.backend.backend,
+                stacks: a.stacks,
             })
             .await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Report { file } => {
+        Command::Report { file, html: None } => {
             report::render_saved(&file, &mut std::io::stdout().lock())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Report {
+            file,
+            html: Some(page),
+        } => {
+            report::html::write_file(&file, &page)?;
+            let shown = std::fs::canonicalize(&page).unwrap_or(page);
+            println!(
+                "sockscope: wrote {} (open it in a browser)",
+                shown.display()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Usdt {

@@ -35,6 +35,8 @@ pub struct CheckOptions {
     /// `None`: the first backend that works here.
     pub backend: Option<crate::backend::Backend>,
     pub command: Vec<String>,
+    /// How creating stacks are taken.
+    pub stacks: crate::unwind::StackArgs,
 }
 
 /// CMD resolved through PATH, as exec would.
@@ -120,7 +122,9 @@ pub async fn run(opts: CheckOptions) -> anyhow::Result<Outcome> {
         .follow_exec(true)
         .ring_bytes(opts.ring_bytes)
         .io_watch(true)
-        .backend(opts.backend);
+        .backend(opts.backend)
+        .stack_mode(opts.stacks.mode)
+        .stack_bytes(opts.stacks.stack_bytes);
     let tracer = super::attach(builder).await?;
     let mut session = LeakSession::new(tracer, opts.grace.as_nanos() as u64)?;
     if opts.report.is_some() {

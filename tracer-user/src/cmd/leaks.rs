@@ -1,7 +1,12 @@
 //! `sockscope leaks`: outstanding UDP sockets by age, grouped by creating stack, like
 //! memleak does for allocations. Needs no markers. Sockets that existed before
 //! sockscope started are listed too, with their stack unknown.
-use std::{collections::HashMap, io::Write as _, time::Duration};
+use std::{
+    collections::HashMap,
+    io::Write as _,
+    os::fd::{AsRawFd as _, OwnedFd},
+    time::Duration,
+};
 
 use anyhow::Context as _;
 
@@ -9,6 +14,7 @@ use crate::{
     backend::SocketIdentity,
     clock::{human_ns, monotonic_ns},
     cmd::trace::validate_target,
+    error::UsageError,
     events::{KernelEvent, comm_str},
     inventory,
     loader::TracerBuilder,
@@ -28,6 +34,8 @@ pub struct LeaksOptions {
     pub ring_bytes: Option<u32>,
     /// `None`: the first backend that works here.
     pub backend: Option<crate::backend::Backend>,
+    /// How creating stacks are taken (samples only with --pid).
+    pub stacks: crate::unwind::StackArgs,
 }
 
 #[derive(Clone, Debug)]
@@ -58,49 +66,132 @@ struct Group {
 
 pub async fn run(opts: LeaksOptions) -> anyhow::Result<()> {
     validate_target(opts.pid, None)?;
+    if opts.interval.is_zero() {
+        return Err(UsageError::ZeroDuration("--interval").into());
+    }
+    // Before anything is loaded, so that the pid cannot be reused unnoticed.
+    let mut exit = opts.pid.map(ExitWatch::new).transpose()?;
     let mut stop = watch_shutdown(opts.duration).context("cannot install signal handlers")?;
     let builder = TracerBuilder::new()
         .pid(opts.pid)
         .ring_bytes(opts.ring_bytes)
-        .backend(opts.backend);
+        .backend(opts.backend)
+        .stack_mode(opts.stacks.mode)
+        .stack_bytes(opts.stacks.stack_bytes);
     let mut tracer = super::attach(builder).await?;
     let mut stream = EventStream::new(&mut tracer)?;
-    let mut live = preexisting(opts.pid, tracer.backend().identity())?;
+    let mut live = preexisting(opts.pid, tracer.backend().identity());
     eprintln!(
-        "sockscope: tracking UDP sockets of {}; listing those older than {:?} every {:?}; Ctrl-C to stop",
+        "sockscope: tracking UDP sockets of {}; listing those older than {:?} every {:?}; Ctrl-C to stop{}",
         opts.pid
             .map_or("all processes".into(), |p| format!("pid {p}")),
         opts.min_age,
-        opts.interval
+        opts.interval,
+        if opts.pid.is_some() {
+            " (ends when the process exits)"
+        } else {
+            ""
+        }
     );
     let symbolizer = Symbolizer::new();
     let mut report = tokio::time::interval(opts.interval);
     report.tick().await; // the first tick is immediate
+    let mut exited = false;
     loop {
         tokio::select! {
-            r = stream.readable() => { r?; apply(&mut live, stream.drain()); }
+            r = stream.readable() => {
+                r?;
+                if apply(&mut live, stream.drain(), opts.pid) {
+                    exited = true;
+                    break;
+                }
+            }
             _ = report.tick() => print(&live, &symbolizer, &opts)?,
+            () = ExitWatch::exited(exit.as_mut()) => {
+                exited = true;
+                break;
+            }
             _ = stop.changed() => break,
         }
     }
-    apply(&mut live, stream.finish());
+    apply(&mut live, stream.finish(), opts.pid);
     print(&live, &symbolizer, &opts)?;
     let lost = tracer.stats()?.lost;
+    drop(tracer); // detaches
     if lost > 0 {
         eprintln!(
             "sockscope: {lost} events were lost: the listing may miss sockets or list closed ones"
         );
     }
+    if let (true, Some(pid)) = (exited, opts.pid) {
+        let open: usize = live.values().filter(|s| s.pid == pid).count();
+        eprintln!(
+            "sockscope: pid {pid} exited, with {open} UDP sockets still open (closed by its exit): the listing above is the final one"
+        );
+    }
     Ok(())
 }
 
-fn preexisting(
-    pid: Option<u32>,
-    identity: SocketIdentity,
-) -> anyhow::Result<HashMap<u64, Outstanding>> {
+/// Notices when the `--pid` process exits, checking every 100 ms: through a pidfd
+/// (readable once the process has exited, zombie or reaped, and never confused with a
+/// process that reuses the pid), or by looking at /proc where pidfds are missing.
+struct ExitWatch {
+    pid: u32,
+    pidfd: Option<OwnedFd>,
+    tick: tokio::time::Interval,
+}
+
+impl ExitWatch {
+    fn new(pid: u32) -> Result<Self, UsageError> {
+        let pidfd = match inventory::pidfd_open(pid) {
+            Ok(fd) => Some(fd),
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {
+                return Err(UsageError::NoSuchPid(pid));
+            }
+            Err(_) => None,
+        };
+        Ok(Self {
+            pid,
+            pidfd,
+            tick: tokio::time::interval(Duration::from_millis(100)),
+        })
+    }
+
+    fn has_exited(&self) -> bool {
+        let Some(fd) = &self.pidfd else {
+            return !inventory::process_running(self.pid);
+        };
+        let mut pfd = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd; a zero timeout does not block.
+        let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+        if n < 0 {
+            return !inventory::process_running(self.pid);
+        }
+        n > 0 && pfd.revents != 0
+    }
+
+    /// Resolves when the process has exited; never without a process to watch.
+    async fn exited(watch: Option<&mut Self>) {
+        let Some(w) = watch else {
+            return std::future::pending().await;
+        };
+        loop {
+            w.tick.tick().await;
+            if w.has_exited() {
+                return;
+            }
+        }
+    }
+}
+
+fn preexisting(pid: Option<u32>, identity: SocketIdentity) -> HashMap<u64, Outstanding> {
     let mut live = HashMap::new();
-    for (s, holder) in inventory::held_udp_sockets(pid) {
-        let Some((hp, _)) = holder else {
+    for s in inventory::udp_inventory(pid) {
+        let Some((hp, _)) = s.holder else {
             continue;
         };
         let comm = std::fs::read_to_string(format!("/proc/{hp}/comm"))
@@ -112,17 +203,25 @@ fn preexisting(
             Outstanding {
                 pid: hp,
                 comm,
-                port: Some(s.local_port),
+                port: s.local.map(|l| l.1),
                 created_ns: None,
                 user_stack: -1,
                 stack: None,
             },
         );
     }
-    Ok(live)
+    live
 }
 
-fn apply(live: &mut HashMap<u64, Outstanding>, records: Vec<stream::Record>) {
+/// Applies kernel records to the outstanding sockets. With `target` (`--pid`), the
+/// sockets its exit closes stay listed (they were open until it exited), and the
+/// return value says whether it exited: its exit record comes before those releases.
+fn apply(
+    live: &mut HashMap<u64, Outstanding>,
+    records: Vec<stream::Record>,
+    target: Option<u32>,
+) -> bool {
+    let mut exited = false;
     for record in records {
         match record.event {
             KernelEvent::Create(c) => {
@@ -143,13 +242,16 @@ fn apply(live: &mut HashMap<u64, Outstanding>, records: Vec<stream::Record>) {
                     s.port = Some(b.port);
                 }
             }
+            KernelEvent::Release(r) if r.exiting != 0 && Some(r.pid) == target => {}
             KernelEvent::Release(r) => {
                 live.remove(&r.cookie);
             }
+            KernelEvent::Exit(e) if Some(e.pid) == target => exited = true,
             // Exec records come only to `check`, which follows execs.
             KernelEvent::Marker(_) | KernelEvent::Exit(_) | KernelEvent::Exec(_) => {}
         }
     }
+    exited
 }
 
 fn groups(live: &HashMap<u64, Outstanding>, sym: &Symbolizer, min_age: Duration) -> Vec<Group> {

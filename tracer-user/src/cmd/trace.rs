@@ -6,7 +6,7 @@ use anyhow::Context as _;
 use crate::{
     backend::SocketIdentity,
     clock::{Clock, monotonic_ns},
-    error::UsageError,
+    error::{TracerError, UsageError},
     events::{Family, KernelEvent, bind_addr, comm_str},
     inventory,
     loader::{Tracer, TracerBuilder},
@@ -26,6 +26,8 @@ pub struct TraceOptions {
     pub duration: Option<Duration>,
     pub output: Option<PathBuf>,
     pub stacks: bool,
+    /// How user stacks are taken (with `stacks`; samples only with --pid/--comm).
+    pub stack_mode: crate::unwind::StackArgs,
     pub ring_bytes: Option<u32>,
     /// `None`: the first backend that works here.
     pub backend: Option<crate::backend::Backend>,
@@ -57,8 +59,20 @@ pub fn validate_target(pid: Option<u32>, comm: Option<&str>) -> Result<(), Usage
     }
 }
 
+/// `--pid`'s markers are read from its executable and mapped objects: say now, before
+/// anything is loaded, when they cannot be read (no ptrace rights over the process).
+pub fn check_objects_readable(pid: u32) -> Result<(), TracerError> {
+    let path = format!("/proc/{pid}/exe");
+    std::fs::read_link(&path)
+        .map(drop)
+        .map_err(|e| TracerError::proc_read(pid, path, &e))
+}
+
 pub async fn run(opts: TraceOptions) -> anyhow::Result<TraceSummary> {
     validate_target(opts.pid, opts.comm.as_deref())?;
+    if let Some(pid) = opts.pid {
+        check_objects_readable(pid)?;
+    }
     let mut sink = Sink::open(opts.output.as_deref(), opts.format)?;
     let mut stop = watch_shutdown(opts.duration).context("cannot install signal handlers")?;
     let started = monotonic_ns();
@@ -68,7 +82,13 @@ pub async fn run(opts: TraceOptions) -> anyhow::Result<TraceSummary> {
         .comm(opts.comm.as_deref())
         .ring_bytes(opts.ring_bytes)
         .backend(opts.backend)
-        .kernel_stacks(opts.stacks);
+        .kernel_stacks(opts.stacks)
+        .stack_mode(if opts.stacks {
+            opts.stack_mode.mode
+        } else {
+            crate::unwind::StackMode::Fp
+        })
+        .stack_bytes(opts.stack_mode.stack_bytes);
     let mut tracer = super::attach(builder).await?;
     let mut stream = EventStream::new(&mut tracer)?;
     let markers = attach_markers(&opts, &mut tracer)?;
@@ -182,10 +202,11 @@ impl TraceState {
         }
     }
 
-    /// Reports and remembers the UDP sockets that exist now (in scope of the filters).
+    /// Reports and remembers the UDP sockets that exist now (in scope of the filters),
+    /// unbound ones included.
     fn inventory(&mut self, sink: &mut Sink) -> anyhow::Result<()> {
-        for (s, holder) in inventory::held_udp_sockets(self.pid) {
-            let wanted = match (self.pid, &self.comm, holder) {
+        for s in inventory::udp_inventory(self.pid) {
+            let wanted = match (self.pid, &self.comm, s.holder) {
                 (None, None, _) => true,
                 (_, _, None) => false,
                 (pid, comm, Some((hp, _))) => {
@@ -202,22 +223,23 @@ impl TraceState {
                 s.key(self.identity),
                 SocketInfo {
                     origin: Origin::Preexisting,
-                    pid: holder.map_or(0, |h| h.0),
+                    pid: s.holder.map_or(0, |h| h.0),
                     tid: 0,
-                    fd: holder.map(|h| h.1),
+                    fd: s.holder.map(|h| h.1),
                     family: s.family,
-                    local: Some((s.local_addr, s.local_port)),
+                    local: s.local,
                     created_ns: None,
                     pc_id: 0,
                 },
             );
+            let (local_addr, local_port) = s.local_or_unspecified();
             sink.write(&Record::Existing {
                 cookie: s.key(self.identity),
                 family: s.family,
-                local_addr: s.local_addr,
-                local_port: s.local_port,
-                pid: holder.map(|h| h.0),
-                fd: holder.map(|h| h.1),
+                local_addr,
+                local_port,
+                pid: s.holder.map(|h| h.0),
+                fd: s.holder.map(|h| h.1),
             })?;
         }
         Ok(())

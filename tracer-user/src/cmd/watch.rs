@@ -25,6 +25,8 @@ pub struct WatchOptions {
     pub ring_bytes: Option<u32>,
     /// `None`: the first backend that works here.
     pub backend: Option<crate::backend::Backend>,
+    /// How creating stacks are taken.
+    pub stacks: crate::unwind::StackArgs,
 }
 
 fn alive(pid: u32) -> bool {
@@ -40,7 +42,9 @@ pub async fn run(opts: WatchOptions) -> anyhow::Result<Outcome> {
         .pid(Some(opts.pid))
         .ring_bytes(opts.ring_bytes)
         .io_watch(true)
-        .backend(opts.backend);
+        .backend(opts.backend)
+        .stack_mode(opts.stacks.mode)
+        .stack_bytes(opts.stacks.stack_bytes);
     let tracer = super::attach(builder).await?;
     let mut session = LeakSession::new(tracer, opts.grace.as_nanos() as u64)?;
     // Its sockets from before now, so that PeerConnections opened before the attach
