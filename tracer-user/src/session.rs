@@ -229,7 +229,7 @@ impl LeakSession {
                             comm: comm_str(&e.comm),
                             stack: self
                                 .stacks
-                                .user_from_map(self.tracer.stacks(), e.pid, e.user_stack)
+                                .user(e.pid, e.user_stack, record.user_stack.as_ref())
                                 .to_vec(),
                         });
                     }
