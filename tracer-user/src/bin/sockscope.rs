@@ -129,6 +129,20 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             .await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Daemon(a) => {
+            tracer_user::daemon::run(tracer_user::daemon::DaemonOptions {
+                grace: a.grace,
+                output: a.output,
+                metrics: a.metrics,
+                duration: a.duration,
+                max_sockets: a.max_sockets,
+                bpf_stats: a.bpf_stats,
+                ring_bytes: a.ring_bytes,
+                backend: a.backend.backend,
+            })
+            .await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Report { file } => {
             report::render_saved(&file, &mut std::io::stdout().lock())?;
             Ok(ExitCode::SUCCESS)

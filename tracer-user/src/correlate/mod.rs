@@ -13,6 +13,7 @@ mod attribution;
 mod evidence;
 mod io_requests;
 mod judge;
+mod retire;
 mod site;
 mod subsystem;
 mod timeline;
@@ -414,6 +415,13 @@ impl Correlator {
 
     /// Events were lost somewhere in `[from, to]`.
     pub fn events_lost(&mut self, from_ns: u64, to_ns: u64) {
+        // Losses in a row (a full ring, a cap reached) make one interval.
+        if let Some(last) = self.lost.last_mut()
+            && from_ns <= last.1.saturating_add(1_000_000_000)
+        {
+            last.1 = last.1.max(to_ns);
+            return;
+        }
         self.lost.push((from_ns, to_ns));
     }
 
