@@ -147,7 +147,13 @@ impl ContainerCgroup {
 
 impl Drop for ContainerCgroup {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir(&self.0);
+        // Empty once its processes are reaped.
+        for _ in 0..100 {
+            if std::fs::remove_dir(&self.0).is_ok() || !self.0.exists() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         if let Some(parent) = self.0.parent() {
             let _ = std::fs::remove_dir(parent);
         }
