@@ -359,3 +359,36 @@ fn daemon_judges_every_marked_process_before_after_and_in_containers() {
     drop(cgroup);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn the_systemd_unit_verifies() {
+    // systemd-analyze checks the unit as systemd would load it, ExecStart's binary
+    // included: point it at the one just built.
+    let Ok(out) = Command::new("systemd-analyze").arg("--version").output() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "systemd-analyze (systemd) is needed to check contrib/systemd"
+        );
+        eprintln!("SKIP the_systemd_unit_verifies: no systemd-analyze");
+        return;
+    };
+    assert!(out.status.success());
+    let unit = Path::new(env!("CARGO_MANIFEST_DIR")).join("../contrib/systemd/sockscope.service");
+    let text = std::fs::read_to_string(&unit).expect("the unit");
+    let dir = std::env::temp_dir().join(format!("sockscope-unit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let copy = dir.join("sockscope.service");
+    std::fs::write(
+        &copy,
+        text.replace("/usr/local/bin/sockscope", &sockscope_bin().display().to_string()),
+    )
+    .unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&copy)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stderr.trim().is_empty(), "{stderr}");
+}
