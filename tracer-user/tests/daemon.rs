@@ -380,7 +380,10 @@ fn the_systemd_unit_verifies() {
     let copy = dir.join("sockscope.service");
     std::fs::write(
         &copy,
-        text.replace("/usr/local/bin/sockscope", &sockscope_bin().display().to_string()),
+        text.replace(
+            "/usr/local/bin/sockscope",
+            &sockscope_bin().display().to_string(),
+        ),
     )
     .unwrap();
     let out = Command::new("systemd-analyze")

@@ -15,6 +15,7 @@ mod io_requests;
 mod judge;
 mod retire;
 mod site;
+mod socket_table;
 mod subsystem;
 mod timeline;
 mod verdict;
@@ -126,7 +127,7 @@ struct PeerConnection {
 
 pub struct Correlator {
     grace_ns: u64,
-    sockets: HashMap<u64, Socket>,
+    sockets: socket_table::SocketTable,
     pcs: HashMap<PeerConnectionId, PeerConnection>,
     /// Intervals (monotonic ns) in which events were lost.
     lost: Vec<(u64, u64)>,
@@ -152,7 +153,7 @@ impl Correlator {
     pub fn new(grace_ns: u64) -> Self {
         Self {
             grace_ns,
-            sockets: HashMap::new(),
+            sockets: socket_table::SocketTable::default(),
             pcs: HashMap::new(),
             lost: Vec::new(),
             exited: HashMap::new(),

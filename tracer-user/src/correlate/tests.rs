@@ -579,3 +579,36 @@ fn judged_peer_connections_without_open_sockets_are_retired() {
     c.retire_judged();
     assert_eq!(c.sizes(), (0, 0));
 }
+
+#[test]
+fn the_socket_table_reuses_slots_and_gives_memory_back_when_empty() {
+    let mut c = Correlator::new(GRACE);
+    for cookie in 1..=1000 {
+        c.socket_created(socket(cookie, 0, cookie, &["main"]));
+    }
+    assert_eq!(c.sizes().0, 1000);
+    for cookie in (1..=1000).step_by(2) {
+        c.socket_released(cookie, 2_000);
+    }
+    assert_eq!(c.sizes().0, 500);
+    assert!(c.live_sockets().all(|(s, _, _)| s.cookie % 2 == 0));
+    // Freed slots are taken again; the records are the right ones.
+    for cookie in 2001..=2500 {
+        c.socket_created(socket(cookie, 0, cookie, &["main"]));
+    }
+    let mut cookies: Vec<u64> = c.live_sockets().map(|(s, _, _)| s.cookie).collect();
+    cookies.sort_unstable();
+    let want: Vec<u64> = (2..=1000).step_by(2).chain(2001..=2500).collect();
+    assert_eq!(cookies, want);
+    c.process_exited(PID, 3_000);
+    c.forget_process(PID);
+    assert_eq!(c.sizes(), (0, 0));
+    // Usable again after it emptied.
+    c.socket_created(socket(7, 0, 4_000, &["main"]));
+    assert_eq!(
+        c.live_sockets()
+            .map(|(s, _, _)| s.cookie)
+            .collect::<Vec<_>>(),
+        vec![7]
+    );
+}
