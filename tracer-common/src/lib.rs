@@ -108,15 +108,17 @@ pub struct ReleaseEvent {
 /// Something happened to a whole process. Kind `Exit`: its last thread reached
 /// `do_exit`; emitted before the kernel closes the process's files, so releases that
 /// follow in the ring buffer were done by the exit, not by the application. Kind
-/// `Exec`: it executed a new program and was stopped (SIGSTOP) so that user space can
-/// attach that program's markers before it runs; user space continues it.
+/// `Exec`: it executed a new program; in `check`'s cgroup it was stopped (SIGSTOP) so
+/// that user space can attach that program's markers before it runs, and user space
+/// continues it.
 #[derive(Clone, Copy, Debug)]
 #[repr(C)]
 pub struct ProcessEvent {
     pub kind: u32,
     pub pid: u32,
     pub tid: u32,
-    pub _pad: u32,
+    /// 1 if the kernel stopped the process for user space to continue.
+    pub stopped: u32,
     pub ts_ns: u64,
 }
 

@@ -13,7 +13,7 @@ use tracer_common::{CreateEvent, EventKind, ProcessEvent};
 
 use crate::{
     emit::StackIds,
-    filter::{cgroup_filter_set, current, current_comm, current_task_wanted},
+    filter::{cgroup_filter_set, current, current_comm, current_task_wanted, read_global},
     maps::{CURRENT_PC, PENDING, reserve, stack_wakeup, wakeup},
 };
 
@@ -80,7 +80,7 @@ pub fn sockscope_proc_exit(ctx: TracePointContext) -> u32 {
     if !current_task_wanted(tgid) {
         return 0;
     }
-    if let Some(entry) = process_event(EventKind::Exit, tgid, tid) {
+    if let Some(entry) = process_event(EventKind::Exit, tgid, tid, false) {
         entry.submit(wakeup());
     }
     0
@@ -88,13 +88,18 @@ pub fn sockscope_proc_exit(ctx: TracePointContext) -> u32 {
 
 /// A process record, written but not yet submitted.
 #[inline(always)]
-fn process_event(kind: EventKind, pid: u32, tid: u32) -> Option<RingBufEntry<ProcessEvent>> {
+fn process_event(
+    kind: EventKind,
+    pid: u32,
+    tid: u32,
+    stopped: bool,
+) -> Option<RingBufEntry<ProcessEvent>> {
     let mut entry = reserve::<ProcessEvent>()?;
     entry.write(ProcessEvent {
         kind: kind as u32,
         pid,
         tid,
-        _pad: 0,
+        stopped: u32::from(stopped),
         // SAFETY: reads the clock only.
         ts_ns: unsafe { bpf_ktime_get_ns() },
     });
@@ -103,21 +108,39 @@ fn process_event(kind: EventKind, pid: u32, tid: u32) -> Option<RingBufEntry<Pro
 
 const SIGSTOP: u32 = 19;
 
-/// `sched/sched_process_exec` in the traced cgroup (`check` only): stops the process
-/// before its first instruction, so user space can attach the new program's USDT
-/// markers (test binaries that `cargo test` runs, say) and then continue it. Without a
-/// record to tell user space (ring full), the process is not stopped.
+/// Every exec on the host is reported, never stopped (`daemon`: it looks for the new
+/// program's markers while the program starts).
+#[unsafe(no_mangle)]
+static EXEC_ALL: u8 = 0;
+
+/// `sched/sched_process_exec`. In the traced cgroup (`check`): stops the process before
+/// its first instruction, so user space can attach the new program's USDT markers (test
+/// binaries that `cargo test` runs, say) and then continue it; without a record to tell
+/// user space (ring full), the process is not stopped. Host-wide (`EXEC_ALL`, the
+/// daemon): only tells, since stopping every program of a host on a tracer's behalf
+/// would put the host at its mercy.
 #[tracepoint(category = "sched", name = "sched_process_exec")]
 pub fn sockscope_exec(_ctx: TracePointContext) -> u32 {
     let (tgid, tid) = current();
-    if !cgroup_filter_set() || !current_task_wanted(tgid) {
+    let stop = if cgroup_filter_set() {
+        if !current_task_wanted(tgid) {
+            return 0;
+        }
+        true
+    } else if read_global(&EXEC_ALL) != 0 {
+        false
+    } else {
         return 0;
-    }
-    if let Some(entry) = process_event(EventKind::Exec, tgid, tid) {
-        // Stop first, tell after: user space's SIGCONT cannot come before the SIGSTOP.
-        // SAFETY: signals the current process only.
-        unsafe { bpf_send_signal(SIGSTOP) };
-        // The process waits for us: wake the consumer now.
+    };
+    if let Some(entry) = process_event(EventKind::Exec, tgid, tid, stop) {
+        if stop {
+            // Stop first, tell after: user space's SIGCONT cannot come before the SIGSTOP.
+            // SAFETY: signals the current process only.
+            unsafe { bpf_send_signal(SIGSTOP) };
+        }
+        // Stopped, the process waits for us; running, its markers should be attached
+        // before it opens its first PeerConnection: wake the consumer now either way
+        // (execs are rare).
         entry.submit(BPF_RB_FORCE_WAKEUP as u64);
     }
     0

@@ -67,6 +67,15 @@ pub enum Command {
     /// no markers needed), every --interval and at exit. With --pid, ends when the
     /// process exits.
     Leaks(LeaksArgs),
+    /// Judge every process on the host that carries sockscope markers, as a service:
+    /// those running when it starts and every one started later, in containers too.
+    ///
+    /// Findings are JSON Lines (each with the process's host pid, pid in its
+    /// namespace, cgroup and container id) on stdout or `--output FILE` (reopened on
+    /// SIGHUP, for logrotate); `--metrics ADDR` serves Prometheus metrics at /metrics.
+    /// PeerConnections already open when it starts are never judged clean
+    /// (`incomplete`). Runs until SIGINT/SIGTERM or --duration. See contrib/systemd/.
+    Daemon(DaemonArgs),
     /// Print a report saved by `check --report F` as text, or write it as one HTML page.
     Report {
         /// The JSON report file.
@@ -184,6 +193,35 @@ pub struct LeaksArgs {
     #[arg(long, short, value_enum, default_value = "text")]
     pub format: Format,
     #[arg(long, hide = true)]
+    pub ring_bytes: Option<u32>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DaemonArgs {
+    #[command(flatten)]
+    pub backend: BackendArg,
+    #[arg(long, short, value_parser = parse_duration, default_value = DEFAULT_GRACE)]
+    pub grace: Duration,
+    /// Append findings (JSON Lines) to this file instead of stdout; reopened on SIGHUP.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9464), path /metrics.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
+    /// Stop after this long (default: run until SIGINT or SIGTERM).
+    #[arg(long, short, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Track at most this many sockets at once; beyond, new sockets are not tracked
+    /// (with a warning, a metric, and `incomplete` verdicts) rather than memory growing.
+    #[arg(long, default_value_t = crate::daemon::DEFAULT_MAX_SOCKETS)]
+    pub max_sockets: usize,
+    /// Turn the kernel's BPF run-time statistics on while running, for the
+    /// sockscope_bpf_run_seconds_total metric (costs two clock reads per program run).
+    #[arg(long)]
+    pub bpf_stats: bool,
+    /// Ring buffer size in bytes (power of two, at least 4096): raise it if events
+    /// are lost on a busy host.
+    #[arg(long)]
     pub ring_bytes: Option<u32>,
 }
 

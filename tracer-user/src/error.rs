@@ -76,6 +76,11 @@ pub enum UsageError {
     CommandNotFound(String),
     #[error("cannot write {path}: {source}")]
     Output { path: PathBuf, source: io::Error },
+    #[error("cannot serve metrics on {addr}: {source} (give a free address, e.g. 127.0.0.1:9464)")]
+    Metrics {
+        addr: std::net::SocketAddr,
+        source: io::Error,
+    },
 }
 
 impl TracerError {

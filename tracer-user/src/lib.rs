@@ -6,6 +6,8 @@ pub mod cli;
 pub mod clock;
 pub mod cmd;
 pub mod correlate;
+pub mod daemon;
+pub mod discovery;
 pub mod error;
 pub mod events;
 pub mod explain;

@@ -4,6 +4,7 @@
 use crate::{
     clock::monotonic_ns,
     correlate::{Correlator, Finding, IoRequest, NewSocket, PreexistingSocket, Releaser},
+    discovery::Discovery,
     error::TracerError,
     events::{KernelEvent, bind_addr, comm_str},
     loader::Tracer,
@@ -28,7 +29,25 @@ pub struct LeakSession {
     exec_programs: std::collections::HashSet<(u64, u64)>,
     /// Markers attached to programs the traced processes executed.
     pub exec_markers: usize,
+    /// Host-wide (`daemon`): which processes carry markers; only those are judged.
+    /// `None`: every record the kernel's filters let through is judged.
+    discovery: Option<Discovery>,
+    /// Processes found carrying markers since the last [`Self::take_newly_marked`].
+    newly_marked: Vec<u32>,
+    /// Host-wide: forget a process this long after it exited.
+    retire_after_ns: Option<u64>,
+    /// Processes forgotten since the last [`Self::take_retired`].
+    retired: Vec<u32>,
+    /// Host-wide: at most this many sockets in memory; beyond, new ones are not
+    /// tracked (and what is alive meanwhile cannot be judged clean).
+    max_sockets: Option<usize>,
+    /// Sockets not tracked because of [`Self::max_sockets`].
+    pub capped: u64,
 }
+
+/// How long after its exit a process is forgotten: the releases its exit caused come
+/// right after the exit record, and a late one must still find its socket.
+const RETIRE_AFTER_NS: u64 = 2_000_000_000;
 
 impl LeakSession {
     pub fn new(mut tracer: Tracer, grace_ns: u64) -> anyhow::Result<Self> {
@@ -45,7 +64,83 @@ impl LeakSession {
             comms: Default::default(),
             exec_programs: Default::default(),
             exec_markers: 0,
+            discovery: None,
+            newly_marked: Vec::new(),
+            retire_after_ns: None,
+            retired: Vec::new(),
+            max_sockets: None,
+            capped: 0,
         })
+    }
+
+    /// Track at most `n` sockets at once (see [`Self::capped`]).
+    pub fn max_sockets(&mut self, n: usize) {
+        self.max_sockets = Some(n);
+    }
+
+    /// Run time and runs of each BPF program (see [`Tracer::program_stats`]).
+    pub fn program_stats(&self) -> Vec<(String, std::time::Duration, u64)> {
+        self.tracer.program_stats()
+    }
+
+    /// Host-wide: judge only the processes that carry sockscope markers (found as
+    /// they create sockets, fire markers or execute programs), and forget each some
+    /// time after it exits, and every PeerConnection judged with nothing left open, so
+    /// memory follows what is alive.
+    pub fn host_wide(&mut self) {
+        self.discovery = Some(Discovery::default());
+        self.retire_after_ns = Some(RETIRE_AFTER_NS);
+    }
+
+    /// Looks at a process now (the daemon, for those running when it starts): whether
+    /// it carries markers, attaching them if they are new.
+    pub fn consider(&mut self, pid: u32) -> bool {
+        self.wanted(pid)
+    }
+
+    /// Processes found carrying markers since the last call.
+    pub fn take_newly_marked(&mut self) -> Vec<u32> {
+        std::mem::take(&mut self.newly_marked)
+    }
+
+    /// Processes forgotten since the last call.
+    pub fn take_retired(&mut self) -> Vec<u32> {
+        std::mem::take(&mut self.retired)
+    }
+
+    /// Whether records of `pid` are judged: always, unless host-wide, where only
+    /// processes with markers are (their new marked objects attached on the way).
+    fn wanted(&mut self, pid: u32) -> bool {
+        let Some(discovery) = self.discovery.as_mut() else {
+            return true;
+        };
+        let known = discovery.marked_pids().any(|p| p == pid);
+        let mut new_objects = Vec::new();
+        let marked = discovery.marked(pid, &mut new_objects);
+        for object in new_objects {
+            match self.markers.attach(
+                &mut self.tracer,
+                &MarkerTarget::Binary(object.clone()),
+                &[PROVIDER.to_owned()],
+            ) {
+                Ok(r) => {
+                    self.exec_markers += r.attached;
+                    eprintln!(
+                        "sockscope: attached {} markers of {} (found in pid {pid})",
+                        r.attached,
+                        object.display()
+                    );
+                }
+                Err(e) => eprintln!(
+                    "sockscope: markers of {} (pid {pid}) not attached: {e}",
+                    object.display()
+                ),
+            }
+        }
+        if marked && !known {
+            self.newly_marked.push(pid);
+        }
+        marked
     }
 
     /// Tracing of the running process `pid` begins now: its UDP sockets that exist
@@ -135,6 +230,7 @@ impl LeakSession {
         }
         self.apply_io_requests();
         out.extend(self.correlator.advance(until_ns));
+        self.retire(until_ns);
         let Self { tracer, stacks, .. } = self;
         crate::explain::explain_leaks(
             &mut out,
@@ -144,6 +240,22 @@ impl LeakSession {
             |pid, id| stacks.user_from_map(tracer.stacks(), pid, id).to_vec(),
         );
         Ok(out)
+    }
+
+    /// Host-wide: forgets the processes that exited a while ago and the
+    /// PeerConnections that have nothing more to report.
+    fn retire(&mut self, now_ns: u64) {
+        let Some(after) = self.retire_after_ns else {
+            return;
+        };
+        for pid in self.correlator.exited_before(now_ns.saturating_sub(after)) {
+            self.correlator.forget_process(pid);
+            if let Some(d) = self.discovery.as_mut() {
+                d.forget(pid);
+            }
+            self.retired.push(pid);
+        }
+        self.correlator.retire_judged();
     }
 
     /// Hands the correlator's changes of watched sockets to the kernel's I/O hooks.
@@ -184,9 +296,26 @@ impl LeakSession {
     }
 
     fn apply(&mut self, record: Record) -> Vec<Finding> {
-        let c = &mut self.correlator;
         match record.event {
             KernelEvent::Create(e) => {
+                if !self.wanted(e.pid) {
+                    return Vec::new();
+                }
+                if self
+                    .max_sockets
+                    .is_some_and(|cap| self.correlator.sizes().0 >= cap)
+                {
+                    if self.capped == 0 {
+                        eprintln!(
+                            "sockscope: warning: {} sockets tracked, the cap (--max-sockets): new sockets are not tracked until some are released; PeerConnections alive meanwhile are judged incomplete",
+                            self.correlator.sizes().0
+                        );
+                    }
+                    self.capped += 1;
+                    self.correlator.events_lost(e.ts_ns, e.ts_ns);
+                    return Vec::new();
+                }
+                let c = &mut self.correlator;
                 let comm = self
                     .comms
                     .entry(e.comm)
@@ -207,10 +336,12 @@ impl LeakSession {
                 Vec::new()
             }
             KernelEvent::Bind(e) => {
-                c.socket_bound(e.cookie, bind_addr(&e), e.port);
+                self.correlator
+                    .socket_bound(e.cookie, bind_addr(&e), e.port);
                 Vec::new()
             }
             KernelEvent::Release(e) => {
+                let c = &mut self.correlator;
                 // The kernel closing a dying process's files: judge what that process
                 // closed before this socket counts as released.
                 let mut found = if e.exiting != 0 {
@@ -229,7 +360,7 @@ impl LeakSession {
                             comm: comm_str(&e.comm),
                             stack: self
                                 .stacks
-                                .user_from_map(self.tracer.stacks(), e.pid, e.user_stack)
+                                .user(e.pid, e.user_stack, record.user_stack.as_ref())
                                 .to_vec(),
                         });
                     }
@@ -237,27 +368,36 @@ impl LeakSession {
                 found
             }
             KernelEvent::Marker(m) => {
+                if !self.wanted(m.pid) {
+                    return self.correlator.advance(m.ts_ns);
+                }
                 let marker = self.markers.get(m.probe).and_then(|a| a.pc_marker(&m.args));
                 match marker {
-                    Some(pm) => c.marker(m.pid, pm, m.ts_ns),
-                    None => c.advance(m.ts_ns),
+                    Some(pm) => self.correlator.marker(m.pid, pm, m.ts_ns),
+                    None => self.correlator.advance(m.ts_ns),
                 }
             }
             KernelEvent::Exec(e) => {
-                self.exec_stopped(e.pid);
+                if let Some(d) = self.discovery.as_mut() {
+                    // Another program in the same process: look again.
+                    d.forget(e.pid);
+                    self.wanted(e.pid);
+                } else {
+                    self.executed(e.pid, e.stopped != 0);
+                }
                 Vec::new()
             }
             KernelEvent::Exit(e) => {
                 self.stacks.forget_process(e.pid);
-                c.process_exited(e.pid, e.ts_ns)
+                self.correlator.process_exited(e.pid, e.ts_ns)
             }
         }
     }
 
-    /// Process `pid` executed a program and the kernel stopped it: attach that
-    /// program's markers (once per program), then let it run. It is continued even
-    /// when attaching fails: never leave a process stopped.
-    fn exec_stopped(&mut self, pid: u32) {
+    /// Process `pid` executed a program (and the kernel stopped it, if `stopped`):
+    /// attach that program's markers (once per program), then let it run. It is
+    /// continued even when attaching fails: never leave a process stopped.
+    fn executed(&mut self, pid: u32, stopped: bool) {
         use std::os::unix::fs::MetadataExt as _;
         let exe = std::path::PathBuf::from(format!("/proc/{pid}/exe"));
         if let Ok(meta) = std::fs::metadata(&exe)
@@ -284,8 +424,10 @@ impl LeakSession {
                 ),
             }
         }
-        // SAFETY: continues the process the kernel stopped for us.
-        unsafe { libc::kill(pid as i32, libc::SIGCONT) };
+        if stopped {
+            // SAFETY: continues the process the kernel stopped for us.
+            unsafe { libc::kill(pid as i32, libc::SIGCONT) };
+        }
     }
 
     /// The summary of everything judged so far.

@@ -17,10 +17,29 @@ pub enum StopReason {
 
 /// Starts watching; the receiver changes once, to the first stop reason.
 pub fn watch_shutdown(duration: Option<Duration>) -> std::io::Result<watch::Receiver<StopReason>> {
+    shutdown_on(duration, true)
+}
+
+/// As [`watch_shutdown`], but SIGHUP is left to the caller (the daemon reopens its
+/// output on it).
+pub fn watch_shutdown_except_hangup(
+    duration: Option<Duration>,
+) -> std::io::Result<watch::Receiver<StopReason>> {
+    shutdown_on(duration, false)
+}
+
+fn shutdown_on(
+    duration: Option<Duration>,
+    hangup_stops: bool,
+) -> std::io::Result<watch::Receiver<StopReason>> {
     let (tx, rx) = watch::channel(StopReason::Running);
     let mut int = signal(SignalKind::interrupt())?;
     let mut term = signal(SignalKind::terminate())?;
-    let mut hup = signal(SignalKind::hangup())?;
+    let mut hup = if hangup_stops {
+        Some(signal(SignalKind::hangup())?)
+    } else {
+        None
+    };
     tokio::spawn(async move {
         let deadline = async {
             match duration {
@@ -31,7 +50,12 @@ pub fn watch_shutdown(duration: Option<Duration>) -> std::io::Result<watch::Rece
         let reason = tokio::select! {
             _ = int.recv() => StopReason::Signal(libc::SIGINT),
             _ = term.recv() => StopReason::Signal(libc::SIGTERM),
-            _ = hup.recv() => StopReason::Signal(libc::SIGHUP),
+            Some(_) = async {
+                match hup.as_mut() {
+                    Some(h) => h.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => StopReason::Signal(libc::SIGHUP),
             () = deadline => StopReason::Duration,
         };
         let _ = tx.send(reason);

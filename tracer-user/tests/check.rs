@@ -125,10 +125,15 @@ fn leak_flags_exactly_the_leaked_socket_with_its_stack() {
         .flatten()
         .filter_map(|f| f["symbol"].as_str())
         .collect();
-    assert!(
-        names.iter().any(|n| n.contains("pc_sim::main")),
-        "releasing stack through main: {names:#?}"
-    );
+    if stderr.contains("backend cgroup") {
+        // cgroup_sock hooks cannot take stacks (the VM matrix checks the others).
+        assert!(names.is_empty(), "{names:?}");
+    } else {
+        assert!(
+            names.iter().any(|n| n.contains("pc_sim::main")),
+            "releasing stack through main: {names:#?}"
+        );
+    }
 }
 
 #[test]

@@ -7,12 +7,24 @@ use tracer_user::{
     cli::{Cli, Command, UsdtCommand},
     cmd::{check, doctor, leaks, trace, usdt, watch},
     report,
+    system::exec_guard,
 };
 
 /// Usage and environment errors.
 const EXIT_ENV: u8 = 2;
 
 fn main() -> ExitCode {
+    // Not a user command: the guard `check` starts (see system::exec_guard).
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == exec_guard::SUBCOMMAND) {
+        let Some(cgroup) = args.get(2) else {
+            return ExitCode::from(EXIT_ENV);
+        };
+        return match exec_guard::run(std::path::Path::new(cgroup)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(_) => ExitCode::from(EXIT_ENV),
+        };
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => {
@@ -129,6 +141,20 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 ring_bytes: a.ring_bytes,
                 backend: a.backend.backend,
                 stacks: a.stacks,
+            })
+            .await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Daemon(a) => {
+            tracer_user::daemon::run(tracer_user::daemon::DaemonOptions {
+                grace: a.grace,
+                output: a.output,
+                metrics: a.metrics,
+                duration: a.duration,
+                max_sockets: a.max_sockets,
+                bpf_stats: a.bpf_stats,
+                ring_bytes: a.ring_bytes,
+                backend: a.backend.backend,
             })
             .await?;
             Ok(ExitCode::SUCCESS)

@@ -153,6 +153,10 @@ pub async fn run(opts: CheckOptions) -> anyhow::Result<Outcome> {
         );
     }
 
+    // From here on a process of the cgroup may be stopped at exec for us: should we be
+    // killed, the guard continues it.
+    let guard = crate::system::exec_guard::ExecGuard::start(cgroup.path())
+        .context("cannot start the exec guard (a copy of sockscope)")?;
     let mut child = spawn(&opts, &exe, &cgroup)?;
     eprintln!(
         "sockscope: checking `{}` (pid {}), grace {:?}",
@@ -205,6 +209,7 @@ pub async fn run(opts: CheckOptions) -> anyhow::Result<Outcome> {
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     drop(session); // detaches everything before the cgroup goes
+    drop(guard);
     drop(cgroup);
 
     super::warn_unclosed(&summary, opts.strict);

@@ -86,13 +86,20 @@ impl Correlator {
         if self.owns_live_port(key, port, 0) {
             return;
         }
-        let mut candidates = self.sockets.iter().filter(|(_, s)| {
-            s.info.pid == key.pid
-                && s.local.is_some_and(|l| l.1 == port)
-                && s.attribution
-                    .is_none_or(|a| a.pc_id == key.pc_id || a.confidence < Confidence::PortMarker)
-        });
-        if let (Some((&cookie, _)), None) = (candidates.next(), candidates.next()) {
+        let candidates: Vec<u64> = self
+            .sockets
+            .iter()
+            .filter(|(_, s)| {
+                s.info.pid == key.pid
+                    && s.local.is_some_and(|l| l.1 == port)
+                    && s.attribution.is_none_or(|a| {
+                        a.pc_id == key.pc_id || a.confidence < Confidence::PortMarker
+                    })
+            })
+            .map(|(c, _)| *c)
+            .take(2)
+            .collect();
+        if let [cookie] = candidates[..] {
             self.attribute(
                 cookie,
                 Attribution {

@@ -13,7 +13,9 @@ mod attribution;
 mod evidence;
 mod io_requests;
 mod judge;
+mod retire;
 mod site;
+mod socket_table;
 mod subsystem;
 mod timeline;
 mod verdict;
@@ -125,7 +127,7 @@ struct PeerConnection {
 
 pub struct Correlator {
     grace_ns: u64,
-    sockets: HashMap<u64, Socket>,
+    sockets: socket_table::SocketTable,
     pcs: HashMap<PeerConnectionId, PeerConnection>,
     /// Intervals (monotonic ns) in which events were lost.
     lost: Vec<(u64, u64)>,
@@ -151,7 +153,7 @@ impl Correlator {
     pub fn new(grace_ns: u64) -> Self {
         Self {
             grace_ns,
-            sockets: HashMap::new(),
+            sockets: socket_table::SocketTable::default(),
             pcs: HashMap::new(),
             lost: Vec::new(),
             exited: HashMap::new(),
@@ -414,6 +416,13 @@ impl Correlator {
 
     /// Events were lost somewhere in `[from, to]`.
     pub fn events_lost(&mut self, from_ns: u64, to_ns: u64) {
+        // Losses in a row (a full ring, a cap reached) make one interval.
+        if let Some(last) = self.lost.last_mut()
+            && from_ns <= last.1.saturating_add(1_000_000_000)
+        {
+            last.1 = last.1.max(to_ns);
+            return;
+        }
         self.lost.push((from_ns, to_ns));
     }
 

@@ -538,3 +538,77 @@ fn the_timeline_keeps_every_socket_life_of_each_peer_connection() {
         ]
     );
 }
+
+#[test]
+fn a_forgotten_process_leaves_nothing_behind_and_its_pid_starts_afresh() {
+    let mut c = Correlator::new(GRACE);
+    one_pc(&mut c);
+    c.advance(100 * MS + GRACE);
+    c.process_exited(PID, 3_000 * MS);
+    assert_eq!(c.exited_before(3_000 * MS), vec![PID]);
+    c.forget_process(PID);
+    assert_eq!(c.sizes(), (0, 0));
+    assert!(c.exited_before(u64::MAX).is_empty());
+    // The pid comes back as another process: its PeerConnection 1 is a new one.
+    c.marker(PID, PcMarker::Open(1), 4_000 * MS);
+    c.marker(PID, PcMarker::CloseEnd(1), 4_100 * MS);
+    let f = c.advance(4_100 * MS + GRACE);
+    assert_eq!(
+        verdicts(&f)[0].outcome,
+        PcOutcome::Incomplete,
+        "no socket seen"
+    );
+    assert_eq!(verdicts(&f)[0].reason, Some(IncompleteReason::NoSocketSeen));
+}
+
+#[test]
+fn judged_peer_connections_without_open_sockets_are_retired() {
+    let mut c = Correlator::new(GRACE);
+    one_pc(&mut c);
+    c.socket_released(10, 150 * MS);
+    c.advance(100 * MS + GRACE);
+    // A second one, leaking: kept while its socket is open.
+    c.marker(PID, PcMarker::Open(2), 3_000 * MS);
+    c.socket_created(socket(20, 2, 3_010 * MS, &["webrtc_ice::agent::gather"]));
+    c.marker(PID, PcMarker::CloseEnd(2), 3_100 * MS);
+    c.advance(3_100 * MS + GRACE);
+    c.retire_judged();
+    assert_eq!(c.sizes(), (1, 1), "pc 2 and its leaked socket stay");
+    let late = c.socket_released(20, 6_000 * MS);
+    assert!(matches!(late[..], [Finding::Late { pc_id: 2, .. }]));
+    c.retire_judged();
+    assert_eq!(c.sizes(), (0, 0));
+}
+
+#[test]
+fn the_socket_table_reuses_slots_and_gives_memory_back_when_empty() {
+    let mut c = Correlator::new(GRACE);
+    for cookie in 1..=1000 {
+        c.socket_created(socket(cookie, 0, cookie, &["main"]));
+    }
+    assert_eq!(c.sizes().0, 1000);
+    for cookie in (1..=1000).step_by(2) {
+        c.socket_released(cookie, 2_000);
+    }
+    assert_eq!(c.sizes().0, 500);
+    assert!(c.live_sockets().all(|(s, _, _)| s.cookie % 2 == 0));
+    // Freed slots are taken again; the records are the right ones.
+    for cookie in 2001..=2500 {
+        c.socket_created(socket(cookie, 0, cookie, &["main"]));
+    }
+    let mut cookies: Vec<u64> = c.live_sockets().map(|(s, _, _)| s.cookie).collect();
+    cookies.sort_unstable();
+    let want: Vec<u64> = (2..=1000).step_by(2).chain(2001..=2500).collect();
+    assert_eq!(cookies, want);
+    c.process_exited(PID, 3_000);
+    c.forget_process(PID);
+    assert_eq!(c.sizes(), (0, 0));
+    // Usable again after it emptied.
+    c.socket_created(socket(7, 0, 4_000, &["main"]));
+    assert_eq!(
+        c.live_sockets()
+            .map(|(s, _, _)| s.cookie)
+            .collect::<Vec<_>>(),
+        vec![7]
+    );
+}

@@ -244,3 +244,16 @@ pub enum Finding {
     PossibleLeak(PossibleLeak),
     Unclosed(UnclosedPc),
 }
+
+impl Finding {
+    /// The process it is about.
+    pub fn pid(&self) -> u32 {
+        match self {
+            Self::Leak(l) => l.pid,
+            Self::Late { pid, .. } => *pid,
+            Self::Verdict(v) => v.pid,
+            Self::PossibleLeak(p) => p.pid,
+            Self::Unclosed(u) => u.pid,
+        }
+    }
+}

@@ -46,6 +46,7 @@ pub struct TracerBuilder {
     cgroup: Option<PathBuf>,
     kernel_stacks: bool,
     follow_exec: bool,
+    exec_all: bool,
     io_watch: bool,
     backend: Option<Backend>,
     stack_mode: StackMode,
@@ -95,6 +96,15 @@ impl TracerBuilder {
     /// [`KernelEvent::Exec`]: crate::events::KernelEvent::Exec
     pub fn follow_exec(mut self, on: bool) -> Self {
         self.follow_exec = on;
+        self
+    }
+
+    /// Report every program executed on the host ([`KernelEvent::Exec`], never
+    /// stopped), for the daemon to look for new programs' markers.
+    ///
+    /// [`KernelEvent::Exec`]: crate::events::KernelEvent::Exec
+    pub fn exec_all(mut self, on: bool) -> Self {
+        self.exec_all = on;
         self
     }
 
@@ -171,6 +181,7 @@ impl TracerBuilder {
                 stack_mode,
                 stack_bytes: self.stack_bytes,
                 follow_exec: self.follow_exec,
+                exec_all: self.exec_all,
             },
             &facts,
         )?;
@@ -195,8 +206,9 @@ impl TracerBuilder {
                 .map_err(prog_err(PROC_EXIT_PROGRAM, "attached"))?;
         }
 
-        // Never host-wide: the program stops what it sees (it also checks the filter).
-        if self.follow_exec && cgroup_id != 0 {
+        // Stopping is never host-wide: the program stops only in the cgroup (it checks
+        // the filter); host-wide it only reports.
+        if (self.follow_exec && cgroup_id != 0) || self.exec_all {
             let exec: &mut TracePoint = program(&mut ebpf, EXEC_PROGRAM)?;
             exec.load().map_err(prog_err(EXEC_PROGRAM, "loaded"))?;
             exec.attach("sched", "sched_process_exec")
@@ -286,6 +298,8 @@ struct LoadConfig {
     stack_mode: StackMode,
     stack_bytes: Option<u32>,
     follow_exec: bool,
+    /// Report every exec on the host (the daemon).
+    exec_all: bool,
 }
 
 /// Loads the object with its read-only configuration. Shared by tracing and
@@ -305,6 +319,8 @@ fn configured_load(cfg: &LoadConfig, facts: &KernelFacts) -> Result<Ebpf, Tracer
     loader.override_global("KERNEL_STACKS", &kernel_stacks, true);
     let io_watch = u8::from(cfg.io_watch);
     loader.override_global("IO_WATCH", &io_watch, true);
+    let exec_all = u8::from(cfg.exec_all);
+    loader.override_global("EXEC_ALL", &exec_all, true);
     // Lets release events say whether a dying process's files are being closed.
     let task_flags = facts.task_flags.unwrap_or(0);
     loader.override_global("TASK_FLAGS_OFFSET", &task_flags, true);
@@ -479,6 +495,18 @@ impl Tracer {
     /// The stack map, for a reader on another thread.
     pub fn shared_stacks(&self) -> Arc<StackTraceMap<MapData>> {
         Arc::clone(&self.stacks)
+    }
+
+    /// Run time and run count of each of its programs, as the kernel accounts them
+    /// (zero unless BPF statistics are on: `kernel.bpf_stats_enabled`).
+    pub fn program_stats(&self) -> Vec<(String, std::time::Duration, u64)> {
+        self.ebpf
+            .programs()
+            .filter_map(|(name, p)| {
+                let info = p.info().ok()?;
+                Some((name.to_owned(), info.run_time(), info.run_count()))
+            })
+            .collect()
     }
 
     pub fn stats(&self) -> Result<KernelStats, TracerError> {

@@ -2,6 +2,7 @@
 mod btf;
 mod caps;
 mod cgroup;
+pub mod exec_guard;
 mod mounts;
 mod tracefs;
 

@@ -1,7 +1,8 @@
 //! Opens many UDP sockets and keeps them open, for measuring a tracer's memory per
 //! live socket.
 //!
-//! `udp_hold --count N [--rate R] [--steps S]`: raises RLIMIT_NOFILE as needed,
+//! `udp_hold --count N [--rate R] [--steps S] [--pc-open ID]`: raises RLIMIT_NOFILE as needed
+//! (with `--pc-open`, fires the `pc_open` marker first: a process the daemon judges),
 //! prints `{"ready":true,"pid":P}` and waits for a line on stdin; then, S times (default
 //! 1), opens N/S more unbound IPv4 UDP sockets (unbound: loopback has only ~28k
 //! ephemeral ports), at most R per second if asked, prints `{"open":SO_FAR,"pid":P}`
@@ -41,6 +42,12 @@ fn main() {
     }
     let rate = number_arg(&args, "--rate", 0);
     let steps = number_arg(&args, "--steps", 1).clamp(1, count.max(1));
+    // A process with sockscope markers (the daemon judges only those): one
+    // PeerConnection opened, the sockets held are its process's.
+    let pc_open = number_arg(&args, "--pc-open", 0);
+    if pc_open != 0 {
+        tracer_usdt::pc_open(pc_open);
+    }
     ready_then_wait("");
     let mut held = Vec::with_capacity(count as usize);
     for step in 1..=steps {

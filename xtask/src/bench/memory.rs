@@ -12,10 +12,14 @@ use super::{
 
 const GOAL_BYTES_PER_SOCKET: f64 = 256.0;
 
+const DAEMON_READY: &str = "sockscope: daemon judging";
+
 #[derive(Clone, Copy, PartialEq)]
 enum Mode {
     Trace,
     Watch,
+    /// The host-wide daemon; the holders carry markers so that it judges them.
+    Daemon,
 }
 
 impl Mode {
@@ -23,6 +27,7 @@ impl Mode {
         match self {
             Mode::Trace => "trace",
             Mode::Watch => "watch",
+            Mode::Daemon => "daemon",
         }
     }
 
@@ -31,6 +36,11 @@ impl Mode {
         match (self, holders) {
             (Mode::Watch, [one]) => start_watch(bins, one.pid),
             (Mode::Watch, _) => anyhow::bail!("watch follows one process"),
+            (Mode::Daemon, _) => {
+                let mut cmd = bins.cmd("sockscope");
+                cmd.args(["daemon", "--output", "/dev/null"]);
+                Tracer::start(cmd, DAEMON_READY, keep_none)
+            }
             (Mode::Trace, _) => {
                 let mut cmd = bins.cmd("sockscope");
                 cmd.args(["trace", "--comm", "udp_hold", "--format", "json"])
@@ -103,6 +113,7 @@ fn hold(bins: &Bins, plan: &Plan, mode: Mode, count: u64) -> anyhow::Result<Held
         let n = count / processes + u64::from(i < count % processes);
         let mut cmd = bins.cmd("udp_hold");
         cmd.args(["--count", &n.to_string(), "--steps", "2"])
+            .args(["--pc-open", "1"])
             .args(["--rate", &(plan.hold_rate / processes).to_string()]);
         holders.push((Waiting::spawn(cmd)?, n));
     }
@@ -132,7 +143,7 @@ fn hold(bins: &Bins, plan: &Plan, mode: Mode, count: u64) -> anyhow::Result<Held
     }
     let tracked = match mode {
         Mode::Trace => Some(trace_summary(&out)?.open),
-        Mode::Watch => None,
+        Mode::Watch | Mode::Daemon => None,
     };
     let half = count as f64 / 2.0;
     Ok(Held {
@@ -147,7 +158,7 @@ fn hold(bins: &Bins, plan: &Plan, mode: Mode, count: u64) -> anyhow::Result<Held
 pub fn run(bins: &Bins, plan: &Plan) -> anyhow::Result<Vec<Figure>> {
     let mut figures = Vec::new();
     let mut maps = None;
-    for mode in [Mode::Watch, Mode::Trace] {
+    for mode in [Mode::Watch, Mode::Daemon, Mode::Trace] {
         for &count in &plan.hold_counts {
             println!(
                 "bench: memory of sockscope {} with {count} live sockets",

@@ -95,6 +95,12 @@ for B in $WORKING; do
     # The leak's line names its kind first (pc_sim never touches the socket: held).
     check "$B" check_leak_pc2 "$(grep -c 'LEAK held pid=.* pc_id=2 ' "$T/leak.txt")" 1
     check "$B" check_leak_stack "$(grep -q 'pc_sim_create_sockets' "$T/leak.txt" && echo named)" named
+    # The leak is released as pc_sim returns from main: the late record names the task.
+    check "$B" check_late_released_by "$(grep -c 'late pid=.* released by pc_sim (pid ' "$T/leak.txt")" 1
+    if [ "$B" != cgroup ]; then
+        check "$B" check_late_release_stack \
+            "$(grep -A2 'releasing stack:' "$T/leak.txt" | grep -Eq '0x[0-9a-f]+ (__)?close' && echo named)" named
+    fi
     sockscope check --backend "$B" --grace 300ms -- pc_sim --pcs 3 > "$T/clean.txt" 2>&1
     rc=$?
     cat "$T/clean.txt"

@@ -22,6 +22,8 @@ const BACKEND_CHECKS: &[&str] = &[
     "check_leak_exit",
     "check_leak_pc2",
     "check_leak_stack",
+    "check_late_released_by",
+    "check_late_release_stack",
     "check_clean_exit",
 ];
 
@@ -44,7 +46,11 @@ impl Expect {
                     BACKEND_CHECKS
                         .iter()
                         // The cgroup backend takes no releasing stacks.
-                        .filter(|c| b != "cgroup" || !c.starts_with("trace_release_stack"))
+                        .filter(|c| {
+                            b != "cgroup"
+                                || !(c.starts_with("trace_release_stack")
+                                    || **c == "check_late_release_stack")
+                        })
                         .map(|c| (b, *c)),
                 );
             } else {

@@ -1,0 +1,397 @@
+//! `sockscope daemon`: finds by itself every process that carries markers, those
+//! running when it starts (their PeerConnections open then are incomplete, never clean)
+//! and those started later, one in a container of its own (mount and PID namespaces, a
+//! binary only that container's mounts show, a cgroup named as Docker names them);
+//! findings carry where each process lives; the metrics page parses and moves; SIGHUP
+//! reopens the output; nothing stays attached.
+mod common;
+
+use std::{
+    io::{Read as _, Write as _},
+    net::{SocketAddr, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use common::*;
+use serde_json::Value;
+
+const CONTAINER_ID: &str = "5ca1ab1e0ddba11c0ffee5ca1ab1e0ddba11c0ffee5ca1ab1e0ddba11c0ffee0";
+
+/// A free loopback port for the metrics endpoint.
+fn free_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    l.local_addr().expect("its address")
+}
+
+fn scrape(addr: SocketAddr) -> Vec<prometheus_parse::Sample> {
+    let mut conn = TcpStream::connect(addr).expect("connect to the metrics endpoint");
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(conn, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut response = String::new();
+    conn.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains("text/plain; version=0.0.4"), "{head}");
+    let lines = body.lines().map(|l| Ok(l.to_owned()));
+    prometheus_parse::Scrape::parse(lines)
+        .expect("the page parses as the Prometheus text format")
+        .samples
+}
+
+fn value(samples: &[prometheus_parse::Sample], name: &str, label: Option<(&str, &str)>) -> f64 {
+    samples
+        .iter()
+        .filter(|s| s.metric == name)
+        .filter(|s| label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => 0.0,
+        })
+        .sum()
+}
+
+/// The daemon's JSON lines in `file` so far.
+fn records(file: &Path) -> Vec<Value> {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+/// Waits until `file` has a record matching `want`.
+fn wait_record(file: &Path, what: &str, want: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(v) = records(file).into_iter().find(|v| want(v)) {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no record for {what} in {}: {:#?}",
+            file.display(),
+            records(file)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn found(file: &Path, what: &str, pid_is: impl Fn(&Value) -> bool) -> Value {
+    wait_record(file, what, |v| {
+        v["event"] == "process" && v["state"] == "found" && pid_is(&v["process"])
+    })
+}
+
+fn go(child: &mut Child) {
+    writeln!(child.stdin.as_mut().expect("stdin"), "go").expect("tell it to go on");
+}
+
+/// pc_sim's leaked (pc_id, port) pairs, from its lines.
+fn leaked(lines: &[Value]) -> Vec<(u64, u64)> {
+    let mut v: Vec<(u64, u64)> = lines
+        .iter()
+        .filter_map(|l| Some((l["pc_id"].as_u64()?, l["leaked_ports"].as_array()?)))
+        .flat_map(|(pc, ports)| ports.iter().filter_map(move |p| Some((pc, p.as_u64()?))))
+        .collect();
+    v.sort();
+    v
+}
+
+fn leaks_of(recs: &[Value], pid: u64) -> Vec<(u64, u64)> {
+    let mut v: Vec<(u64, u64)> = by_event(recs, "leak")
+        .into_iter()
+        .filter(|l| l["pid"].as_u64() == Some(pid))
+        .filter_map(|l| Some((l["pc_id"].as_u64()?, l["local_port"].as_u64()?)))
+        .collect();
+    v.sort();
+    v
+}
+
+fn program_lines(out: &Lines) -> Vec<Value> {
+    out.rest(Duration::from_secs(30))
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// A cgroup named as Docker names a container's, removed when dropped.
+struct ContainerCgroup(PathBuf);
+
+/// Where cgroup v2 is mounted (/sys/fs/cgroup, or /sys/fs/cgroup/unified on hybrid
+/// hosts).
+fn cgroup2_root() -> PathBuf {
+    let mounts = std::fs::read_to_string("/proc/mounts").expect("read /proc/mounts");
+    mounts
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(f[1]))
+        })
+        .expect("cgroup v2 is mounted")
+}
+
+impl ContainerCgroup {
+    fn create() -> Self {
+        let path = cgroup2_root()
+            .join("sockscope-test-daemon")
+            .join(format!("docker-{CONTAINER_ID}.scope"));
+        std::fs::create_dir_all(&path).expect("create a test cgroup (cgroup v2)");
+        Self(path)
+    }
+}
+
+impl Drop for ContainerCgroup {
+    fn drop(&mut self) {
+        // Empty once its processes are reaped.
+        for _ in 0..100 {
+            if std::fs::remove_dir(&self.0).is_ok() || !self.0.exists() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if let Some(parent) = self.0.parent() {
+            let _ = std::fs::remove_dir(parent);
+        }
+    }
+}
+
+#[test]
+fn daemon_judges_every_marked_process_before_after_and_in_containers() {
+    if !require_root("daemon_judges_every_marked_process_before_after_and_in_containers") {
+        return;
+    }
+    let _serial = serial();
+    let dir = std::env::temp_dir().join(format!("sockscope-daemon-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let output = dir.join("findings.jsonl");
+    let _ = std::fs::remove_file(&output);
+    let sim = workload_bin("pc_sim");
+
+    // A: running before the daemon, paused with PeerConnection 1 open.
+    let mut a = Command::new(&sim)
+        .args([
+            "--pcs",
+            "2",
+            "--leak",
+            "2",
+            "--pause-after-open",
+            "1",
+            "--linger",
+            "1500",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start pc_sim");
+    let a_out = Lines::new(a.stdout.take().unwrap());
+    let a_paused: Value =
+        serde_json::from_str(&a_out.wait_for("\"paused\"", Duration::from_secs(10))).unwrap();
+    let a_pid = a_paused["pid"].as_u64().unwrap();
+
+    let metrics = free_addr();
+    let mut daemon = Command::new(sockscope_bin())
+        .args([
+            "daemon",
+            "--grace",
+            "500ms",
+            "--metrics",
+            &metrics.to_string(),
+        ])
+        .arg("--output")
+        .arg(&output)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the daemon");
+    let d_err = Lines::new(daemon.stderr.take().unwrap());
+    d_err.wait_for("daemon judging", Duration::from_secs(30));
+    found(&output, "A (running before)", |p| {
+        p["host_pid"].as_u64() == Some(a_pid)
+    });
+    // The page is rebuilt every second.
+    std::thread::sleep(Duration::from_millis(1200));
+    let before = scrape(metrics);
+    assert!(value(&before, "sockscope_marked_processes", None) >= 1.0);
+    go(&mut a);
+
+    // B: started after; it waits until the daemon found it, as a server would take
+    // longer than that before its first PeerConnection.
+    let (mut b, b_out, b_pid) = spawn_waiting(
+        "pc_sim",
+        &["--wait", "--pcs", "3", "--leak", "2", "--linger", "1500"],
+    );
+    found(&output, "B (started after)", |p| {
+        p["host_pid"].as_u64() == Some(u64::from(b_pid))
+    });
+    go(&mut b);
+    let a_lines = program_lines(&a_out);
+    let b_lines = program_lines(&b_out);
+    let _ = (a.wait(), b.wait());
+    let recs = wait_record(&output, "B's late release", |v| {
+        v["event"] == "late" && v["pid"].as_u64() == Some(u64::from(b_pid))
+    });
+    drop(recs);
+
+    // logrotate: the file moves, SIGHUP, and what follows goes to a new file.
+    let rotated = dir.join("findings.jsonl.1");
+    std::fs::rename(&output, &rotated).unwrap();
+    // SAFETY: our own child.
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGHUP) };
+    d_err.wait_for("output reopened", Duration::from_secs(10));
+
+    // C: in a mount and PID namespace of its own, from a copy of the binary that only
+    // its mounts show, in a cgroup named like a Docker container's.
+    let cgroup = ContainerCgroup::create();
+    let mount_dir = dir.join("container-root");
+    std::fs::create_dir_all(&mount_dir).unwrap();
+    let script = format!(
+        "echo $$ > {procs} && exec unshare --mount --pid --fork --propagation private sh -c \
+         'mount -t tmpfs none {m} && cp {sim} {m}/pc_sim_ct && exec {m}/pc_sim_ct --wait --pcs 1 --leak 1 --linger 1500'",
+        procs = cgroup.0.join("cgroup.procs").display(),
+        m = mount_dir.display(),
+        sim = sim.display(),
+    );
+    let mut c = Command::new("sh")
+        .args(["-c", &script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the contained pc_sim (unshare from util-linux)");
+    let c_out = Lines::new(c.stdout.take().unwrap());
+    let c_ready: Value =
+        serde_json::from_str(&c_out.wait_for("ready", Duration::from_secs(10))).unwrap();
+    assert_eq!(c_ready["pid"], 1, "pid 1 of its own namespace: {c_ready}");
+    assert!(
+        !Path::new(&mount_dir).join("pc_sim_ct").exists(),
+        "the copy is visible only inside the container's mounts"
+    );
+    let c_found = found(&output, "C (in a container)", |p| p["ns_pid"] == 1);
+    let ctx = &c_found["process"];
+    let c_pid = ctx["host_pid"].as_u64().unwrap();
+    assert_ne!(c_pid, 1);
+    assert_eq!(ctx["container_id"], CONTAINER_ID, "{ctx}");
+    assert!(
+        ctx["cgroup"]
+            .as_str()
+            .is_some_and(|g| g.ends_with(&format!("docker-{CONTAINER_ID}.scope"))),
+        "{ctx}"
+    );
+    assert!(
+        ctx["exe"]
+            .as_str()
+            .is_some_and(|e| e.ends_with("/pc_sim_ct")),
+        "{ctx}"
+    );
+    go(&mut c);
+    let c_lines = program_lines(&c_out);
+    let _ = c.wait();
+    wait_record(&output, "C's verdict", |v| {
+        v["event"] == "verdict" && v["pid"].as_u64() == Some(c_pid)
+    });
+    std::thread::sleep(Duration::from_millis(1200));
+    let after = scrape(metrics);
+
+    // SAFETY: our own child.
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    let status = daemon.wait().unwrap();
+    assert!(status.success(), "daemon exit: {status:?}");
+    assert_nothing_attached("after the daemon");
+
+    let old = records(&rotated);
+    let new = records(&output);
+    // A: PeerConnection 1 was open when the daemon started: incomplete, never clean.
+    let a_verdicts: Vec<(u64, String, String)> = by_event(&old, "verdict")
+        .into_iter()
+        .filter(|v| v["pid"].as_u64() == Some(a_pid))
+        .map(|v| {
+            (
+                v["pc_id"].as_u64().unwrap(),
+                v["outcome"].as_str().unwrap().to_owned(),
+                v["reason"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        a_verdicts,
+        vec![
+            (1, "incomplete".into(), "opened_before_attach".into()),
+            (2, "leak".into(), String::new())
+        ]
+    );
+    assert_eq!(leaks_of(&old, a_pid), leaked(&a_lines));
+    // B: judged whole.
+    assert_eq!(leaks_of(&old, u64::from(b_pid)), leaked(&b_lines));
+    assert_eq!(leaked(&b_lines).len(), 1);
+    // C: its findings went to the new file only, with its context.
+    assert_eq!(leaks_of(&new, c_pid), leaked(&c_lines));
+    assert_eq!(leaked(&c_lines).len(), 1);
+    assert!(leaks_of(&old, c_pid).is_empty());
+    for rec in old.iter().chain(&new).filter(|r| r["event"] != "process") {
+        let pid = rec["pid"].as_u64();
+        if [Some(a_pid), Some(u64::from(b_pid)), Some(c_pid)].contains(&pid) {
+            assert_eq!(rec["process"]["host_pid"].as_u64(), pid, "{rec}");
+        }
+    }
+    // The numbers moved.
+    let judged_leaks = |s: &[prometheus_parse::Sample]| {
+        value(
+            s,
+            "sockscope_peer_connections_judged_total",
+            Some(("outcome", "leak")),
+        )
+    };
+    assert!(
+        judged_leaks(&after) >= judged_leaks(&before) + 3.0,
+        "A, B and C each leaked once"
+    );
+    assert!(value(&after, "sockscope_leaks_total", Some(("kind", "held"))) >= 3.0);
+    assert!(
+        value(&after, "sockscope_events_total", None)
+            > value(&before, "sockscope_events_total", None)
+    );
+    assert_eq!(value(&after, "sockscope_events_lost_total", None), 0.0);
+    drop(cgroup);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_systemd_unit_verifies() {
+    // systemd-analyze checks the unit as systemd would load it, ExecStart's binary
+    // included: point it at the one just built.
+    let Ok(out) = Command::new("systemd-analyze").arg("--version").output() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "systemd-analyze (systemd) is needed to check contrib/systemd"
+        );
+        eprintln!("SKIP the_systemd_unit_verifies: no systemd-analyze");
+        return;
+    };
+    assert!(out.status.success());
+    let unit = Path::new(env!("CARGO_MANIFEST_DIR")).join("../contrib/systemd/sockscope.service");
+    let text = std::fs::read_to_string(&unit).expect("the unit");
+    let dir = std::env::temp_dir().join(format!("sockscope-unit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let copy = dir.join("sockscope.service");
+    std::fs::write(
+        &copy,
+        text.replace(
+            "/usr/local/bin/sockscope",
+            &sockscope_bin().display().to_string(),
+        ),
+    )
+    .unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&copy)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stderr.trim().is_empty(), "{stderr}");
+}
