@@ -1,7 +1,8 @@
 //! The guard that keeps `check` from leaving a process stopped. `check` stops every
 //! process of its cgroup that executes a program (the kernel sends SIGSTOP) until it
 //! has attached that program's markers, then continues it. If `check` itself is killed
-//! (SIGKILL) at that moment, nothing would ever continue the process. So `check` starts
+//! (SIGKILL) at that moment, nothing would ever continue the process (the same holds
+//! for a process stopped at its first socket for its maps, see `unwind`). So `check` starts
 //! this guard, a separate process holding the read end of a pipe whose write end only
 //! `check` holds: when `check` ends normally it says `done` first; when the pipe closes
 //! without it, `check` died, and the guard continues every process of the cgroup, then
@@ -60,17 +61,22 @@ pub fn run(cgroup: &Path) -> std::io::Result<()> {
     if last == "done" {
         return Ok(());
     }
-    let procs: PathBuf = cgroup.join("cgroup.procs");
-    let pids: Vec<i32> = std::fs::read_to_string(&procs)
-        .map(|s| s.lines().filter_map(|l| l.trim().parse().ok()).collect())
-        .unwrap_or_default();
-    for pid in &pids {
-        // SAFETY: signals a process of check's own cgroup.
-        unsafe { libc::kill(*pid, libc::SIGCONT) };
+    // check's BPF programs go as the kernel closes its files, which may be after the
+    // pipe: a program they stop in between (at exec, or at its first socket for a
+    // stack sample) is continued on the next round.
+    let started = std::time::Instant::now();
+    let mut continued = std::collections::BTreeSet::new();
+    while started.elapsed() < std::time::Duration::from_secs(5) {
+        for pid in pids_in(cgroup) {
+            // SAFETY: signals a process of check's own cgroup.
+            unsafe { libc::kill(pid, libc::SIGCONT) };
+            continued.insert(pid);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
     }
     eprintln!(
-        "sockscope: check ended abruptly; continued the {} process(es) left in {}",
-        pids.len(),
+        "sockscope: check ended abruptly; continued the {} process(es) of {}",
+        continued.len(),
         cgroup.display()
     );
     // Then remove the cgroup, as `check` would have, once its processes are gone.
@@ -82,4 +88,11 @@ pub fn run(cgroup: &Path) -> std::io::Result<()> {
             _ => return Ok(()),
         }
     }
+}
+
+fn pids_in(cgroup: &Path) -> Vec<i32> {
+    let procs: PathBuf = cgroup.join("cgroup.procs");
+    std::fs::read_to_string(procs)
+        .map(|s| s.lines().filter_map(|l| l.trim().parse().ok()).collect())
+        .unwrap_or_default()
 }
