@@ -294,8 +294,15 @@ fn check_on_rust_release_build_without_frame_pointers_matches_the_frame_pointer_
         "the stack of the build without frame pointers is the frame-pointer build's (file:line included)"
     );
     // Every frame the frame-pointer walk of the frame-pointer build names is there too.
+    // (Frames the fp run could not name are left out: in fp mode nothing holds a
+    // process that exits at once until its maps are read, and now and then that race
+    // is lost; dwarf and auto stop it for its maps under `check`.)
     let fp_names = functions(&with_fp["stack"]);
-    let missing_frames: Vec<&String> = fp_names.iter().filter(|f| !b.contains(f)).collect();
+    let missing_frames: Vec<&String> = fp_names
+        .iter()
+        .filter(|f| !f.starts_with("[unknown]"))
+        .filter(|f| !b.contains(f))
+        .collect();
     assert!(
         missing_frames.is_empty(),
         "frames of the frame-pointer walk missing from the DWARF stack: {missing_frames:#?}"
