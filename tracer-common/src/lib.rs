@@ -192,6 +192,10 @@ pub struct MarkerEvent {
     pub tid: u32,
     /// Index of the attached probe (the uprobe attach cookie), see the user side.
     pub probe: u32,
+    /// The user stack (id in `STACKS`) of `pc_open`, where the application made its
+    /// PeerConnection; negative for other markers.
+    pub user_stack: i32,
+    pub _pad: u32,
     pub ts_ns: u64,
     pub args: [u64; MARKER_MAX_ARGS],
 }
@@ -232,6 +236,8 @@ pub mod usdt_action {
     /// `pc_close_end(pc_id)` or `pc_dropped(pc_id)`: the PeerConnection ended (for the
     /// I/O hooks: what its sockets do from now on is I/O after the end).
     pub const PC_END: u32 = 3;
+    /// `pc_open(pc_id)`: also take the user stack (where the application made it).
+    pub const PC_OPEN: u32 = 4;
 }
 
 /// Everything the USDT program needs about one attached marker, stored in a map under

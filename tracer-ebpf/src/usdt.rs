@@ -15,8 +15,9 @@ use tracer_common::{
 };
 
 use crate::{
+    emit::StackIds,
     filter::{current, current_task_wanted},
-    maps::{CURRENT_PC, reserve, wakeup},
+    maps::{CURRENT_PC, reserve, stack_wakeup},
 };
 
 /// Argument specs by attach cookie.
@@ -58,17 +59,26 @@ pub fn sockscope_usdt(ctx: ProbeContext) -> u32 {
         usdt_action::PC_END => crate::io::pc_ended(tgid, args[0], unsafe { bpf_ktime_get_ns() }),
         _ => {}
     }
+    // Where the application made the PeerConnection: the site of sockets that its
+    // webrtc-rs tasks create later, with no application frame of their own.
+    let user_stack = if spec.action == usdt_action::PC_OPEN {
+        StackIds::current(&ctx).1
+    } else {
+        -1
+    };
     if let Some(mut entry) = reserve::<MarkerEvent>() {
         entry.write(MarkerEvent {
             kind: EventKind::Marker as u32,
             pid: tgid,
             tid,
             probe: cookie,
+            user_stack,
+            _pad: 0,
             // SAFETY: reads the clock only.
             ts_ns: unsafe { bpf_ktime_get_ns() },
             args,
         });
-        entry.submit(wakeup());
+        entry.submit(stack_wakeup(tgid, user_stack));
     }
     0
 }

@@ -195,6 +195,7 @@ pub fn bpf_spec(probe: &UsdtProbe) -> Result<UsdtSpec, String> {
         (PROVIDER, "span_enter") => usdt_action::SPAN_ENTER,
         (PROVIDER, "span_exit") => usdt_action::SPAN_EXIT,
         (PROVIDER, "pc_close_end" | "pc_dropped") => usdt_action::PC_END,
+        (PROVIDER, "pc_open") => usdt_action::PC_OPEN,
         _ => usdt_action::REPORT,
     };
     for (slot, arg) in spec.args.iter_mut().zip(&probe.args) {

@@ -3,7 +3,10 @@
 //! Shared by `check` and `watch`.
 use crate::{
     clock::monotonic_ns,
-    correlate::{Correlator, Finding, IoRequest, NewSocket, PreexistingSocket, Releaser},
+    correlate::{
+        Correlator, Finding, IoRequest, NewSocket, PcMarker, PreexistingSocket, Releaser,
+        creating_site,
+    },
     discovery::Discovery,
     error::TracerError,
     events::{KernelEvent, bind_addr, comm_str},
@@ -372,6 +375,14 @@ impl LeakSession {
                     return self.correlator.advance(m.ts_ns);
                 }
                 let marker = self.markers.get(m.probe).and_then(|a| a.pc_marker(&m.args));
+                if let (Some(PcMarker::Open(pc_id)), true) = (marker, m.user_stack >= 0) {
+                    let stack = self
+                        .stacks
+                        .user(m.pid, m.user_stack, record.user_stack.as_ref());
+                    if let Some(site) = creating_site(&stack) {
+                        self.correlator.pc_opened_at(m.pid, pc_id, site);
+                    }
+                }
                 match marker {
                     Some(pm) => self.correlator.marker(m.pid, pm, m.ts_ns),
                     None => self.correlator.advance(m.ts_ns),

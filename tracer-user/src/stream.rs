@@ -192,6 +192,7 @@ fn read(
                 }
                 KernelEvent::Create(c) => normalize(c.pid, c.user_stack),
                 KernelEvent::Release(r) => normalize(r.pid, r.user_stack),
+                KernelEvent::Marker(m) => normalize(m.pid, m.user_stack),
                 KernelEvent::Exit(e) => {
                     normalized.retain(|(pid, _), _| *pid != e.pid);
                     dwarf.exited(e.pid);

@@ -166,6 +166,19 @@ fn a_connection_dropped_without_close_fails_the_check_with_its_sockets_named() {
             "ice_agent"
         };
         assert_eq!(l["subsystem"], want, "{l}");
+        // The driver task made it: no application frame on its stack; where to look is
+        // where the application made the PeerConnection (its pc_open's stack).
+        assert!(l["site"].is_null(), "{l}");
+        let pc_site = &l["pc_site"];
+        assert!(
+            pc_site["function"]
+                .as_str()
+                .is_some_and(|f| f.starts_with("webrtc21_proxy::session::"))
+                && pc_site["file"]
+                    .as_str()
+                    .is_some_and(|f| f.ends_with("webrtc21-proxy/src/session.rs")),
+            "{pc_site}"
+        );
     }
     for (pc, _) in &truth {
         let v = verdict(&run, *pc);

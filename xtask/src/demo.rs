@@ -60,9 +60,17 @@ fn explained(text: &str) -> anyhow::Result<()> {
     let blocks = text.split("\nLEAK").skip(1);
     for block in blocks {
         let first = block.lines().next().unwrap_or("");
-        let body: Vec<&str> = block.lines().skip(1).take_while(|l| l.starts_with(' ')).collect();
+        let body: Vec<&str> = block
+            .lines()
+            .skip(1)
+            .take_while(|l| l.starts_with(' '))
+            .collect();
         let why = body.iter().any(|l| l.trim_start().starts_with("why: "));
-        let site = body.iter().any(|l| l.trim_start().starts_with("created in "));
+        let site = body.iter().any(|l| {
+            let l = l.trim_start();
+            l.starts_with("created in ")
+                || l.starts_with("created by webrtc-rs for the PeerConnection")
+        });
         anyhow::ensure!(
             why && site,
             "a leak without its why ({why}) or its creating site ({site}): LEAK{first}"

@@ -41,6 +41,7 @@ impl Correlator {
         let ended = pc.ended;
         let opened = pc.opened_ns;
         let predates = !pc.preexisting.is_empty();
+        let pc_site = pc.opened_site.clone();
         let attributed = pc.sockets.len();
         let mut cookies: Vec<u64> = pc.sockets.iter().copied().collect();
         cookies.sort_unstable();
@@ -73,6 +74,7 @@ impl Correlator {
                 ended,
                 origin: sock.origin,
                 site: creating_site(&sock.info.stack),
+                pc_site: pc_site.clone(),
                 holders: Vec::new(),
                 epoll: Vec::new(),
                 kind: None,

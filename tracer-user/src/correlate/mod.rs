@@ -123,6 +123,8 @@ struct PeerConnection {
     reported_unclosed: bool,
     /// Sockets tied to it that predate the attach (their creation was not seen).
     preexisting: HashSet<u64>,
+    /// Where the application made it (from the stack of its `pc_open`).
+    opened_site: Option<Site>,
 }
 
 pub struct Correlator {
@@ -377,6 +379,16 @@ impl Correlator {
             }
         }
         out
+    }
+
+    /// Where the application made a PeerConnection (the site of its `pc_open`): the
+    /// site shown for its sockets that webrtc-rs tasks create with no application
+    /// frame on their stack.
+    pub fn pc_opened_at(&mut self, pid: u32, pc_id: u64, site: Site) {
+        self.pcs
+            .entry(PeerConnectionId { pid, pc_id })
+            .or_default()
+            .opened_site = Some(site);
     }
 
     /// The first end of a PeerConnection counts: `close()` returning, or its drop.

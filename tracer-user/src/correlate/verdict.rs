@@ -73,6 +73,11 @@ pub struct Leak {
     /// The first frame of the creating stack in the application's own code.
     #[serde(default)]
     pub site: Option<Site>,
+    /// Where the application made its PeerConnection (the first application frame of
+    /// `pc_open`'s stack): where to look when `site` is empty because a webrtc-rs task
+    /// created the socket.
+    #[serde(default)]
+    pub pc_site: Option<Site>,
     /// Every (pid, fd) that refers to it at the verdict.
     #[serde(default)]
     pub holders: Vec<Holder>,

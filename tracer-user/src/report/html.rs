@@ -991,6 +991,14 @@ fn socket_row(
         }
     }
     if let Some(l) = leak {
+        if let (None, Some(pc)) = (&l.site, &l.pc_site) {
+            let _ = write!(
+                tip,
+                "\ncreated by webrtc-rs for the PeerConnection made in {} at {}",
+                pc.function,
+                site_text(pc)
+            );
+        }
         if let Some(site) = &l.site {
             let _ = write!(tip, "\ncreated in {}", site.function);
             let at = site_text(site);
@@ -1377,13 +1385,20 @@ fn leak_table(h: &mut String, cx: &Cx<'_>) -> fmt::Result {
             write!(h, "<br>held by {}", Esc(&held.join(", ")))?;
         }
         h.push_str("</span></td>");
-        match &l.site {
-            Some(site) => {
+        match (&l.site, &l.pc_site) {
+            (Some(site), _) => {
                 h.push_str("<td class=\"site mono\">");
                 site_cell(h, site)?;
                 h.push_str("</td>");
             }
-            None => h.push_str("<td class=\"site empty\">not in the application's code</td>"),
+            (None, Some(pc)) => {
+                h.push_str("<td class=\"site mono\">by webrtc-rs for the PeerConnection made in ");
+                site_cell(h, pc)?;
+                h.push_str("</td>");
+            }
+            (None, None) => {
+                h.push_str("<td class=\"site empty\">not in the application's code</td>")
+            }
         }
         let after = match cx.lates.get(&(l.pid, l.cookie)) {
             Some(late) => late_text(late),
@@ -1541,6 +1556,7 @@ mod tests {
                 file: Some("src/main.rs".into()),
                 line: Some(31),
             }),
+            pc_site: None,
             holders: Vec::new(),
             epoll: Vec::new(),
             kind,

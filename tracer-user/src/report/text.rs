@@ -63,7 +63,15 @@ fn write_leak(out: &mut dyn Write, l: &Leak) -> io::Result<()> {
     )?;
     write_kind(out, l)?;
     write_holders(out, l)?;
-    write_site(out, l.site.as_ref())?;
+    match (&l.site, &l.pc_site) {
+        (None, Some(pc)) => writeln!(
+            out,
+            "    created by webrtc-rs for the PeerConnection the application made in {}{}",
+            pc.function,
+            at_text(pc)
+        )?,
+        (site, _) => write_site(out, site.as_ref())?,
+    }
     write_frames(out, "creating", &l.stack)
 }
 
@@ -72,12 +80,16 @@ fn write_site(out: &mut dyn Write, site: Option<&Site>) -> io::Result<()> {
     let Some(site) = site else {
         return Ok(());
     };
-    let at = match (&site.file, site.line) {
+    writeln!(out, "    created in {}{}", site.function, at_text(site))
+}
+
+/// " at src/main.rs:31", or what is known of it.
+fn at_text(site: &Site) -> String {
+    match (&site.file, site.line) {
         (Some(f), Some(l)) => format!(" at {f}:{l}"),
         (Some(f), None) => format!(" at {f}"),
         _ => String::new(),
-    };
-    writeln!(out, "    created in {}{at}", site.function)
+    }
 }
 
 /// "    why: active: a task still sends or receives on it (12 sends, 0 receives since
