@@ -244,12 +244,16 @@ fn version_numbers(package: &str) -> Vec<u64> {
         .collect()
 }
 
-/// Boots `vmlinuz` with the initramfs; the serial console's text.
+/// Boots `vmlinuz` with the initramfs; the serial console's text. `checks` are
+/// checks.sh's arguments after the label (this kernel's expectations): /init gets them
+/// from the kernel command line (`vmtest_args`, comma-separated; the kernel passes such
+/// parameters to init as environment variables).
 pub(super) fn boot(
     work: &Path,
     name: &str,
     vmlinuz: &Path,
     initrd: &Path,
+    checks: &[&str],
 ) -> anyhow::Result<String> {
     let log = work.join(format!("console-{name}.log"));
     let console = fs::File::create(&log).context("cannot create the console log")?;
@@ -268,7 +272,11 @@ pub(super) fn boot(
         .arg(vmlinuz)
         .arg("-initrd")
         .arg(initrd)
-        .args(["-append", "console=ttyS0 panic=-1 quiet"])
+        .arg("-append")
+        .arg(format!(
+            "console=ttyS0 panic=-1 quiet vmtest_args={}",
+            checks.join(",")
+        ))
         // No network device at all: the guest has only its loopback.
         .args(["-nic", "none"])
         .stdin(std::process::Stdio::null())

@@ -108,8 +108,9 @@ pub fn run(kernel: &str) -> anyhow::Result<()> {
             "xtask: booting {name} ({}) under QEMU TCG",
             vmlinuz.display()
         );
+        let expect = guest_expect(name);
         let started = Instant::now();
-        let console = boot(&work, name, &vmlinuz, &initrd)?;
+        let console = boot(&work, name, &vmlinuz, &initrd, &expect.args())?;
         let verdicts = verdicts(&console);
         if console.contains("Kernel panic") {
             eprintln!("xtask: {name}: the guest kernel panicked (see the console log)");
@@ -119,7 +120,7 @@ pub fn run(kernel: &str) -> anyhow::Result<()> {
             verdicts.len(),
             started.elapsed().as_secs_f64()
         );
-        results.push((name.to_owned(), guest_expect(), verdicts));
+        results.push((name.to_owned(), expect, verdicts));
     }
     if host {
         let expect = host_expect();
