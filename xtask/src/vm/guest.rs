@@ -72,7 +72,8 @@ fn make_executable(path: &Path) -> anyhow::Result<()> {
 }
 
 /// The newest cloud kernel of `kernel`, downloaded (cached) and unpacked: its vmlinuz.
-/// Of the newest version's packages, the first of `kernel.packages` that downloads.
+/// Of the newest version's packages, one already unpacked, else the first of
+/// `kernel.packages` that downloads.
 pub(super) fn fetch_kernel(work: &Path, kernel: &Kernel) -> anyhow::Result<PathBuf> {
     let name = kernel.name;
     let apt = AptRoot::new(work, &kernel.apt)?;
@@ -97,8 +98,9 @@ pub(super) fn fetch_kernel(work: &Path, kernel: &Kernel) -> anyhow::Result<PathB
     };
     let mut candidates: Vec<&(Vec<u64>, usize, String)> =
         found.iter().filter(|f| f.0 == newest).collect();
-    candidates.sort_by_key(|f| f.1);
+    // One already unpacked first (no download to try again), then by preference.
     let cache = work.join("cache");
+    candidates.sort_by_key(|f| (!cache.join(&f.2).join("boot").exists(), f.1));
     let mut why = Vec::new();
     for (_, _, package) in candidates {
         let unpacked = cache.join(package);

@@ -1,5 +1,5 @@
 //! `cargo xtask vm-test`: sockscope end to end on other kernels, for every backend.
-//! Fetches Debian's cloud kernels (the newest 6.1 and 6.12 apt knows), builds static
+//! Fetches Debian's cloud kernels (the newest 5.10, 6.1 and 6.12 apt knows), builds static
 //! sockscope and workloads, packs them with busybox into an initramfs whose /init
 //! (`init.sh`) runs the checks (`checks.sh`), boots each kernel under QEMU TCG (KVM is
 //! not usable here) with no network device, and reads the verdicts from the serial
