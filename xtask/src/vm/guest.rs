@@ -201,7 +201,8 @@ impl AptRoot {
             options,
             release: Some(release),
         };
-        let stamp = lists.join(format!("deb.debian.org_debian_dists_{release}_InRelease"));
+        // Our own stamp: apt dates the lists it fetches by the server's clock.
+        let stamp = root.join("updated");
         let fresh = fs::metadata(&stamp)
             .and_then(|m| m.modified())
             .is_ok_and(|t| t.elapsed().is_ok_and(|age| age < APT_LISTS_MAX_AGE));
@@ -212,7 +213,14 @@ impl AptRoot {
             );
             let mut cmd = apt.command("apt-get");
             cmd.args(["update", "-q"]);
-            util::run_ok(&mut cmd)?;
+            match util::run_ok(&mut cmd) {
+                Ok(()) => fs::write(&stamp, "").context("cannot write the apt lists' stamp")?,
+                // Lists read before still name the packages (cached, or still there).
+                Err(e) if stamp.exists() => {
+                    eprintln!("xtask: {e}; using the {release} package lists read before");
+                }
+                Err(e) => return Err(e),
+            }
         }
         Ok(apt)
     }
