@@ -1,10 +1,13 @@
 //! The generic USDT program: one uprobe program serves every marker; the attach
 //! cookie selects the marker's argument spec (parsed from its `.note.stapsdt` by user
-//! space), so arguments are read the way the compiler placed them.
+//! space), so arguments are read the way the compiler placed them. Kernels without
+//! attach cookies (before Linux 5.15) tell the markers apart by the probed
+//! instruction's place in its file instead (see [`site_cookie`]).
 use aya_ebpf::{
     EbpfContext as _,
     helpers::{
-        bpf_get_attach_cookie, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user,
+        bpf_get_attach_cookie, bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        bpf_probe_read_user,
     },
     macros::{map, uprobe},
     maps::HashMap,
@@ -16,7 +19,7 @@ use tracer_common::{
 
 use crate::{
     emit::StackIds,
-    filter::{current, current_task_wanted},
+    filter::{current, current_task_wanted, read_global},
     maps::{CURRENT_PC, reserve, stack_wakeup},
 };
 
@@ -24,13 +27,98 @@ use crate::{
 #[map]
 pub static USDT_SPECS: HashMap<u32, UsdtSpec> = HashMap::with_max_entries(4096, 0);
 
+/// 1: markers are told apart by their attach cookie; 0 (the kernel has no attach
+/// cookies): by their file offset, through [`USDT_SITES`].
+#[unsafe(no_mangle)]
+static USDT_BY_COOKIE: u8 = 1;
+
+/// Without attach cookies: the cookie user space gave each marker, by the marker's
+/// offset in its file (the uprobe's offset). User space keeps one marker per offset.
+#[map]
+pub static USDT_SITES: HashMap<u64, u32> = HashMap::with_max_entries(4096, 0);
+
+/// Without attach cookies, where the probed address's mapping is found (from BTF):
+/// `task_struct.mm`, `mm_struct.mm_rb` (the tree of mappings, before Linux 6.1's maple
+/// tree), `vm_area_struct`'s `vm_rb`, `vm_start`, `vm_end`, `vm_pgoff`, and
+/// `rb_node`'s `rb_left`, `rb_right`.
+#[unsafe(no_mangle)]
+static TASK_MM_OFFSET: u32 = 0;
+#[unsafe(no_mangle)]
+static MM_RB_OFFSET: u32 = 0;
+#[unsafe(no_mangle)]
+static VMA_RB_OFFSET: u32 = 0;
+#[unsafe(no_mangle)]
+static VMA_START_OFFSET: u32 = 0;
+#[unsafe(no_mangle)]
+static VMA_END_OFFSET: u32 = 0;
+#[unsafe(no_mangle)]
+static VMA_PGOFF_OFFSET: u32 = 0;
+#[unsafe(no_mangle)]
+static RB_LEFT_OFFSET: u32 = 0;
+#[unsafe(no_mangle)]
+static RB_RIGHT_OFFSET: u32 = 0;
+
+/// An rbtree of at most `vm.max_map_count` (65530) mappings is at most 32 deep.
+const MAX_RB_DEPTH: u32 = 40;
+
+/// x86_64's page size: `vm_pgoff` counts pages.
+const PAGE_SHIFT: u64 = 12;
+
+#[inline(always)]
+fn read_at<T>(base: *const u8, offset: &u32) -> Option<T> {
+    // SAFETY: the helper reads kernel memory and fails cleanly on a bad address.
+    unsafe { bpf_probe_read_kernel(base.wrapping_add(read_global(offset) as usize).cast::<T>()) }
+        .ok()
+}
+
+/// The marker at `ip` without an attach cookie: the mapping that holds `ip` gives
+/// its file offset (the kernel's own `find_vma` walk of the current task's tree of
+/// mappings), and user space stored the marker's cookie under that offset. The probed
+/// address is the uprobe's: the kernel sets the instruction pointer back to it before
+/// running the program.
+#[inline(always)]
+fn site_cookie(ip: u64) -> Option<u32> {
+    // SAFETY: no arguments; the current task's pointer, only read through the helper.
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    let mm: *const u8 = read_at(task, &TASK_MM_OFFSET)?;
+    let mut node: *const u8 = read_at(mm, &MM_RB_OFFSET)?;
+    for _ in 0..MAX_RB_DEPTH {
+        if node.is_null() {
+            return None;
+        }
+        let vma = node.wrapping_sub(read_global(&VMA_RB_OFFSET) as usize);
+        let end: u64 = read_at(vma, &VMA_END_OFFSET)?;
+        if end > ip {
+            let start: u64 = read_at(vma, &VMA_START_OFFSET)?;
+            if start <= ip {
+                let pgoff: u64 = read_at(vma, &VMA_PGOFF_OFFSET)?;
+                let offset = ip - start + (pgoff << PAGE_SHIFT);
+                // SAFETY: copied out at once.
+                return unsafe { USDT_SITES.get(offset) }.copied();
+            }
+            node = read_at(node, &RB_LEFT_OFFSET)?;
+        } else {
+            node = read_at(node, &RB_RIGHT_OFFSET)?;
+        }
+    }
+    None
+}
+
 /// Size of `struct pt_regs` on x86_64: register offsets must fall inside it.
 const PT_REGS_SIZE: u32 = 168;
 
 #[uprobe]
 pub fn sockscope_usdt(ctx: ProbeContext) -> u32 {
-    // SAFETY: the helper only reads the current program's attach cookie.
-    let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) } as u32;
+    let cookie = if read_global(&USDT_BY_COOKIE) != 0 {
+        // SAFETY: the helper only reads the current program's attach cookie.
+        (unsafe { bpf_get_attach_cookie(ctx.as_ptr()) }) as u32
+    } else {
+        // SAFETY: the probed task's saved instruction pointer.
+        let Some(cookie) = site_cookie(unsafe { (*ctx.regs).rip }) else {
+            return 0;
+        };
+        cookie
+    };
     // SAFETY: copied out at once.
     let Some(spec) = (unsafe { USDT_SPECS.get(cookie) }).copied() else {
         return 0;

@@ -50,6 +50,10 @@ pub enum TracerError {
     #[error(transparent)]
     Usdt(#[from] crate::stapsdt::UsdtError),
     #[error(
+        "USDT markers cannot be told apart on this kernel: it has no BPF attach cookies (Linux 5.15+), and its BTF does not say where a task's mappings are (mm_struct.mm_rb)"
+    )]
+    NoMarkerIds,
+    #[error(
         "the {backend} backend cannot be used here: {why}: leave --backend out to pick one that works, see `sockscope doctor`"
     )]
     Backend {

@@ -1,8 +1,11 @@
 //! Attaching the USDT markers of a binary or a running process to the generic USDT
 //! program: each marker gets an attach cookie, under which its argument spec is
-//! stored for the BPF side, and under which user space finds its name again.
+//! stored for the BPF side, and under which user space finds its name again. A kernel
+//! without attach cookies (before 5.15) gets no cookie with the uprobe: the BPF side
+//! finds the marker's file offset instead, under which the cookie is stored (one
+//! marker per offset, see [`MarkerTable::attach`]).
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeSet, HashMap},
     fs,
     num::NonZeroU32,
     path::{Path, PathBuf},
@@ -12,6 +15,7 @@ use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope
 use tracer_common::{MARKER_MAX_ARGS, UsdtArg, UsdtSpec, usdt_action, usdt_arg};
 
 use crate::{
+    backend::MarkerIds,
     correlate::PcMarker,
     error::TracerError,
     loader::{Tracer, USDT_PROGRAM},
@@ -35,9 +39,13 @@ pub enum MarkerTarget {
 pub struct AttachedMarker {
     pub provider: String,
     pub name: String,
+    /// The object it was first attached in (without attach cookies, the same marker
+    /// at the same offset of another object shares its entry).
     pub object: PathBuf,
     /// Per argument: whether it is signed (for printing).
     pub signed: Vec<bool>,
+    /// How the BPF side reads it.
+    spec: UsdtSpec,
 }
 
 impl AttachedMarker {
@@ -86,6 +94,8 @@ pub struct AttachReport {
 #[derive(Debug, Default)]
 pub struct MarkerTable {
     markers: Vec<AttachedMarker>,
+    /// Without attach cookies: the cookie of the marker at each file offset.
+    sites: HashMap<u64, u32>,
 }
 
 impl MarkerTable {
@@ -101,7 +111,10 @@ impl MarkerTable {
         self.markers.is_empty()
     }
 
-    /// Attaches the markers of `providers` found at `target`.
+    /// Attaches the markers of `providers` found at `target`. Without attach cookies,
+    /// a marker at the file offset of another object's marker is skipped unless it is
+    /// the same marker (same name and argument spec, as in a copy of the binary): the
+    /// BPF side could not tell them apart.
     pub fn attach(
         &mut self,
         tracer: &mut Tracer,
@@ -156,25 +169,71 @@ impl MarkerTable {
             );
         }
         let spec = bpf_spec(probe)?;
-        let cookie =
-            u32::try_from(self.markers.len()).map_err(|_| "too many markers".to_string())?;
-        let (program, specs) = tracer.usdt_parts().map_err(|e| e.to_string())?;
-        specs
-            .insert(cookie, spec, 0)
-            .map_err(|e| format!("cannot store its spec: {e}"))?;
+        let parts = tracer.usdt_parts().map_err(|e| e.to_string())?;
+        let by_cookie = matches!(parts.ids, MarkerIds::Cookie);
+        let shared = if by_cookie {
+            None
+        } else {
+            self.sites.get(&probe.file_offset).copied()
+        };
+        if let Some(cookie) = shared {
+            let m = &self.markers[cookie as usize];
+            if (m.provider.as_str(), m.name.as_str(), m.spec)
+                != (probe.provider.as_str(), probe.name.as_str(), spec)
+            {
+                return Err(format!(
+                    "{}:{} of {} is at the same file offset ({:#x}), and this kernel has no BPF attach cookies (Linux 5.15+) to tell them apart",
+                    m.provider,
+                    m.name,
+                    m.object.display(),
+                    probe.file_offset
+                ));
+            }
+        }
+        let cookie = match shared {
+            Some(c) => c,
+            None => {
+                let c = u32::try_from(self.markers.len())
+                    .map_err(|_| "too many markers".to_string())?;
+                parts
+                    .specs
+                    .insert(c, spec, 0)
+                    .map_err(|e| format!("cannot store its spec: {e}"))?;
+                if !by_cookie {
+                    parts
+                        .sites
+                        .insert(probe.file_offset, c, 0)
+                        .map_err(|e| format!("cannot store its file offset: {e}"))?;
+                }
+                c
+            }
+        };
         let point = UProbeAttachPoint {
             location: UProbeAttachLocation::AbsoluteOffset(probe.file_offset),
-            cookie: Some(cookie as u64),
+            cookie: by_cookie.then_some(u64::from(cookie)),
         };
-        program
-            .attach(point, object, scope)
-            .map_err(|e| format!("{USDT_PROGRAM} could not be attached: {e}"))?;
-        self.markers.push(AttachedMarker {
-            provider: probe.provider.clone(),
-            name: probe.name.clone(),
-            object: object.to_owned(),
-            signed: probe.args.iter().map(|a| a.signed).collect(),
-        });
+        let attached = parts.program.attach(point, object, scope);
+        if let Err(e) = attached {
+            if shared.is_none() {
+                let _ = parts.specs.remove(&cookie);
+                if !by_cookie {
+                    let _ = parts.sites.remove(&probe.file_offset);
+                }
+            }
+            return Err(format!("{USDT_PROGRAM} could not be attached: {e}"));
+        }
+        if shared.is_none() {
+            if !by_cookie {
+                self.sites.insert(probe.file_offset, cookie);
+            }
+            self.markers.push(AttachedMarker {
+                provider: probe.provider.clone(),
+                name: probe.name.clone(),
+                object: object.to_owned(),
+                signed: probe.args.iter().map(|a| a.signed).collect(),
+                spec,
+            });
+        }
         Ok(())
     }
 }

@@ -45,14 +45,14 @@ enum Task {
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
     },
-    /// Boot Debian's newest 6.1 and 6.12 cloud kernels under QEMU (TCG) with static
+    /// Boot Debian's newest 5.10, 6.1 and 6.12 cloud kernels under QEMU (TCG) with static
     /// sockscope and workloads in an initramfs, run the end-to-end checks inside for
     /// every backend (doctor's choice, trace of a known workload, USDT markers and a
     /// leak verdict, a clean check), run them on this host too (backends this kernel
     /// refuses must be refused cleanly), and print the kernel x backend x check matrix
     /// (needs root; about a minute per kernel after the build).
     VmTest {
-        /// 6.1, 6.12, host or all.
+        /// 5.10, 6.1, 6.12, host or all.
         #[arg(long, default_value = "all")]
         kernel: String,
     },

@@ -271,9 +271,15 @@ fn parsed_btf(cache: &mut Option<aya::Btf>) -> Result<&aya::Btf, Unavailable> {
     cache.as_ref().ok_or(Unavailable::NoBtf)
 }
 
-/// EPERM from the kernel means tracing programs are refused (lockdown, or a policy);
-/// anything else is reported as it is.
+/// EPERM from the kernel means tracing programs are refused (lockdown, or a policy); a
+/// verifier that does not know a helper the program calls means this kind of program
+/// cannot have it on this kernel; anything else is reported as it is.
 fn classify(program: &'static str, action: &'static str, e: ProgramError) -> Unavailable {
+    if let ProgramError::LoadError { verifier_log, .. } = &e
+        && let Some(helper) = unknown_helper(&verifier_log.to_string())
+    {
+        return Unavailable::NoHelper { program, helper };
+    }
     if os_error(&e) == Some(libc::EPERM) {
         let lockdown = match system::lockdown_mode() {
             Ok(Some(mode)) if mode != "none" => format!("; lockdown is {mode}"),
@@ -289,6 +295,20 @@ fn classify(program: &'static str, action: &'static str, e: ProgramError) -> Una
         name: program,
         action,
         source: e,
+    })
+}
+
+/// The helper a verifier log rejects as unknown: `unknown func NAME#N` (the kernel
+/// knows the helper, not for this program type) or `invalid func unknown#N` (the kernel
+/// does not know the number).
+fn unknown_helper(log: &str) -> Option<String> {
+    let (_, rest) = log
+        .split_once("unknown func ")
+        .or_else(|| log.split_once("invalid func "))?;
+    let token = rest.split_whitespace().next()?;
+    Some(match token.strip_prefix("unknown#") {
+        Some(n) => format!("helper #{n}"),
+        None => token.split('#').next().unwrap_or(token).to_owned(),
     })
 }
 
@@ -326,5 +346,17 @@ mod tests {
             io_error: std::io::Error::from_raw_os_error(libc::EINVAL),
         });
         assert!(matches!(classify("p", "loaded", e), Unavailable::Failed(_)));
+    }
+
+    #[test]
+    fn unknown_helpers_are_named() {
+        let log = "41: (bf) r1 = r6\n42: (85) call bpf_get_socket_cookie#46\nunknown func bpf_get_socket_cookie#46\nverification time 13925 usec\n";
+        assert_eq!(
+            unknown_helper(log).as_deref(),
+            Some("bpf_get_socket_cookie")
+        );
+        let log = "1: (85) call unknown#174\ninvalid func unknown#174\n";
+        assert_eq!(unknown_helper(log).as_deref(), Some("helper #174"));
+        assert_eq!(unknown_helper("R1 invalid mem access 'inv'\n"), None);
     }
 }

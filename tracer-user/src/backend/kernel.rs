@@ -1,7 +1,8 @@
 //! What the programs need to know about the running kernel, from its BTF, read once
 //! per load: the offsets of the `struct sock` fields the kernel-function backends'
-//! programs read, which of their functions exist, and where `task_struct.flags` is.
-use aya::EbpfLoader;
+//! programs read, which of their functions exist, where `task_struct.flags` is, and how
+//! USDT markers are told apart.
+use aya::{EbpfLoader, programs::ProgramType, sys::BpfHelper};
 
 use super::Unavailable;
 use crate::system::{self, Btf};
@@ -79,6 +80,89 @@ impl SockOffsets {
     }
 }
 
+/// How the USDT program tells which marker fired (one program serves them all).
+#[derive(Clone, Copy, Debug)]
+pub enum MarkerIds {
+    /// By the uprobe's attach cookie (Linux 5.15+).
+    Cookie,
+    /// By the marker's offset in its file, from the mapping that holds the probed
+    /// address (kernels without attach cookies; see tracer-ebpf's usdt.rs).
+    FileOffset(MappingOffsets),
+}
+
+impl MarkerIds {
+    /// Attach cookies if the kernel has them, else file offsets if its BTF says where
+    /// the task's mappings are; `None`: markers cannot be told apart here.
+    fn detect(btf: Option<&Btf>) -> Option<Self> {
+        // aya passes a cookie only through a perf link, which came with the helper.
+        let cookies = aya::features().bpf_perf_link()
+            && aya::sys::is_helper_supported(
+                ProgramType::KProbe,
+                BpfHelper::BPF_FUNC_get_attach_cookie,
+            )
+            .unwrap_or(false);
+        if cookies {
+            return Some(Self::Cookie);
+        }
+        MappingOffsets::from_btf(btf?).map(Self::FileOffset)
+    }
+
+    /// Sets the USDT program's read-only globals.
+    pub fn set_globals<'a>(&'a self, loader: &mut EbpfLoader<'a>) {
+        match self {
+            Self::Cookie => {}
+            Self::FileOffset(o) => {
+                loader.override_global("USDT_BY_COOKIE", &0u8, true);
+                o.set_globals(loader);
+            }
+        }
+    }
+}
+
+/// Where a task's mappings are, for finding the one that holds an address the way
+/// the kernel's `find_vma` does (the tree of mappings: kernels before 6.1).
+#[derive(Clone, Copy, Debug)]
+pub struct MappingOffsets {
+    task_mm: u32,
+    mm_rb: u32,
+    vma_rb: u32,
+    vma_start: u32,
+    vma_end: u32,
+    vma_pgoff: u32,
+    rb_left: u32,
+    rb_right: u32,
+}
+
+impl MappingOffsets {
+    fn from_btf(btf: &Btf) -> Option<Self> {
+        Some(Self {
+            task_mm: btf.member_offset("task_struct", "mm")?,
+            mm_rb: btf.member_offset("mm_struct", "mm_rb")?,
+            vma_rb: btf.member_offset("vm_area_struct", "vm_rb")?,
+            vma_start: btf.member_offset("vm_area_struct", "vm_start")?,
+            vma_end: btf.member_offset("vm_area_struct", "vm_end")?,
+            vma_pgoff: btf.member_offset("vm_area_struct", "vm_pgoff")?,
+            rb_left: btf.member_offset("rb_node", "rb_left")?,
+            rb_right: btf.member_offset("rb_node", "rb_right")?,
+        })
+    }
+
+    fn set_globals<'a>(&'a self, loader: &mut EbpfLoader<'a>) {
+        for (name, value) in [
+            ("TASK_MM_OFFSET", &self.task_mm),
+            ("MM_RB_OFFSET", &self.mm_rb),
+            ("VMA_RB_OFFSET", &self.vma_rb),
+            ("VMA_START_OFFSET", &self.vma_start),
+            ("VMA_END_OFFSET", &self.vma_end),
+            ("VMA_PGOFF_OFFSET", &self.vma_pgoff),
+            ("RB_LEFT_OFFSET", &self.rb_left),
+            ("RB_RIGHT_OFFSET", &self.rb_right),
+        ] {
+            loader.override_global(name, value, true);
+        }
+    }
+}
+
 /// The kernel facts the programs need, read once per load.
 pub struct KernelFacts {
     pub offsets: Result<SockOffsets, BtfGap>,
@@ -87,6 +171,8 @@ pub struct KernelFacts {
     pub task_flags: Option<u32>,
     /// The hooked functions this kernel has (in its BTF).
     functions: Vec<&'static str>,
+    /// How USDT markers are told apart; `None`: they cannot be on this kernel.
+    pub markers: Option<MarkerIds>,
 }
 
 impl KernelFacts {
@@ -97,6 +183,7 @@ impl KernelFacts {
                 offsets: Err(BtfGap::NoBtf),
                 task_flags: None,
                 functions: Vec::new(),
+                markers: MarkerIds::detect(None),
             };
         };
         Self {
@@ -105,6 +192,7 @@ impl KernelFacts {
             functions: super::attach::hooked_functions()
                 .filter(|f| btf.has_function(f))
                 .collect(),
+            markers: MarkerIds::detect(Some(&btf)),
         }
     }
 

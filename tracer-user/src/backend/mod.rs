@@ -17,7 +17,7 @@ mod attach;
 mod kernel;
 
 pub use attach::{CGROUP_PROGRAMS, attach, detach};
-pub use kernel::{KernelFacts, SockOffsets};
+pub use kernel::{KernelFacts, MarkerIds, SockOffsets};
 
 use crate::error::TracerError;
 
@@ -112,6 +112,12 @@ pub enum Unavailable {
     NoFunction(&'static str),
     #[error("this kernel has no kprobes (no kprobe event source; CONFIG_KPROBES off?)")]
     NoKprobes,
+    #[error("this kernel does not offer {helper} to {program} (its verifier: unknown function)")]
+    NoHelper {
+        program: &'static str,
+        /// The helper's name, or `helper #N` when the kernel does not know its number.
+        helper: String,
+    },
     #[error(transparent)]
     Failed(#[from] TracerError),
 }

@@ -73,7 +73,10 @@ pub fn run_checks() -> Vec<Check> {
     checks.push(capability_check());
     match loader::probe_programs() {
         Ok(probes) => {
-            let programs_ok = probes.programs.iter().all(|p| p.result.is_ok());
+            let programs_ok = probes
+                .programs
+                .iter()
+                .all(|p| p.result.is_ok() || p.optional);
             checks.extend(probes.programs.into_iter().map(program_check));
             checks.extend(backend_checks(probes.backends, programs_ok));
         }
@@ -172,9 +175,12 @@ fn capability_check() -> Check {
 
 fn program_check(p: ProgramProbe) -> Check {
     let name = format!("program {} ({})", p.name, p.kind);
-    match p.result {
-        Ok(()) => check(name, Status::Ok, "loads and attaches"),
-        Err(e) => check(name, Status::Fail, e.to_string()),
+    match (p.result, p.note) {
+        (Ok(()), None) => check(name, Status::Ok, "loads and attaches"),
+        (Ok(()), Some(note)) => check(name, Status::Ok, format!("loads and attaches; {note}")),
+        // Tracing works without it: USDT markers do not.
+        (Err(e), _) if p.optional => check(name, Status::Warn, format!("{e} (no USDT markers)")),
+        (Err(e), _) => check(name, Status::Fail, e.to_string()),
     }
 }
 

@@ -18,7 +18,7 @@ pub use io::IoWatch;
 pub use probe::{Probes, ProgramProbe, probe_programs};
 
 use crate::{
-    backend::{self, Backend, KernelFacts, Rejections},
+    backend::{self, Backend, KernelFacts, MarkerIds, Rejections},
     error::TracerError,
     system,
     unwind::StackMode,
@@ -215,9 +215,12 @@ impl TracerBuilder {
                 .map_err(prog_err(EXEC_PROGRAM, "attached"))?;
         }
 
-        // Loaded now, attached per marker later (see `usdt::attach`).
-        let usdt: &mut UProbe = program(&mut ebpf, USDT_PROGRAM)?;
-        usdt.load().map_err(prog_err(USDT_PROGRAM, "loaded"))?;
+        // Loaded now, attached per marker later (see `markers`); not at all where
+        // markers cannot be told apart (attaching them says why).
+        if facts.markers.is_some() {
+            let usdt: &mut UProbe = program(&mut ebpf, USDT_PROGRAM)?;
+            usdt.load().map_err(prog_err(USDT_PROGRAM, "loaded"))?;
+        }
 
         let io = if self.io_watch {
             Some(IoWatch::attach(&mut ebpf)?)
@@ -230,12 +233,15 @@ impl TracerBuilder {
         let stats = take_map(&mut ebpf, "STATS", PerCpuArray::try_from)?;
         let usdt_specs = take_map(&mut ebpf, "USDT_SPECS", UsdtSpecs::try_from)?;
         let stack_modes = take_map(&mut ebpf, "STACK_MODES", aya::maps::HashMap::try_from)?;
+        let usdt_sites = take_map(&mut ebpf, "USDT_SITES", UsdtSites::try_from)?;
         Ok(Tracer {
             ebpf,
             events: Some(events),
             stacks: Arc::new(stacks),
             stats,
             usdt_specs,
+            usdt_sites,
+            markers: facts.markers,
             exits_traced,
             backend,
             rejections,
@@ -311,6 +317,9 @@ fn configured_load(cfg: &LoadConfig, facts: &KernelFacts) -> Result<Ebpf, Tracer
     // (no BTF) those backends are refused before they load.
     if let Ok(offsets) = &facts.offsets {
         offsets.set_globals(&mut loader);
+    }
+    if let Some(markers) = &facts.markers {
+        markers.set_globals(&mut loader);
     }
     loader.override_global("FILTER_TGID", &cfg.pid, true);
     loader.override_global("FILTER_COMM", &cfg.comm, true);
@@ -404,6 +413,8 @@ pub struct Tracer {
     stacks: Arc<StackTraceMap<MapData>>,
     stats: PerCpuArray<MapData, u64>,
     usdt_specs: UsdtSpecs,
+    usdt_sites: UsdtSites,
+    markers: Option<MarkerIds>,
     exits_traced: bool,
     backend: Backend,
     rejections: Rejections,
@@ -419,6 +430,18 @@ pub type StackModes = aya::maps::HashMap<MapData, u32, u8>;
 /// USDT argument specs by attach cookie.
 pub type UsdtSpecs = aya::maps::HashMap<MapData, u32, UsdtSpec>;
 
+/// Without attach cookies: each marker's cookie by its file offset.
+pub type UsdtSites = aya::maps::HashMap<MapData, u64, u32>;
+
+/// What [`Tracer::usdt_parts`] lends to attach a marker with.
+pub struct UsdtParts<'a> {
+    pub program: &'a mut UProbe,
+    pub specs: &'a mut UsdtSpecs,
+    pub sites: &'a mut UsdtSites,
+    /// How the program tells markers apart.
+    pub ids: MarkerIds,
+}
+
 /// Counters the kernel side keeps, summed over CPUs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct KernelStats {
@@ -428,12 +451,22 @@ pub struct KernelStats {
 }
 
 impl Tracer {
-    /// The loaded USDT program and its spec map, to attach markers with.
-    pub fn usdt_parts(&mut self) -> Result<(&mut UProbe, &mut UsdtSpecs), TracerError> {
+    /// The loaded USDT program and its maps, to attach markers with.
+    pub fn usdt_parts(&mut self) -> Result<UsdtParts<'_>, TracerError> {
         let Self {
-            ebpf, usdt_specs, ..
+            ebpf,
+            usdt_specs,
+            usdt_sites,
+            markers,
+            ..
         } = self;
-        Ok((program(ebpf, USDT_PROGRAM)?, usdt_specs))
+        let ids = markers.ok_or(TracerError::NoMarkerIds)?;
+        Ok(UsdtParts {
+            program: program(ebpf, USDT_PROGRAM)?,
+            specs: usdt_specs,
+            sites: usdt_sites,
+            ids,
+        })
     }
 
     /// The I/O hooks, when attached ([`TracerBuilder::io_watch`]).

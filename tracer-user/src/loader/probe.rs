@@ -6,7 +6,7 @@ use super::{
     EXEC_PROGRAM, LoadConfig, SOCKET_EXIT_PROGRAM, USDT_PROGRAM, configured_load, prog_err, program,
 };
 use crate::{
-    backend::{self, Backend, KernelFacts, Unavailable},
+    backend::{self, Backend, KernelFacts, MarkerIds, Unavailable},
     error::TracerError,
 };
 
@@ -15,6 +15,10 @@ pub struct ProgramProbe {
     pub name: &'static str,
     pub kind: &'static str,
     pub result: Result<(), TracerError>,
+    /// What else the line says when it works.
+    pub note: Option<&'static str>,
+    /// Tracing works without it (it serves markers only).
+    pub optional: bool,
 }
 
 /// What `sockscope doctor` learns by really loading and attaching.
@@ -51,6 +55,8 @@ pub fn probe_programs() -> Result<Probes, TracerError> {
         name: SOCKET_EXIT_PROGRAM,
         kind: "tracepoint",
         result: exit,
+        note: None,
+        optional: false,
     });
     // Loaded only: attached without a cgroup of sockscope's own it would stop
     // processes (and it refuses to act without one anyway).
@@ -60,19 +66,31 @@ pub fn probe_programs() -> Result<Probes, TracerError> {
         name: EXEC_PROGRAM,
         kind: "tracepoint, load only",
         result: exec,
+        note: None,
+        optional: false,
     });
     // A uprobe (what USDT markers use), attached for a moment to this very process.
-    let usdt = program::<UProbe>(&mut ebpf, USDT_PROGRAM).and_then(|p| {
-        p.load().map_err(prog_err(USDT_PROGRAM, "loaded"))?;
-        let link = p
-            .attach("main", "/proc/self/exe", UProbeScope::CallingProcess)
-            .map_err(prog_err(USDT_PROGRAM, "attached"))?;
-        p.detach(link).map_err(prog_err(USDT_PROGRAM, "detached"))
-    });
+    let usdt = facts.markers.ok_or(TracerError::NoMarkerIds);
+    let usdt = usdt
+        .and_then(|_| program::<UProbe>(&mut ebpf, USDT_PROGRAM))
+        .and_then(|p| {
+            p.load().map_err(prog_err(USDT_PROGRAM, "loaded"))?;
+            let link = p
+                .attach("main", "/proc/self/exe", UProbeScope::CallingProcess)
+                .map_err(prog_err(USDT_PROGRAM, "attached"))?;
+            p.detach(link).map_err(prog_err(USDT_PROGRAM, "detached"))
+        });
     programs.push(ProgramProbe {
         name: USDT_PROGRAM,
         kind: "uprobe",
         result: usdt,
+        note: match facts.markers {
+            Some(MarkerIds::FileOffset(_)) => {
+                Some("markers told apart by file offset (no BPF attach cookies here: Linux 5.15+)")
+            }
+            _ => None,
+        },
+        optional: true,
     });
     // The send/receive hooks that tell a leak's kind (check and watch attach them);
     // detached with the rest when this object is dropped.
@@ -80,6 +98,8 @@ pub fn probe_programs() -> Result<Probes, TracerError> {
         name: "sockscope_io_{send,recv,exit}",
         kind: "tracepoints on the send and receive calls",
         result: super::IoWatch::attach(&mut ebpf).map(drop),
+        note: None,
+        optional: false,
     });
     let backends = Backend::AUTO_ORDER
         .into_iter()

@@ -36,7 +36,9 @@ check auto doctor_choice "$chosen" "$AUTO"
 for B in $WORKING; do
     # trace: the workload's sockets created, bound and released (at its exit), each
     # release paired with its create, with the releasing stack where the backend
-    # takes it.
+    # takes it. The log is emptied first: the wait below must not find the previous
+    # backend's start line (the background shell may not have truncated it yet).
+    : > "$T/trace.err"
     sockscope trace --backend "$B" --stacks --format json --comm udp_workload --duration 30s \
         -o "$T/trace.json" 2> "$T/trace.err" &
     tracer=$!

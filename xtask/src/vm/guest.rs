@@ -8,7 +8,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use super::{BOOT_TIMEOUT, GUEST_BINARIES};
+use super::{Apt, BOOT_TIMEOUT, GUEST_BINARIES, Kernel};
 use crate::util;
 
 /// Static (glibc, `crt-static`) release builds of the guest's binaries, in their own
@@ -71,67 +71,199 @@ fn make_executable(path: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("cannot make {} executable", path.display()))
 }
 
-/// The newest cloud kernel package matching `pattern`, downloaded (cached) and
-/// unpacked: its vmlinuz.
-pub(super) fn fetch_kernel(work: &Path, name: &str, pattern: &str) -> anyhow::Result<PathBuf> {
-    let found = util::output("apt-cache", &["search", "--names-only", pattern])
-        .context("apt-cache search failed")?;
-    let mut packages: Vec<&str> = found
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .collect();
-    packages.sort_by(|a, b| version_order(a, b));
-    let Some(package) = packages.last() else {
+/// The newest cloud kernel of `kernel`, downloaded (cached) and unpacked: its vmlinuz.
+/// Of the newest version's packages, one already unpacked, else the first of
+/// `kernel.packages` that downloads.
+pub(super) fn fetch_kernel(work: &Path, kernel: &Kernel) -> anyhow::Result<PathBuf> {
+    let name = kernel.name;
+    let apt = AptRoot::new(work, &kernel.apt)?;
+    // (version numbers, preference, package)
+    let mut found: Vec<(Vec<u64>, usize, String)> = Vec::new();
+    for (preference, pattern) in kernel.packages.iter().enumerate() {
+        let out = apt
+            .output("apt-cache", &["search", "--names-only", pattern])
+            .context("apt-cache search failed")?;
+        found.extend(
+            out.lines()
+                .filter_map(|l| l.split_whitespace().next())
+                .map(|p| (version_numbers(p), preference, p.to_owned())),
+        );
+    }
+    let Some(newest) = found.iter().map(|f| f.0.clone()).max() else {
         bail!(
-            "no Debian package for kernel {name} ({pattern}): is bookworm-backports in the apt sources?"
+            "no Debian package for kernel {name} ({}): {}",
+            kernel.packages.join(" or "),
+            apt.hint()
         );
     };
+    let mut candidates: Vec<&(Vec<u64>, usize, String)> =
+        found.iter().filter(|f| f.0 == newest).collect();
+    // One already unpacked first (no download to try again), then by preference.
     let cache = work.join("cache");
-    let unpacked = cache.join(package);
-    if !unpacked.join("boot").exists() {
-        println!("xtask: downloading {package}");
-        util::run_ok(
-            Command::new("apt-get")
-                .args(["download", "-q", package])
-                .current_dir(&cache),
-        )?;
-        let deb = fs::read_dir(&cache)?
+    candidates.sort_by_key(|f| (!cache.join(&f.2).join("boot").exists(), f.1));
+    let mut why = Vec::new();
+    for (_, _, package) in candidates {
+        let unpacked = cache.join(package);
+        if !unpacked.join("boot").exists() {
+            println!("xtask: downloading {package}");
+            let mut cmd = apt.command("apt-get");
+            cmd.args(["download", "-q", package]).current_dir(&cache);
+            if let Err(e) = util::run_ok(&mut cmd) {
+                eprintln!("xtask: {package} did not download, trying the next package");
+                why.push(format!("{package}: {e}"));
+                continue;
+            }
+            let deb = fs::read_dir(&cache)?
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .find(|p| {
+                    p.extension().is_some_and(|e| e == "deb")
+                        && p.file_name().is_some_and(|f| {
+                            f.to_string_lossy().starts_with(&format!("{package}_"))
+                        })
+                })
+                .with_context(|| format!("{package} was not downloaded"))?;
+            util::run_ok(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpacked))?;
+        }
+        return fs::read_dir(unpacked.join("boot"))?
             .filter_map(Result::ok)
             .map(|e| e.path())
             .find(|p| {
-                p.extension().is_some_and(|e| e == "deb")
-                    && p.file_name()
-                        .is_some_and(|f| f.to_string_lossy().starts_with(&format!("{package}_")))
+                p.file_name()
+                    .is_some_and(|f| f.to_string_lossy().starts_with("vmlinuz-"))
             })
-            .with_context(|| format!("{package} was not downloaded"))?;
-        util::run_ok(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpacked))?;
+            .with_context(|| format!("no vmlinuz in {package}"));
     }
-    fs::read_dir(unpacked.join("boot"))?
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .find(|p| {
-            p.file_name()
-                .is_some_and(|f| f.to_string_lossy().starts_with("vmlinuz-"))
-        })
-        .with_context(|| format!("no vmlinuz in {package}"))
+    bail!("kernel {name}: no package downloaded: {}", why.join("; "))
 }
 
-/// Orders package names by the numbers in them (6.12.9 < 6.12.117).
-fn version_order(a: &str, b: &str) -> std::cmp::Ordering {
-    let numbers = |s: &str| -> Vec<u64> {
-        s.split(|c: char| !c.is_ascii_digit())
-            .filter_map(|n| n.parse().ok())
-            .collect()
-    };
-    numbers(a).cmp(&numbers(b))
+/// How apt is run for a kernel: the machine's own, or a private state for another
+/// Debian release (its lists refreshed once a day).
+struct AptRoot {
+    /// Options that point apt at the private state; empty for the machine's own.
+    options: Vec<String>,
+    release: Option<&'static str>,
 }
 
-/// Boots `vmlinuz` with the initramfs; the serial console's text.
+/// The private lists are refreshed when older than this (kernel packages of a
+/// release are replaced by newer ones, and mirrors drop the old files).
+const APT_LISTS_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+
+impl AptRoot {
+    fn new(work: &Path, apt: &Apt) -> anyhow::Result<Self> {
+        let Apt::Release(release) = *apt else {
+            return Ok(Self {
+                options: Vec::new(),
+                release: None,
+            });
+        };
+        let root = fs::canonicalize(work)?.join(format!("apt-{release}"));
+        let lists = root.join("lists");
+        for dir in [
+            lists.join("partial"),
+            root.join("cache/archives/partial"),
+            root.join("preferences.d"),
+        ] {
+            fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        // Signed by the keys of Debian's archive keyring (bookworm's carries bullseye's).
+        let keyring = "/usr/share/keyrings/debian-archive-keyring.gpg";
+        let sources = root.join("sources.list");
+        fs::write(
+            &sources,
+            format!(
+                "deb [signed-by={keyring}] http://deb.debian.org/debian {release} main\n\
+                 deb [signed-by={keyring}] http://deb.debian.org/debian {release}-updates main\n\
+                 deb [signed-by={keyring}] http://deb.debian.org/debian-security {release}-security main\n"
+            ),
+        )
+        .context("cannot write the private apt sources")?;
+        let options = [
+            format!("Dir::Etc::SourceList={}", sources.display()),
+            "Dir::Etc::SourceParts=/nonexistent".to_owned(),
+            "Dir::Etc::Preferences=/nonexistent".to_owned(),
+            format!(
+                "Dir::Etc::PreferencesParts={}",
+                root.join("preferences.d").display()
+            ),
+            format!("Dir::State::Lists={}", lists.display()),
+            format!("Dir::Cache={}", root.join("cache").display()),
+            // Package lists only: no translations, no AppStream metadata.
+            "Acquire::Languages=none".to_owned(),
+            "Acquire::IndexTargets::deb::DEP-11::DefaultEnabled=false".to_owned(),
+            "Acquire::IndexTargets::deb::DEP-11-icons::DefaultEnabled=false".to_owned(),
+            "Acquire::IndexTargets::deb::DEP-11-icons-small::DefaultEnabled=false".to_owned(),
+        ]
+        .into_iter()
+        .flat_map(|o| ["-o".to_owned(), o])
+        .collect();
+        let apt = Self {
+            options,
+            release: Some(release),
+        };
+        // Our own stamp: apt dates the lists it fetches by the server's clock.
+        let stamp = root.join("updated");
+        let fresh = fs::metadata(&stamp)
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().is_ok_and(|age| age < APT_LISTS_MAX_AGE));
+        if !fresh {
+            println!(
+                "xtask: reading Debian {release}'s package lists (private apt state in {})",
+                root.display()
+            );
+            let mut cmd = apt.command("apt-get");
+            cmd.args(["update", "-q"]);
+            match util::run_ok(&mut cmd) {
+                Ok(()) => fs::write(&stamp, "").context("cannot write the apt lists' stamp")?,
+                // Lists read before still name the packages (cached, or still there).
+                Err(e) if stamp.exists() => {
+                    eprintln!("xtask: {e}; using the {release} package lists read before");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(apt)
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.args(&self.options);
+        cmd
+    }
+
+    fn output(&self, program: &str, args: &[&str]) -> Option<String> {
+        let out = self.command(program).args(args).output().ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    fn hint(&self) -> String {
+        match self.release {
+            None => "is bookworm-backports in the apt sources?".to_owned(),
+            Some(r) => format!("does deb.debian.org still carry {r} (else archive.debian.org)?"),
+        }
+    }
+}
+
+/// The numbers in a package name, to order versions by (6.12.9 < 6.12.117).
+fn version_numbers(package: &str) -> Vec<u64> {
+    package
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse().ok())
+        .collect()
+}
+
+/// Boots `vmlinuz` with the initramfs; the serial console's text. `checks` are
+/// checks.sh's arguments after the label (this kernel's expectations): /init gets them
+/// from the kernel command line (`vmtest_args`, comma-separated; the kernel passes such
+/// parameters to init as environment variables).
 pub(super) fn boot(
     work: &Path,
     name: &str,
     vmlinuz: &Path,
     initrd: &Path,
+    checks: &[&str],
 ) -> anyhow::Result<String> {
     let log = work.join(format!("console-{name}.log"));
     let console = fs::File::create(&log).context("cannot create the console log")?;
@@ -150,7 +282,11 @@ pub(super) fn boot(
         .arg(vmlinuz)
         .arg("-initrd")
         .arg(initrd)
-        .args(["-append", "console=ttyS0 panic=-1 quiet"])
+        .arg("-append")
+        .arg(format!(
+            "console=ttyS0 panic=-1 quiet vmtest_args={}",
+            checks.join(",")
+        ))
         // No network device at all: the guest has only its loopback.
         .args(["-nic", "none"])
         .stdin(std::process::Stdio::null())
@@ -185,7 +321,12 @@ mod tests {
             "linux-image-6.12.117+deb12-cloud-amd64-unsigned",
             "linux-image-6.12.9+deb12-cloud-amd64-unsigned",
         ];
-        p.sort_by(|a, b| version_order(a, b));
+        p.sort_by_key(|p| version_numbers(p));
         assert_eq!(p[1], "linux-image-6.12.117+deb12-cloud-amd64-unsigned");
+        // The signed package of a version counts as the same version.
+        assert_eq!(
+            version_numbers("linux-image-5.10.0-46-cloud-amd64"),
+            version_numbers("linux-image-5.10.0-46-cloud-amd64-unsigned")
+        );
     }
 }

@@ -16,8 +16,12 @@ mkdir -p /sys/fs/cgroup && mount -t cgroup2 cgroup2 /sys/fs/cgroup
 ip link set lo up
 K=$(uname -r)
 echo "VMTEST-BEGIN $K"
-# Every backend must work here (lockdown none, BTF, kprobes): fentry is the automatic
-# choice.
-sh /checks.sh "$K" fentry fentry cgroup kprobe
+# What this kernel must do (xtask/src/vm/matrix.rs), from the kernel command line:
+# vmtest_args=AUTO,WORKING...,--,REFUSED...
+if [ -n "$vmtest_args" ]; then
+    sh /checks.sh "$K" $(echo "$vmtest_args" | tr , ' ')
+else
+    echo "VMTEST $K auto doctor fail no-vmtest_args-on-the-kernel-command-line"
+fi
 echo "VMTEST-END $K"
 poweroff -f

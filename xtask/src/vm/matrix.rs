@@ -70,11 +70,20 @@ impl Expect {
     }
 }
 
-/// Debian's cloud kernels allow everything: lockdown none, BTF, kprobes.
-pub(super) fn guest_expect() -> Expect {
-    Expect {
-        auto: "fentry",
-        working: BACKENDS.to_vec(),
+/// Debian's cloud kernels allow everything: lockdown none, BTF, kprobes. On 5.10
+/// (Debian 11) fentry is refused: its tracing programs may not call
+/// `bpf_get_socket_cookie` (they may from Linux 5.12), and that backend knows sockets by
+/// cookie; `doctor` picks cgroup there.
+pub(super) fn guest_expect(kernel: &str) -> Expect {
+    match kernel {
+        "5.10" => Expect {
+            auto: "cgroup",
+            working: vec!["cgroup", "kprobe"],
+        },
+        _ => Expect {
+            auto: "fentry",
+            working: BACKENDS.to_vec(),
+        },
     }
 }
 

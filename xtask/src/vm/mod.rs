@@ -1,5 +1,5 @@
 //! `cargo xtask vm-test`: sockscope end to end on other kernels, for every backend.
-//! Fetches Debian's cloud kernels (the newest 6.1 and 6.12 apt knows), builds static
+//! Fetches Debian's cloud kernels (the newest 5.10, 6.1 and 6.12 apt knows), builds static
 //! sockscope and workloads, packs them with busybox into an initramfs whose /init
 //! (`init.sh`) runs the checks (`checks.sh`), boots each kernel under QEMU TCG (KVM is
 //! not usable here) with no network device, and reads the verdicts from the serial
@@ -22,14 +22,52 @@ use crate::{setup, util};
 use guest::{boot, build_static, fetch_kernel, pack_initramfs};
 use matrix::{Expect, failures, guest_expect, host_expect, print_matrix, verdicts};
 
-/// The kernels of the matrix: name, and the apt package name pattern of its newest
-/// cloud build.
-const KERNELS: &[(&str, &str)] = &[
-    ("6.1", r"^linux-image-6\.1\.0-[0-9]+-cloud-amd64-unsigned$"),
-    (
-        "6.12",
-        r"^linux-image-6\.12\.[0-9]+\+deb12-cloud-amd64-unsigned$",
-    ),
+/// A kernel of the matrix: its name, where apt finds it, and the package name
+/// patterns of its cloud build (unsigned first: the signed package of the same version
+/// carries the same kernel and serves when a mirror lacks the other).
+pub(super) struct Kernel {
+    pub name: &'static str,
+    pub apt: Apt,
+    pub packages: &'static [&'static str],
+}
+
+/// Where a kernel's packages come from.
+pub(super) enum Apt {
+    /// This machine's apt sources (the kernels of its own release, bookworm).
+    System,
+    /// Another Debian release, through a private apt state under target/vm (the
+    /// machine's sources stay as they are): its codename; the release, -updates and
+    /// -security suites are searched.
+    Release(&'static str),
+}
+
+/// The kernels of the matrix, oldest first: Debian 11's 5.10 (the LTS kernel many
+/// production hosts still run), Debian 12's 6.1 and its backported 6.12.
+const KERNELS: &[Kernel] = &[
+    Kernel {
+        name: "5.10",
+        apt: Apt::Release("bullseye"),
+        packages: &[
+            r"^linux-image-5\.10\.0-[0-9]+-cloud-amd64-unsigned$",
+            r"^linux-image-5\.10\.0-[0-9]+-cloud-amd64$",
+        ],
+    },
+    Kernel {
+        name: "6.1",
+        apt: Apt::System,
+        packages: &[
+            r"^linux-image-6\.1\.0-[0-9]+-cloud-amd64-unsigned$",
+            r"^linux-image-6\.1\.0-[0-9]+-cloud-amd64$",
+        ],
+    },
+    Kernel {
+        name: "6.12",
+        apt: Apt::System,
+        packages: &[
+            r"^linux-image-6\.12\.[0-9]+\+deb12-cloud-amd64-unsigned$",
+            r"^linux-image-6\.12\.[0-9]+\+deb12-cloud-amd64$",
+        ],
+    },
 ];
 
 /// Binaries the guest runs, built static.
@@ -39,14 +77,17 @@ const GUEST_BINARIES: &[&str] = &["sockscope", "udp_workload", "pc_sim"];
 const BOOT_TIMEOUT: Duration = Duration::from_secs(900);
 
 pub fn run(kernel: &str) -> anyhow::Result<()> {
-    let wanted: Vec<(&str, &str)> = KERNELS
+    let wanted: Vec<&Kernel> = KERNELS
         .iter()
-        .copied()
-        .filter(|(name, _)| kernel == "all" || kernel == *name)
+        .filter(|k| kernel == "all" || kernel == k.name)
         .collect();
     let host = kernel == "all" || kernel == "host";
     if wanted.is_empty() && !host {
-        bail!("unknown kernel {kernel:?}: use 6.1, 6.12, host or all");
+        let names: Vec<&str> = KERNELS.iter().map(|k| k.name).collect();
+        bail!(
+            "unknown kernel {kernel:?}: use {}, host or all",
+            names.join(", ")
+        );
     }
     setup::run()?;
     util::require_root("cargo xtask vm-test")?;
@@ -60,14 +101,16 @@ pub fn run(kernel: &str) -> anyhow::Result<()> {
     let bins = build_static(&work)?;
     let initrd = pack_initramfs(&work, &bins)?;
     let mut results = Vec::new();
-    for (name, pattern) in wanted {
-        let vmlinuz = fetch_kernel(&work, name, pattern)?;
+    for k in wanted {
+        let name = k.name;
+        let vmlinuz = fetch_kernel(&work, k)?;
         println!(
             "xtask: booting {name} ({}) under QEMU TCG",
             vmlinuz.display()
         );
+        let expect = guest_expect(name);
         let started = Instant::now();
-        let console = boot(&work, name, &vmlinuz, &initrd)?;
+        let console = boot(&work, name, &vmlinuz, &initrd, &expect.args())?;
         let verdicts = verdicts(&console);
         if console.contains("Kernel panic") {
             eprintln!("xtask: {name}: the guest kernel panicked (see the console log)");
@@ -77,7 +120,7 @@ pub fn run(kernel: &str) -> anyhow::Result<()> {
             verdicts.len(),
             started.elapsed().as_secs_f64()
         );
-        results.push((name.to_owned(), guest_expect(), verdicts));
+        results.push((name.to_owned(), expect, verdicts));
     }
     if host {
         let expect = host_expect();
