@@ -2,9 +2,10 @@
 //! program: each marker gets an attach cookie, under which its argument spec is
 //! stored for the BPF side, and under which user space finds its name again.
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeSet, HashSet},
     fs,
     num::NonZeroU32,
+    os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
 };
 
@@ -86,6 +87,9 @@ pub struct AttachReport {
 #[derive(Debug, Default)]
 pub struct MarkerTable {
     markers: Vec<AttachedMarker>,
+    /// Markers attached for every process, by (device, inode, file offset): a binary
+    /// attached again (after a partial attach) gets only those it lacks.
+    everywhere: HashSet<(u64, u64, u64)>,
 }
 
 impl MarkerTable {
@@ -120,6 +124,7 @@ impl MarkerTable {
         };
         let mut report = AttachReport::default();
         for (shown, readable) in objects {
+            let file = fs::metadata(&readable).ok().map(|m| (m.dev(), m.ino()));
             let probes = match read_notes(&readable) {
                 Ok(p) => p,
                 // A mapped object without notes, or not ELF, is simply not ours.
@@ -129,8 +134,17 @@ impl MarkerTable {
                 Err(e) => return Err(TracerError::Usdt(e)),
             };
             for probe in probes.iter().filter(|p| providers.contains(&p.provider)) {
+                let key = file
+                    .filter(|_| matches!(scope, UProbeScope::AllProcesses))
+                    .map(|(dev, ino)| (dev, ino, probe.file_offset));
+                if key.is_some_and(|k| self.everywhere.contains(&k)) {
+                    continue;
+                }
                 match self.attach_one(tracer, probe, &readable, scope) {
-                    Ok(()) => report.attached += 1,
+                    Ok(()) => {
+                        report.attached += 1;
+                        self.everywhere.extend(key);
+                    }
                     Err(why) => report.skipped.push(format!(
                         "{}:{} in {}: {why}",
                         probe.provider,

@@ -125,24 +125,43 @@ impl LeakSession {
         let known = discovery.marked_pids().any(|p| p == pid);
         let mut new_objects = Vec::new();
         let marked = discovery.marked(pid, &mut new_objects);
-        for object in new_objects {
-            match self.markers.attach(
+        for (id, object) in new_objects {
+            let attached = self.markers.attach(
                 &mut self.tracer,
                 &MarkerTarget::Binary(object.clone()),
                 &[PROVIDER.to_owned()],
-            ) {
+            );
+            // Read through a process (/proc/PID/exe, /proc/PID/root/...) that may exit
+            // before its markers are attached: then the next process that maps the
+            // object attaches what is missing, or the object would stay unwatched.
+            let complete = attached.as_ref().is_ok_and(|r| r.skipped.is_empty());
+            let retry = !complete && !object.exists();
+            let again = if retry {
+                "; will try again with the next process that maps it"
+            } else {
+                ""
+            };
+            match attached {
                 Ok(r) => {
                     self.exec_markers += r.attached;
                     eprintln!(
-                        "sockscope: attached {} markers of {} (found in pid {pid})",
+                        "sockscope: attached {} markers of {} (found in pid {pid}){}{again}",
                         r.attached,
-                        object.display()
+                        object.display(),
+                        if r.skipped.is_empty() {
+                            String::new()
+                        } else {
+                            format!("; not attached: {}", r.skipped.join("; "))
+                        }
                     );
                 }
                 Err(e) => eprintln!(
-                    "sockscope: markers of {} (pid {pid}) not attached: {e}",
+                    "sockscope: markers of {} (pid {pid}) not attached: {e}{again}",
                     object.display()
                 ),
+            }
+            if retry && let Some(d) = self.discovery.as_mut() {
+                d.retry_object(id);
             }
         }
         if marked && !known {
@@ -270,7 +289,8 @@ impl LeakSession {
         if let Some(d) = self.discovery.as_mut() {
             d.forget(pid);
         }
-        self.changes.push((self.cursor, ProcessChange::Retired(pid)));
+        self.changes
+            .push((self.cursor, ProcessChange::Retired(pid)));
     }
 
     /// Host-wide: a program starts in `pid` at `ts` while a process that had this pid
