@@ -29,6 +29,8 @@ pub struct Sample {
     pub other_sockets: f64,
     pub events: f64,
     pub lost: f64,
+    /// Entries in use in the daemon's BPF stack map(s).
+    pub stack_map_entries: Option<u64>,
 }
 
 pub fn sample(d: &Daemon, t0: Instant) -> anyhow::Result<Sample> {
@@ -52,6 +54,11 @@ pub fn sample(d: &Daemon, t0: Instant) -> anyhow::Result<Sample> {
             + 0.0,
         events: m.total("sockscope_events_total"),
         lost: m.total("sockscope_events_lost_total"),
+        stack_map_entries: d
+            .bpf_objects()
+            .ok()
+            .and_then(|o| o.stack_map_fill())
+            .map(|(used, _)| used),
     })
 }
 

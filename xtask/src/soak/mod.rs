@@ -241,10 +241,14 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
             "the BPF stack map grew from {a} to {b} entries (of {m}) though the soak's processes all exited"
         ));
     }
-    if checked.leaks_without_stack > 0 {
+    // A new stack whose hash bucket a live one holds gets no id (the map is created
+    // without BPF_F_REUSE_STACKID): about (entries in use / 16384) of the processes lose
+    // their creating stack, a few per thousand here. More than 1% of the leaks is a map
+    // that fills.
+    if checked.leaks_without_stack * 100 > checked.leaks_found.max(1) {
         failures.push(format!(
-            "{} leaks without their creating stack",
-            checked.leaks_without_stack
+            "{} of {} leaks without their creating stack (more than 1%)",
+            checked.leaks_without_stack, checked.leaks_found
         ));
     }
     if driven.interrupted {
