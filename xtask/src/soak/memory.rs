@@ -159,9 +159,16 @@ pub fn fit(samples: &[Sample], load_s: f64) -> Fit {
         .iter()
         .enumerate()
         .map(|(i, s)| {
-            let mut w: Vec<f64> = raw[i.saturating_sub(1)..(i + 2).min(raw.len())].to_vec();
-            w.sort_by(f64::total_cmp);
-            (s.t_s / 60.0, w[w.len() / 2])
+            // The first and last samples have one neighbour: kept as they are.
+            let v = match (i.checked_sub(1).and_then(|j| raw.get(j)), raw.get(i + 1)) {
+                (Some(&a), Some(&c)) => {
+                    let mut w = [a, raw[i], c];
+                    w.sort_by(f64::total_cmp);
+                    w[1]
+                }
+                _ => raw[i],
+            };
+            (s.t_s / 60.0, v)
         })
         .collect();
     let per_min = slope(&points);
