@@ -105,7 +105,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         profile,
     );
     let mut d = Daemon::start(&sockscope, &findings, &dir.join("daemon.stderr"))?;
-    let held = d.bpf_objects()?;
+    let mut held = d.bpf_objects()?;
     println!(
         "soak: daemon pid {} holds {} BPF programs and {} links; metrics on http://{}/metrics",
         d.pid,
@@ -177,7 +177,11 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     let rss_end = d.rss_bytes()?;
     let cpu_s = d.cpu_seconds()?;
     let daemon_life_s = d.started.elapsed().as_secs_f64();
-    let stack_fill = d.bpf_objects()?.stack_map_fill();
+    // What it holds now: also the links of the markers it attached since the start.
+    let at_end = d.bpf_objects()?;
+    let stack_fill = at_end.stack_map_fill();
+    held.programs.extend(at_end.programs);
+    held.links.extend(at_end.links);
 
     let (status, stop_time) = d.terminate(Duration::from_secs(30))?;
     let left_after_term = held.wait_gone(Duration::from_secs(5));
@@ -439,8 +443,10 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         (
             "SIGTERM",
             format!(
-                "{status} in {:.1} s; {} programs, {} links left",
+                "{status} in {:.1} s; of its {} programs and {} links, {} and {} left",
                 stop_time.as_secs_f64(),
+                held.programs.len(),
+                held.links.len(),
                 left_after_term.programs.len(),
                 left_after_term.links.len()
             ),
@@ -448,7 +454,9 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         (
             "SIGKILL",
             format!(
-                "{} programs, {} links left",
+                "of its {} programs and {} links, {} and {} left",
+                kill["held"]["programs"].as_array().map_or(0, Vec::len),
+                kill["held"]["links"].as_array().map_or(0, Vec::len),
                 kill_left["programs"].as_array().map_or(0, Vec::len),
                 kill_left["links"].as_array().map_or(0, Vec::len)
             ),
