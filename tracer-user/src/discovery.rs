@@ -8,7 +8,7 @@ use std::{collections::HashMap, os::unix::fs::MetadataExt as _, path::PathBuf};
 use crate::{markers::PROVIDER, markers::process_objects, stapsdt::read_notes};
 
 /// A file, wherever it is mounted: (device, inode).
-type FileId = (u64, u64);
+pub type FileId = (u64, u64);
 
 #[derive(Debug, Default)]
 pub struct Discovery {
@@ -20,9 +20,9 @@ pub struct Discovery {
 
 impl Discovery {
     /// Whether `pid` carries markers. Objects with markers seen for the first time are
-    /// added to `new_objects` (readable paths), for the caller to attach: markers
+    /// added to `new_objects` (with readable paths), for the caller to attach: markers
     /// attached to an object fire in every process that maps it, now and later.
-    pub fn marked(&mut self, pid: u32, new_objects: &mut Vec<PathBuf>) -> bool {
+    pub fn marked(&mut self, pid: u32, new_objects: &mut Vec<(FileId, PathBuf)>) -> bool {
         if let Some(m) = self.pids.get(&pid) {
             return *m;
         }
@@ -41,7 +41,7 @@ impl Discovery {
                         .is_ok_and(|probes| probes.iter().any(|p| p.provider == PROVIDER));
                     self.objects.insert(id, h);
                     if h {
-                        new_objects.push(readable);
+                        new_objects.push((id, readable));
                     }
                     h
                 }
@@ -50,6 +50,12 @@ impl Discovery {
         }
         self.pids.insert(pid, marked);
         marked
+    }
+
+    /// The markers of object `id` could not all be attached (the process it was read
+    /// through went away meanwhile): the next process that maps it hands it out again.
+    pub fn retry_object(&mut self, id: FileId) {
+        self.objects.remove(&id);
     }
 
     /// `pid` exited or executed another program: decide again when next seen.

@@ -5,9 +5,10 @@
 //! finds the marker's file offset instead, under which the cookie is stored (one
 //! marker per offset, see [`MarkerTable::attach`]).
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::{BTreeSet, HashMap, HashSet},
     fs,
     num::NonZeroU32,
+    os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
 };
 
@@ -96,6 +97,9 @@ pub struct MarkerTable {
     markers: Vec<AttachedMarker>,
     /// Without attach cookies: the cookie of the marker at each file offset.
     sites: HashMap<u64, u32>,
+    /// Markers attached for every process, by (device, inode, file offset): a binary
+    /// attached again (after a partial attach) gets only those it lacks.
+    everywhere: HashSet<(u64, u64, u64)>,
 }
 
 impl MarkerTable {
@@ -133,6 +137,7 @@ impl MarkerTable {
         };
         let mut report = AttachReport::default();
         for (shown, readable) in objects {
+            let file = fs::metadata(&readable).ok().map(|m| (m.dev(), m.ino()));
             let probes = match read_notes(&readable) {
                 Ok(p) => p,
                 // A mapped object without notes, or not ELF, is simply not ours.
@@ -142,8 +147,17 @@ impl MarkerTable {
                 Err(e) => return Err(TracerError::Usdt(e)),
             };
             for probe in probes.iter().filter(|p| providers.contains(&p.provider)) {
+                let key = file
+                    .filter(|_| matches!(scope, UProbeScope::AllProcesses))
+                    .map(|(dev, ino)| (dev, ino, probe.file_offset));
+                if key.is_some_and(|k| self.everywhere.contains(&k)) {
+                    continue;
+                }
                 match self.attach_one(tracer, probe, &readable, scope) {
-                    Ok(()) => report.attached += 1,
+                    Ok(()) => {
+                        report.attached += 1;
+                        self.everywhere.extend(key);
+                    }
                     Err(why) => report.skipped.push(format!(
                         "{}:{} in {}: {why}",
                         probe.provider,

@@ -35,12 +35,13 @@ pub struct LeakSession {
     /// Host-wide (`daemon`): which processes carry markers; only those are judged.
     /// `None`: every record the kernel's filters let through is judged.
     discovery: Option<Discovery>,
-    /// Processes found carrying markers since the last [`Self::take_newly_marked`].
-    newly_marked: Vec<u32>,
+    /// Processes found carrying markers and processes forgotten since the last
+    /// [`Self::take_changes`], each with its place among the findings of the pass.
+    changes: Vec<(usize, ProcessChange)>,
+    /// Findings the pass being judged has made so far: where a change happens.
+    cursor: usize,
     /// Host-wide: forget a process this long after it exited.
     retire_after_ns: Option<u64>,
-    /// Processes forgotten since the last [`Self::take_retired`].
-    retired: Vec<u32>,
     /// Host-wide: at most this many sockets in memory; beyond, new ones are not
     /// tracked (and what is alive meanwhile cannot be judged clean).
     max_sockets: Option<usize>,
@@ -51,6 +52,15 @@ pub struct LeakSession {
 /// How long after its exit a process is forgotten: the releases its exit caused come
 /// right after the exit record, and a late one must still find its socket.
 const RETIRE_AFTER_NS: u64 = 2_000_000_000;
+
+/// A process the session began or stopped judging (host-wide).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProcessChange {
+    /// Found carrying markers: judged from now on.
+    Marked(u32),
+    /// Forgotten: it exited a while ago, or its pid now belongs to another process.
+    Retired(u32),
+}
 
 impl LeakSession {
     pub fn new(mut tracer: Tracer, grace_ns: u64) -> anyhow::Result<Self> {
@@ -68,9 +78,9 @@ impl LeakSession {
             exec_programs: Default::default(),
             exec_markers: 0,
             discovery: None,
-            newly_marked: Vec::new(),
+            changes: Vec::new(),
+            cursor: 0,
             retire_after_ns: None,
-            retired: Vec::new(),
             max_sockets: None,
             capped: 0,
         })
@@ -101,14 +111,12 @@ impl LeakSession {
         self.wanted(pid)
     }
 
-    /// Processes found carrying markers since the last call.
-    pub fn take_newly_marked(&mut self) -> Vec<u32> {
-        std::mem::take(&mut self.newly_marked)
-    }
-
-    /// Processes forgotten since the last call.
-    pub fn take_retired(&mut self) -> Vec<u32> {
-        std::mem::take(&mut self.retired)
+    /// Processes found carrying markers and processes forgotten since the last call,
+    /// in order, each with the number of findings of the pass ([`Self::drain`],
+    /// [`Self::finish`]) made before it: a finding before that place is about the
+    /// process that had the pid before, one after it about the next.
+    pub fn take_changes(&mut self) -> Vec<(usize, ProcessChange)> {
+        std::mem::take(&mut self.changes)
     }
 
     /// Whether records of `pid` are judged: always, unless host-wide, where only
@@ -120,28 +128,47 @@ impl LeakSession {
         let known = discovery.marked_pids().any(|p| p == pid);
         let mut new_objects = Vec::new();
         let marked = discovery.marked(pid, &mut new_objects);
-        for object in new_objects {
-            match self.markers.attach(
+        for (id, object) in new_objects {
+            let attached = self.markers.attach(
                 &mut self.tracer,
                 &MarkerTarget::Binary(object.clone()),
                 &[PROVIDER.to_owned()],
-            ) {
+            );
+            // Read through a process (/proc/PID/exe, /proc/PID/root/...) that may exit
+            // before its markers are attached: then the next process that maps the
+            // object attaches what is missing, or the object would stay unwatched.
+            let complete = attached.as_ref().is_ok_and(|r| r.skipped.is_empty());
+            let retry = !complete && !object.exists();
+            let again = if retry {
+                "; will try again with the next process that maps it"
+            } else {
+                ""
+            };
+            match attached {
                 Ok(r) => {
                     self.exec_markers += r.attached;
                     eprintln!(
-                        "sockscope: attached {} markers of {} (found in pid {pid})",
+                        "sockscope: attached {} markers of {} (found in pid {pid}){}{again}",
                         r.attached,
-                        object.display()
+                        object.display(),
+                        if r.skipped.is_empty() {
+                            String::new()
+                        } else {
+                            format!("; not attached: {}", r.skipped.join("; "))
+                        }
                     );
                 }
                 Err(e) => eprintln!(
-                    "sockscope: markers of {} (pid {pid}) not attached: {e}",
+                    "sockscope: markers of {} (pid {pid}) not attached: {e}{again}",
                     object.display()
                 ),
             }
+            if retry && let Some(d) = self.discovery.as_mut() {
+                d.retry_object(id);
+            }
         }
         if marked && !known {
-            self.newly_marked.push(pid);
+            self.changes.push((self.cursor, ProcessChange::Marked(pid)));
         }
         marked
     }
@@ -229,11 +256,14 @@ impl LeakSession {
         let mut out = Vec::new();
         for record in records {
             self.events += 1;
+            self.cursor = out.len();
             out.extend(self.apply(record));
         }
         self.apply_io_requests();
         out.extend(self.correlator.advance(until_ns));
+        self.cursor = out.len();
         self.retire(until_ns);
+        self.cursor = 0;
         let Self { tracer, stacks, .. } = self;
         crate::explain::explain_leaks(
             &mut out,
@@ -252,13 +282,30 @@ impl LeakSession {
             return;
         };
         for pid in self.correlator.exited_before(now_ns.saturating_sub(after)) {
-            self.correlator.forget_process(pid);
-            if let Some(d) = self.discovery.as_mut() {
-                d.forget(pid);
-            }
-            self.retired.push(pid);
+            self.forget_process(pid);
         }
         self.correlator.retire_judged();
+    }
+
+    fn forget_process(&mut self, pid: u32) {
+        self.correlator.forget_process(pid);
+        if let Some(d) = self.discovery.as_mut() {
+            d.forget(pid);
+        }
+        self.changes
+            .push((self.cursor, ProcessChange::Retired(pid)));
+    }
+
+    /// Host-wide: a program starts in `pid` at `ts` while a process that had this pid
+    /// and exited before is still remembered (the pid came round again before
+    /// [`RETIRE_AFTER_NS`]): that one is forgotten now, so the new one starts from
+    /// nothing and is not forgotten in its place later.
+    fn reborn(&mut self, pid: u32, ts: u64) {
+        if self.retire_after_ns.is_some()
+            && self.correlator.exited_at(pid).is_some_and(|at| at <= ts)
+        {
+            self.forget_process(pid);
+        }
     }
 
     /// Hands the correlator's changes of watched sockets to the kernel's I/O hooks.
@@ -389,6 +436,7 @@ impl LeakSession {
                 }
             }
             KernelEvent::Exec(e) => {
+                self.reborn(e.pid, e.ts_ns);
                 if let Some(d) = self.discovery.as_mut() {
                     // Another program in the same process: look again.
                     d.forget(e.pid);

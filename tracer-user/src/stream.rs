@@ -65,13 +65,14 @@ impl EventStream {
         let ring = tracer.take_events().context("ring buffer already taken")?;
         let stacks = tracer.shared_stacks();
         let dwarf = DwarfStacks::new(tracer.stack_mode(), tracer.take_stack_modes());
+        let deletes = tracer.stack_map_for_deletes();
         let (tx, batches) = mpsc::unbounded_channel();
         let stop = Arc::new(AtomicBool::new(false));
         let reader = std::thread::Builder::new()
             .name("sockscope-ring".into())
             .spawn({
                 let stop = Arc::clone(&stop);
-                move || read(ring, &stacks, dwarf, &tx, &stop)
+                move || read(ring, &stacks, dwarf, deletes, &tx, &stop)
             })
             .context("cannot start the ring buffer reader")?;
         Ok(Self {
@@ -144,6 +145,7 @@ fn read(
     mut ring: RingBuf<MapData>,
     stacks: &StackTraceMap<MapData>,
     mut dwarf: DwarfStacks,
+    mut deletes: Option<StackTraceMap<MapData>>,
     tx: &mpsc::UnboundedSender<Batch>,
     stop: &AtomicBool,
 ) {
@@ -194,7 +196,27 @@ fn read(
                 KernelEvent::Release(r) => normalize(r.pid, r.user_stack),
                 KernelEvent::Marker(m) => normalize(m.pid, m.user_stack),
                 KernelEvent::Exit(e) => {
-                    normalized.retain(|(pid, _), _| *pid != e.pid);
+                    let mut gone = Vec::new();
+                    normalized.retain(|&(pid, id), _| {
+                        let keep = pid != e.pid;
+                        if !keep {
+                            gone.push(id);
+                        }
+                        keep
+                    });
+                    // The kernel never deletes a stack id, and a new stack that hashes
+                    // to a taken one gets none: the stacks of processes that exited
+                    // would fill the map, and later sockets would have no stack. One
+                    // another process still uses (same code, no ASLR) stays.
+                    if let Some(map) = deletes.as_mut() {
+                        for id in gone {
+                            if !normalized.keys().any(|&(_, other)| other == id)
+                                && let Ok(id) = u32::try_from(id)
+                            {
+                                let _ = map.remove(&id);
+                            }
+                        }
+                    }
                     dwarf.exited(e.pid);
                     None
                 }

@@ -395,3 +395,69 @@ fn the_systemd_unit_verifies() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && stderr.trim().is_empty(), "{stderr}");
 }
+
+/// The daemon reads a new program's markers through the first process it sees running
+/// it (/proc/PID/exe) and never stops that process: one that exits before its markers
+/// are attached must not leave the program unwatched. Short runs first (the one whose
+/// notes were read but that was gone by the attach, if the race is hit: likely, not
+/// certain), then one that waits to be found: its PeerConnections must be judged.
+#[test]
+fn daemon_watches_a_program_whose_first_process_exited_during_the_attach() {
+    if !require_root("daemon_watches_a_program_whose_first_process_exited_during_the_attach") {
+        return;
+    }
+    let _serial = serial();
+    let dir = std::env::temp_dir().join(format!("sockscope-daemon-short-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let output = dir.join("findings.jsonl");
+    let _ = std::fs::remove_file(&output);
+    let mut daemon = Command::new(sockscope_bin())
+        .args(["daemon", "--grace", "300ms"])
+        .arg("--output")
+        .arg(&output)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the daemon");
+    let d_err = Lines::new(daemon.stderr.take().unwrap());
+    d_err.wait_for("daemon judging", Duration::from_secs(30));
+    for _ in 0..5 {
+        let status = Command::new(workload_bin("pc_sim"))
+            .args(["--pcs", "3"])
+            .stdout(Stdio::null())
+            .status()
+            .expect("run pc_sim");
+        assert!(status.success());
+    }
+    let (mut sim, sim_out, pid) = spawn_waiting(
+        "pc_sim",
+        &["--wait", "--pcs", "2", "--leak", "2", "--linger", "1000"],
+    );
+    found(&output, "the waiting pc_sim", |p| {
+        p["host_pid"].as_u64() == Some(u64::from(pid))
+    });
+    go(&mut sim);
+    let lines = program_lines(&sim_out);
+    let _ = sim.wait();
+    wait_record(&output, "its second verdict", |v| {
+        v["event"] == "verdict" && v["pid"].as_u64() == Some(u64::from(pid)) && v["pc_id"] == 2
+    });
+    // SAFETY: our own child.
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    assert!(daemon.wait().unwrap().success());
+    let recs = records(&output);
+    let verdicts: Vec<(u64, String)> = by_event(&recs, "verdict")
+        .into_iter()
+        .filter(|v| v["pid"].as_u64() == Some(u64::from(pid)))
+        .map(|v| {
+            (
+                v["pc_id"].as_u64().unwrap(),
+                v["outcome"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(verdicts, vec![(1, "clean".into()), (2, "leak".into())]);
+    assert_eq!(leaks_of(&recs, u64::from(pid)), leaked(&lines));
+    let _ = std::fs::remove_dir_all(&dir);
+}

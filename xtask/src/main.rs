@@ -1,9 +1,10 @@
-//! Project tasks: `cargo xtask setup | test | demo | bench | vm-test`. Each installs what it needs first,
+//! Project tasks: `cargo xtask setup | test | demo | bench | vm-test | soak`. Each installs what it needs first,
 //! so a fresh machine needs nothing but this repository and cargo.
 mod bench;
 mod demo;
 mod examples;
 mod setup;
+mod soak;
 mod unwind_bins;
 mod util;
 mod vm;
@@ -56,6 +57,38 @@ enum Task {
         #[arg(long, default_value = "all")]
         kernel: String,
     },
+    /// Run `sockscope daemon` while pc_sim processes start and exit continuously
+    /// (many PeerConnections and sockets, some leaking on purpose, some reusing the pid
+    /// of one that just exited) and check: resident memory flat after the warm-up,
+    /// every injected leak found and nothing else, no events lost, nothing left in the
+    /// kernel after SIGTERM or SIGKILL. Writes target/soak/results.json (needs root).
+    Soak {
+        /// How long the load runs (e.g. 60s, 10m).
+        #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+        duration: std::time::Duration,
+        /// pc_sim processes running at once.
+        #[arg(long, default_value_t = 3)]
+        parallel: usize,
+        /// PeerConnections per process.
+        #[arg(long, default_value_t = 300)]
+        pcs: u64,
+        /// UDP sockets per PeerConnection.
+        #[arg(long, default_value_t = 10)]
+        sockets: u64,
+        /// Sockets/s each process makes at most.
+        #[arg(long, default_value_t = 1200)]
+        rate: u64,
+        /// Soak the release build instead of the debug one `cargo xtask test` builds.
+        #[arg(long)]
+        release: bool,
+        /// Lower kernel.pid_max to this while the soak runs, so pids wrap sooner
+        /// (restored after; it affects the whole host).
+        #[arg(long)]
+        pid_max: Option<u32>,
+        /// Where to write the JSON results (default target/soak/results.json).
+        #[arg(long)]
+        output: Option<std::path::PathBuf>,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -70,6 +103,27 @@ fn main() -> std::process::ExitCode {
             only,
         } => bench::run(quick, output, &only),
         Task::VmTest { kernel } => vm::run(&kernel),
+        Task::Soak {
+            duration,
+            parallel,
+            pcs,
+            sockets,
+            rate,
+            release,
+            pid_max,
+            output,
+        } => soak::run(soak::Options {
+            duration,
+            load: soak::Load {
+                parallel: parallel.max(1),
+                pcs,
+                sockets: sockets.max(1),
+                rate,
+            },
+            release,
+            pid_max,
+            output,
+        }),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

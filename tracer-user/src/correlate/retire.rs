@@ -41,6 +41,11 @@ impl Correlator {
         self.lost.retain(|&(_, to)| to >= oldest_unjudged);
     }
 
+    /// When `pid` exited, if it did and is still remembered.
+    pub fn exited_at(&self, pid: u32) -> Option<u64> {
+        self.exited.get(&pid).copied()
+    }
+
     /// Processes that exited at or before `before_ns`.
     pub fn exited_before(&self, before_ns: u64) -> Vec<u32> {
         self.exited

@@ -23,8 +23,12 @@ use tokio::signal::unix::{SignalKind, signal};
 pub use context::ProcessContext;
 
 use crate::{
-    correlate::Finding, discovery::Discovery, loader::TracerBuilder, output::SCHEMA,
-    session::LeakSession, shutdown::watch_shutdown_except_hangup,
+    correlate::Finding,
+    discovery::Discovery,
+    loader::TracerBuilder,
+    output::SCHEMA,
+    session::{LeakSession, ProcessChange},
+    shutdown::watch_shutdown_except_hangup,
 };
 
 #[derive(Clone, Debug)]
@@ -68,22 +72,32 @@ impl Daemon {
         Ok(())
     }
 
-    /// Findings of one pass, after the processes found in it got their context and
-    /// `process` record; processes forgotten in it lose theirs after.
+    /// Findings of one pass, with the processes found and forgotten in it where they
+    /// happened among them: a process gets its context and `process` record before
+    /// its first finding, and loses them after its last, so when a pid comes round
+    /// again within a pass, each finding carries the context of the process it is
+    /// about.
     fn pass(&mut self, found: Vec<Finding>) -> anyhow::Result<()> {
-        for pid in self.session.take_newly_marked() {
-            let ctx = ProcessContext::read(pid);
-            self.process_record("found", &ctx)?;
-            self.contexts.insert(pid, ctx);
-        }
-        let retired = self.session.take_retired();
-        self.emit(found)?;
-        for pid in retired {
-            if let Some(ctx) = self.contexts.remove(&pid) {
-                self.process_record("exited", &ctx)?;
+        let mut found = found.into_iter();
+        let mut emitted = 0;
+        for (at, change) in self.session.take_changes() {
+            let before = at.saturating_sub(emitted);
+            self.emit(found.by_ref().take(before).collect())?;
+            emitted += before;
+            match change {
+                ProcessChange::Marked(pid) => {
+                    let ctx = ProcessContext::read(pid);
+                    self.process_record("found", &ctx)?;
+                    self.contexts.insert(pid, ctx);
+                }
+                ProcessChange::Retired(pid) => {
+                    if let Some(ctx) = self.contexts.remove(&pid) {
+                        self.process_record("exited", &ctx)?;
+                    }
+                }
             }
         }
-        Ok(())
+        self.emit(found.collect())
     }
 
     fn process_record(&mut self, state: &str, ctx: &ProcessContext) -> anyhow::Result<()> {

@@ -530,6 +530,16 @@ impl Tracer {
         Arc::clone(&self.stacks)
     }
 
+    /// A handle of its own on the stack map (another fd on the same map), through which
+    /// the ring reader deletes the stacks of processes that exited; `None` if the
+    /// kernel will not hand one out.
+    pub fn stack_map_for_deletes(&self) -> Option<StackTraceMap<MapData>> {
+        use aya::maps::IterableMap as _;
+        let id = self.stacks.map().info().ok()?.id();
+        let data = MapData::from_id(id).ok()?;
+        StackTraceMap::try_from(aya::maps::Map::StackTraceMap(data)).ok()
+    }
+
     /// Run time and run count of each of its programs, as the kernel accounts them
     /// (zero unless BPF statistics are on: `kernel.bpf_stats_enabled`).
     pub fn program_stats(&self) -> Vec<(String, std::time::Duration, u64)> {

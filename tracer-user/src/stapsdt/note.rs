@@ -7,7 +7,11 @@
 //! and then mapped to the file through the PT_LOAD segment that contains it.
 use std::path::Path;
 
-use object::{Object as _, ObjectSection as _, ObjectSegment as _};
+use object::{
+    FileKind, ReadRef,
+    elf::{PT_LOAD, SHT_NOBITS},
+    read::elf::{FileHeader, ProgramHeader as _, SectionHeader as _},
+};
 
 use super::{
     UsdtError,
@@ -38,12 +42,18 @@ pub struct UsdtProbe {
 }
 
 /// Reads an ELF file's probes.
+///
+/// Only the ELF header, the program and section headers, the section names and the
+/// note section are read, not the whole file: the daemon looks at every program and
+/// shared object the host's processes map, and reading a 200 MB library whole to find
+/// it has no notes took as much memory, for nothing.
 pub fn read_notes(path: &Path) -> Result<Vec<UsdtProbe>, UsdtError> {
-    let data = std::fs::read(path).map_err(|source| UsdtError::Io {
+    let file = std::fs::File::open(path).map_err(|source| UsdtError::Io {
         path: path.to_owned(),
         source,
     })?;
-    read_notes_from_bytes(&data).map_err(|e| e.with_path(path))
+    let data = object::ReadCache::new(file);
+    read_notes_from(&data).map_err(|e| e.with_path(path))
 }
 
 /// Little-endian, bounds-checked reader over a note section.
@@ -85,22 +95,51 @@ fn cstr(bytes: &[u8]) -> Option<(String, &[u8])> {
 }
 
 pub fn read_notes_from_bytes(data: &[u8]) -> Result<Vec<UsdtProbe>, UsdtError> {
-    let file = object::File::parse(data).map_err(|_| UsdtError::NotElf { path: None })?;
-    if file.format() != object::BinaryFormat::Elf {
-        return Err(UsdtError::NotElf { path: None });
+    read_notes_from(data)
+}
+
+fn read_notes_from<'data, R: ReadRef<'data>>(data: R) -> Result<Vec<UsdtProbe>, UsdtError> {
+    match FileKind::parse(data) {
+        Ok(FileKind::Elf32) => notes_of::<object::elf::FileHeader32<object::Endianness>, R>(data),
+        Ok(FileKind::Elf64) => notes_of::<object::elf::FileHeader64<object::Endianness>, R>(data),
+        _ => Err(UsdtError::NotElf { path: None }),
     }
-    let Some(section) = file.section_by_name(".note.stapsdt") else {
+}
+
+fn notes_of<'data, Elf: FileHeader, R: ReadRef<'data>>(
+    data: R,
+) -> Result<Vec<UsdtProbe>, UsdtError> {
+    let not_elf = |_| UsdtError::NotElf { path: None };
+    let header = Elf::parse(data).map_err(not_elf)?;
+    let endian = header.endian().map_err(not_elf)?;
+    let sections = header.sections(endian, data).map_err(not_elf)?;
+    let Some((_, section)) = sections.section_by_name(endian, b".note.stapsdt") else {
         return Ok(Vec::new());
     };
-    let notes = section
-        .data()
-        .map_err(|_| malformed("note section cannot be read"))?;
-    let base_section = file.section_by_name(".stapsdt.base").map(|s| s.address());
-    let addr_size = if file.is_64() { 8 } else { 4 };
+    let notes = if section.sh_type(endian) == SHT_NOBITS {
+        &[][..]
+    } else {
+        section
+            .data(endian, data)
+            .map_err(|_| malformed("note section cannot be read"))?
+    };
+    let base_section = sections
+        .section_by_name(endian, b".stapsdt.base")
+        .map(|(_, s)| s.sh_addr(endian).into());
+    let addr_size = if header.is_type_64() { 8 } else { 4 };
     // (vaddr, memsz, file offset) of each loadable segment.
-    let segments: Vec<(u64, u64, u64)> = file
-        .segments()
-        .map(|s| (s.address(), s.size(), s.file_range().0))
+    let segments: Vec<(u64, u64, u64)> = header
+        .program_headers(endian, data)
+        .map_err(not_elf)?
+        .iter()
+        .filter(|p| p.p_type(endian) == PT_LOAD)
+        .map(|p| {
+            (
+                p.p_vaddr(endian).into(),
+                p.p_memsz(endian).into(),
+                p.p_offset(endian).into(),
+            )
+        })
         .collect();
 
     let mut out = Vec::new();

@@ -349,7 +349,8 @@ pub type Stack = Arc<[Frame]>;
 /// Symbolized stacks by stack id. Symbolizing costs tens of microseconds and a stack's
 /// frames take kilobytes, while sockets of one process come from a handful of code
 /// paths: each (process, stack id) is symbolized once and shared. Stack ids are
-/// stable because sockscope never deletes from the stack map.
+/// stable while the process lives: the ring reader deletes a process's stacks from the
+/// stack map only after its exit.
 pub struct StackCache {
     symbolizer: Symbolizer,
     user: HashMap<(u32, i32), Stack>,

@@ -4,7 +4,7 @@
 //!
 //! `pc_sim [--pcs N] [--sockets K] [--leak PC_ID]... [--leak-unannounced PC_ID]...
 //!         [--linger D_MS] [--after-span] [--wait] [--pause-after-open PC_ID]
-//!         [--share-leaks] [--exit-without-cleanup]`
+//!         [--share-leaks] [--exit-without-cleanup] [--first-pc-id ID] [--rate N]`
 //! Prints one JSON line per PeerConnection (`pc_id`, ports, leaked ports, and when
 //! `pc_close_end` fired as `close_end_mono_ns`, CLOCK_MONOTONIC) and a final
 //! `{"done":true,...}`. `--after-span` also creates one socket right after the span
@@ -14,6 +14,10 @@
 //! `--share-leaks` hands each leaked socket's fd to a child process (`sleep`) too, as a
 //! descriptor passed to another process would; it prints `{"shared_with": CHILD_PID,
 //! "fd": FD}` and ends the child before exiting.
+//! `--first-pc-id ID` numbers the PeerConnections from ID (default 1; `--leak` and the
+//! other PC_ID flags name them by these ids), so runs that share a pid can be told
+//! apart by pc_id. `--rate N` paces socket creation to at most N sockets/s (a
+//! PeerConnection's sockets are made together; the pause falls between them).
 use std::{
     io::{BufRead as _, Write as _},
     net::UdpSocket,
@@ -87,6 +91,8 @@ fn main() {
     let leak_unannounced = numbers(&args, "--leak-unannounced");
     let linger = Duration::from_millis(number(&args, "--linger", 0));
     let pause_after_open = numbers(&args, "--pause-after-open");
+    let first = number(&args, "--first-pc-id", 1).max(1);
+    let pacer = workloads::Pacer::new(numbers(&args, "--rate").first().map(|r| *r as f64));
     let wait_for_go = || {
         let mut line = String::new();
         let _ = std::io::stdin().lock().read_line(&mut line);
@@ -99,7 +105,8 @@ fn main() {
     let share_leaks = args.iter().any(|a| a == "--share-leaks");
     let mut kept = Vec::new();
     let mut sharers = Vec::new();
-    for pc_id in 1..=pcs {
+    for (i, pc_id) in (first..first.saturating_add(pcs)).enumerate() {
+        pacer.wait(i as u64 * per_pc);
         tracer_usdt::pc_open(pc_id);
         let socks = pc_sim_create_sockets(pc_id, per_pc);
         let ports: Vec<u16> = socks.iter().map(port).collect();
@@ -138,7 +145,7 @@ fn main() {
         say(
             json!({"pc_id": pc_id, "ports": ports, "leaked_ports": leaked, "close_end_mono_ns": closed_ns}),
         );
-        if pc_id == 1 && args.iter().any(|a| a == "--after-span") {
+        if pc_id == first && args.iter().any(|a| a == "--after-span") {
             let s = UdpSocket::bind("127.0.0.1:0").ok();
             say(json!({"after_span_port": s.as_ref().map(port)}));
             kept.extend(s);
