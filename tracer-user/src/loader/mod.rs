@@ -133,11 +133,16 @@ impl TracerBuilder {
 
     /// The stack mode the kernel will use: samples only where a filter is set.
     pub fn effective_stack_mode(&self) -> StackMode {
-        if self.pid.is_some() || self.comm.is_some() || self.cgroup.is_some() {
-            self.stack_mode
-        } else {
-            StackMode::Fp
+        if !(self.pid.is_some() || self.comm.is_some() || self.cgroup.is_some()) {
+            return StackMode::Fp;
         }
+        if self.stack_mode != StackMode::Fp && !kernel_copies_user_stacks() {
+            eprintln!(
+                "sockscope: this kernel cannot copy user registers and stacks for DWARF unwinding (bpf_task_pt_regs, Linux 5.15): frame-pointer stacks only"
+            );
+            return StackMode::Fp;
+        }
+        self.stack_mode
     }
 
     /// This backend only; `None`: the first of [`Backend::AUTO_ORDER`] that attaches.
@@ -569,4 +574,14 @@ impl Tracer {
             pending_full: sum(stats::PENDING_FULL)?,
         })
     }
+}
+
+/// Whether the kernel has the helpers that stack sampling calls (`bpf_task_pt_regs`,
+/// 5.15; `bpf_get_current_task_btf`, 5.11): their names are in vmlinux's BTF (the
+/// `bpf_func_id` enum). Without BTF, no.
+fn kernel_copies_user_stacks() -> bool {
+    std::fs::read("/sys/kernel/btf/vmlinux").is_ok_and(|btf| {
+        btf.windows(b"BPF_FUNC_task_pt_regs".len())
+            .any(|w| w == b"BPF_FUNC_task_pt_regs")
+    })
 }
