@@ -25,7 +25,6 @@ use crate::{
         Finding, IoEvidence, Leak, LeakKind, OpenSocket, PcEnd, PcOutcome, PcSpan, PcVerdict,
         PossibleLeak, Releaser, Site, SocketSpan, Subsystem, Timeline, UnclosedPc,
     },
-    output::SCHEMA,
     sockets::Origin,
     symbolize::Frame,
 };
@@ -38,33 +37,13 @@ const TIP_FRAMES: usize = 14;
 
 /// `sockscope report INPUT --html OUTPUT`.
 pub fn write_file(input: &Path, output: &Path) -> anyhow::Result<()> {
-    let report = load(input)?;
+    let report = super::load_saved(input)?;
     let name = input
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     std::fs::write(output, render(&report, &name))
         .with_context(|| format!("cannot write {}", output.display()))
-}
-
-/// A report saved by `check --report`, as `sockscope report` reads it.
-fn load(path: &Path) -> anyhow::Result<SavedReport> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let report: SavedReport = serde_json::from_str(&text).with_context(|| {
-        format!(
-            "{} is not a sockscope check report (written by --report)",
-            path.display()
-        )
-    })?;
-    if report.schema != SCHEMA {
-        anyhow::bail!(
-            "{} has report schema {}, this sockscope reads {SCHEMA}",
-            path.display(),
-            report.schema
-        );
-    }
-    Ok(report)
 }
 
 /// The page for `report`; `source` names the report file in the page.
@@ -1517,6 +1496,7 @@ fn other_findings(h: &mut String, cx: &Cx<'_>) -> fmt::Result {
 mod tests {
     use super::*;
     use crate::correlate::{Confidence, IncompleteReason};
+    use crate::output::SCHEMA;
 
     const MS: u64 = 1_000_000;
     const START: u64 = 1_000_000 * MS;

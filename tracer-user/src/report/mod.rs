@@ -176,8 +176,8 @@ pub fn write_summary(out: &mut dyn Write, s: &Summary, format: Format) -> io::Re
     )
 }
 
-/// `sockscope report F`: a saved report, rendered as text.
-pub fn render_saved(path: &std::path::Path, out: &mut dyn Write) -> anyhow::Result<()> {
+/// A report saved by `check --report`, checked to be one this sockscope reads.
+pub fn load_saved(path: &std::path::Path) -> anyhow::Result<SavedReport> {
     use anyhow::Context as _;
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
@@ -194,6 +194,12 @@ pub fn render_saved(path: &std::path::Path, out: &mut dyn Write) -> anyhow::Resu
             report.schema
         );
     }
+    Ok(report)
+}
+
+/// `sockscope report F`: a saved report, rendered as text.
+pub fn render_saved(path: &std::path::Path, out: &mut dyn Write) -> anyhow::Result<()> {
+    let report = load_saved(path)?;
     for f in &report.findings {
         write_finding(out, f, Format::Text)?;
     }
