@@ -63,9 +63,9 @@ impl Discovery {
         self.pids.remove(&pid);
     }
 
-    /// Processes known to carry markers.
-    pub fn marked_pids(&self) -> impl Iterator<Item = u32> + '_ {
-        self.pids.iter().filter(|(_, m)| **m).map(|(p, _)| *p)
+    /// Whether `pid` is already known to carry markers.
+    pub fn known_marked(&self, pid: u32) -> bool {
+        self.pids.get(&pid).copied().unwrap_or(false)
     }
 
     /// Every process running now, as /proc lists them.

@@ -125,7 +125,7 @@ impl LeakSession {
         let Some(discovery) = self.discovery.as_mut() else {
             return true;
         };
-        let known = discovery.marked_pids().any(|p| p == pid);
+        let known = discovery.known_marked(pid);
         let mut new_objects = Vec::new();
         let marked = discovery.marked(pid, &mut new_objects);
         for (id, object) in new_objects {
