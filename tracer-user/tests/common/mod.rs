@@ -241,25 +241,66 @@ impl Drop for Sockscope {
 /// Names of loaded BPF programs that are sockscope's (the kernel keeps 15 bytes of a
 /// name, enough for the `sockscope_` prefix).
 pub fn loaded_sockscope_programs() -> Vec<String> {
-    aya::programs::loaded_programs()
-        .filter_map(Result::ok)
-        .filter_map(|p| p.name_as_str().map(str::to_owned))
-        .filter(|n| n.starts_with("sockscope_"))
+    sockscope_programs()
+        .into_iter()
+        .map(|(_, name)| name)
         .collect()
 }
 
-/// Waits (the kernel frees programs asynchronously) until none of sockscope's
-/// programs is loaded; panics with the leftovers otherwise.
+fn sockscope_programs() -> Vec<(u32, String)> {
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .filter_map(|p| Some((p.id(), p.name_as_str()?.to_owned())))
+        .filter(|(_, n)| n.starts_with("sockscope_"))
+        .collect()
+}
+
+/// Ids of the BPF programs some live process holds an fd to (a program fd or a link fd:
+/// both show `prog_id:` in fdinfo).
+fn programs_held_by_processes() -> std::collections::BTreeSet<u32> {
+    let mut held = std::collections::BTreeSet::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return held;
+    };
+    for proc in procs.filter_map(Result::ok) {
+        let Ok(fds) = std::fs::read_dir(proc.path().join("fdinfo")) else {
+            continue;
+        };
+        for fd in fds.filter_map(Result::ok) {
+            let Ok(info) = std::fs::read_to_string(fd.path()) else {
+                continue;
+            };
+            held.extend(
+                info.lines()
+                    .filter_map(|l| l.strip_prefix("prog_id:"))
+                    .filter_map(|v| v.trim().parse::<u32>().ok()),
+            );
+        }
+    }
+    held
+}
+
+/// Waits (the kernel frees programs asynchronously) until no sockscope program is left
+/// behind, and panics with the leftovers otherwise. Left behind means loaded while no
+/// process holds it: a program that another sockscope on the host (a second test, a
+/// daemon) holds through its fds is that sockscope's, not a leftover of the run under
+/// test, whose process has exited. What it catches: programs kept only by an attachment
+/// in the kernel (a cgroup attachment, a pin, a perf event outliving its owner).
 pub fn assert_nothing_attached(context: &str) {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let left = loaded_sockscope_programs();
+        let held = programs_held_by_processes();
+        let left: Vec<String> = sockscope_programs()
+            .into_iter()
+            .filter(|(id, _)| !held.contains(id))
+            .map(|(id, name)| format!("{name} (id {id})"))
+            .collect();
         if left.is_empty() {
             return;
         }
         assert!(
             Instant::now() < deadline,
-            "{context}: programs still loaded: {left:?}"
+            "{context}: programs still loaded with no process holding them: {left:?}"
         );
         std::thread::sleep(Duration::from_millis(50));
     }
