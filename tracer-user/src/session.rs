@@ -308,6 +308,24 @@ impl LeakSession {
         }
     }
 
+    /// Host-wide: a program starts in `pid`, which a marked program still alive (as far
+    /// as the records go) had: that program is over, whether its exit was among lost
+    /// records (the pid came round again) or the process executed another program.
+    /// It is judged as exited now and forgotten, before the new program is looked at,
+    /// so no finding of the old one carries the new one's context.
+    fn program_replaced(&mut self, pid: u32, ts: u64) -> Vec<Finding> {
+        let alive_marked = self.discovery.as_ref().is_some_and(|d| d.known_marked(pid))
+            && self.correlator.exited_at(pid).is_none();
+        if !alive_marked {
+            return Vec::new();
+        }
+        let found = self.correlator.process_exited(pid, ts);
+        // Its `Retired` change goes after its last finding (see `take_changes`).
+        self.cursor += found.len();
+        self.forget_process(pid);
+        found
+    }
+
     /// Hands the correlator's changes of watched sockets to the kernel's I/O hooks.
     fn apply_io_requests(&mut self) {
         let requests = self.correlator.take_io_requests();
@@ -436,6 +454,7 @@ impl LeakSession {
                 }
             }
             KernelEvent::Exec(e) => {
+                let found = self.program_replaced(e.pid, e.ts_ns);
                 self.reborn(e.pid, e.ts_ns);
                 if let Some(d) = self.discovery.as_mut() {
                     // Another program in the same process: look again.
@@ -444,7 +463,7 @@ impl LeakSession {
                 } else {
                     self.executed(e.pid, e.stopped != 0);
                 }
-                Vec::new()
+                found
             }
             KernelEvent::Exit(e) => {
                 self.stacks.forget_process(e.pid);
