@@ -138,12 +138,7 @@ pub struct CheckArgs {
     #[arg(long)]
     pub ring_bytes: Option<u32>,
     /// The command and its arguments (after `--`).
-    #[arg(
-        required = true,
-        trailing_var_arg = true,
-        allow_hyphen_values = true,
-        value_name = "CMD"
-    )]
+    #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
     pub command: Vec<String>,
 }
 
