@@ -210,12 +210,12 @@ pub struct DaemonArgs {
     /// (with a warning, a metric, and `incomplete` verdicts) rather than memory growing.
     #[arg(long, default_value_t = crate::daemon::DEFAULT_MAX_SOCKETS)]
     pub max_sockets: usize,
-    /// Detach a program's markers once no process has mapped it for this long (a
-    /// binary replaced by a new version, a container gone): the kernel lets go of the
-    /// file and its marker slots serve other programs. Run again later, it gets them
-    /// back when it starts.
+    /// Forget a program no process has mapped for this long (a binary replaced by a
+    /// new version, a container gone): its markers are detached (the kernel lets go of
+    /// the file, the marker slots serve other programs) and its parsed debug
+    /// information dropped. Run again later, it gets them back when it starts.
     #[arg(long, value_parser = parse_duration, default_value = "60s", value_name = "DURATION")]
-    pub release_markers_after: Duration,
+    pub forget_programs_after: Duration,
     /// Turn the kernel's BPF run-time statistics on while running, for the
     /// sockscope_bpf_run_seconds_total metric (costs two clock reads per program run).
     #[arg(long)]

@@ -152,7 +152,14 @@ fn read(
     let mut normalizer = Normalizer::new();
     // Stacks normalized per (process, stack id), forgotten when the process exits.
     let mut normalized: HashMap<(u32, i32), RawStack> = HashMap::new();
+    let mut last_close = std::time::Instant::now();
     loop {
+        if last_close.elapsed() >= crate::symbolize::EVICT_EVERY {
+            last_close = std::time::Instant::now();
+            // Only what no stack holds any more (the symbolizer holds what it parsed
+            // for as long as it keeps the parse).
+            normalizer.close_unused(crate::symbolize::EVICT_EVERY);
+        }
         let last = stop.load(Ordering::Acquire);
         let horizon_ns = monotonic_ns();
         let mut records = Vec::new();

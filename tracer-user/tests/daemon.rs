@@ -523,7 +523,7 @@ fn daemon_releases_the_markers_of_a_program_nobody_runs_and_attaches_them_again(
             "daemon",
             "--grace",
             "200ms",
-            "--release-markers-after",
+            "--forget-programs-after",
             "1s",
             "--metrics",
             &metrics.to_string(),

@@ -39,8 +39,9 @@ pub struct DaemonOptions {
     pub metrics: Option<SocketAddr>,
     pub duration: Option<Duration>,
     pub max_sockets: usize,
-    /// How long a program's markers stay attached once no process runs it.
-    pub release_markers_after: std::time::Duration,
+    /// How long a program's markers and parsed debug information are kept once no
+    /// process runs it.
+    pub forget_programs_after: std::time::Duration,
     /// Turn the kernel's BPF run-time statistics on while running.
     pub bpf_stats: bool,
     pub ring_bytes: Option<u32>,
@@ -193,7 +194,7 @@ pub async fn run(opts: DaemonOptions) -> anyhow::Result<()> {
     let mut session = LeakSession::new(tracer, opts.grace.as_nanos() as u64)?;
     session.host_wide();
     session.max_sockets(opts.max_sockets);
-    session.release_markers_after(opts.release_markers_after);
+    session.forget_programs_after(opts.forget_programs_after);
 
     // The processes running now: those with markers are joined as they are (their
     // PeerConnections open now are never judged clean).

@@ -14,13 +14,15 @@ use crate::{
 /// How long the markers of a program stay attached once no known process runs it: a
 /// program restarted at once keeps them (attaching costs a parse and a uprobe per
 /// marker), one replaced by a new version or gone with its container lets them go.
-pub const RELEASE_MARKERS_AFTER: Duration = Duration::from_secs(60);
+pub const RELEASE_MARKERS_AFTER: Duration = crate::symbolize::OBJECT_IDLE;
 
 impl LeakSession {
     /// Host-wide: how long an object's markers stay attached after the last process
-    /// known to map it was forgotten ([`RELEASE_MARKERS_AFTER`] by default).
-    pub fn release_markers_after(&mut self, after: Duration) {
+    /// known to map it was forgotten, and an object file's parsed debug information
+    /// once no stack used it ([`RELEASE_MARKERS_AFTER`] by default).
+    pub fn forget_programs_after(&mut self, after: Duration) {
         self.release_markers_after_ns = after.as_nanos() as u64;
+        self.stacks.object_idle(after);
     }
 
     /// Host-wide: judge only the processes that carry sockscope markers (found as

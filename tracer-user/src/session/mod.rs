@@ -195,6 +195,7 @@ impl LeakSession {
         out.extend(self.correlator.advance(until_ns));
         self.cursor = out.len();
         self.retire(until_ns);
+        self.stacks.evict_unused();
         self.cursor = 0;
         let Self { tracer, stacks, .. } = self;
         crate::explain::explain_leaks(
