@@ -57,7 +57,7 @@ static WALK_SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 /// (process, stack hash) pairs whose frames user space has. User space deletes a
 /// process's keys when it exits, so a later process with its pid sends its own.
 #[map]
-pub static WALKED: LruHashMap<WalkKey, u8> = LruHashMap::with_max_entries(8192, 0);
+pub static WALKED: LruHashMap<WalkKey, u8> = LruHashMap::with_max_entries(4096, 0);
 
 /// Offsets in x86_64 `struct pt_regs` of `ip` and `bp`.
 const IP_OFFSET: usize = 128;

@@ -12,6 +12,7 @@ use tracer_common::{COMM_LEN, UsdtSpec, stats};
 
 mod io;
 mod probe;
+pub mod sizes;
 
 pub use io::IoWatch;
 
@@ -308,7 +309,7 @@ fn choose_backend(
 }
 
 /// `EVENTS`' size in tracer-ebpf.
-const DEFAULT_RING_BYTES: u32 = 256 * 1024;
+pub const DEFAULT_RING_BYTES: u32 = 256 * 1024;
 
 /// The ring's default size when every traced socket creation is sampled (`dwarf`): a
 /// sample is up to 32 KiB (16 KiB by default), so the frame-pointer default would hold
@@ -316,7 +317,7 @@ const DEFAULT_RING_BYTES: u32 = 256 * 1024;
 pub const DWARF_RING_BYTES: u32 = 4 * 1024 * 1024;
 /// The same for `auto`, where processes with working frame pointers are sampled only
 /// at their first socket.
-pub const AUTO_RING_BYTES: u32 = 2 * 1024 * 1024;
+pub const AUTO_RING_BYTES: u32 = 1024 * 1024;
 
 /// The read-only globals and map sizes fixed at load.
 #[derive(Default)]
@@ -362,6 +363,12 @@ fn configured_load(cfg: &LoadConfig, facts: &KernelFacts) -> Result<Ebpf, Tracer
     // Lets release events say whether a dying process's files are being closed.
     let task_flags = facts.task_flags.unwrap_or(0);
     loader.override_global("TASK_FLAGS_OFFSET", &task_flags, true);
+    let sizes = sizes::MapSizes::new(
+        cfg.walk_stacks,
+        cfg.pid,
+        cfg.comm[0] != 0 || cfg.cgroup_id != 0,
+    );
+    sizes.apply(&mut loader);
     let walk_stacks = u8::from(cfg.walk_stacks);
     loader.override_global("WALK_STACKS", &walk_stacks, true);
     let sampling = cfg.stack_mode != StackMode::Fp;
