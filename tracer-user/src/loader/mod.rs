@@ -12,6 +12,7 @@ use tracer_common::{COMM_LEN, UsdtSpec, stats};
 
 mod io;
 mod probe;
+pub mod sizes;
 
 pub use io::IoWatch;
 
@@ -51,6 +52,7 @@ pub struct TracerBuilder {
     backend: Option<Backend>,
     stack_mode: StackMode,
     stack_bytes: Option<u32>,
+    helper_stacks: bool,
 }
 
 impl TracerBuilder {
@@ -131,6 +133,20 @@ impl TracerBuilder {
         self
     }
 
+    /// Take creating user stacks with the kernel's `bpf_get_stackid` even where the
+    /// create program can walk them itself (see tracer-ebpf/src/walk.rs): the
+    /// reference the walk is compared with.
+    pub fn helper_stacks(mut self, on: bool) -> Self {
+        self.helper_stacks = on;
+        self
+    }
+
+    /// Whether the create program walks user stacks itself: on x86_64 kernels with
+    /// `bpf_task_pt_regs` (5.15), unless [`Self::helper_stacks`] is asked for.
+    pub fn walks_stacks(&self) -> bool {
+        cfg!(target_arch = "x86_64") && !self.helper_stacks && kernel_copies_user_stacks()
+    }
+
     /// The stack mode the kernel will use: samples only where a filter is set.
     pub fn effective_stack_mode(&self) -> StackMode {
         if !(self.pid.is_some() || self.comm.is_some() || self.cgroup.is_some()) {
@@ -187,6 +203,7 @@ impl TracerBuilder {
                 stack_bytes: self.stack_bytes,
                 follow_exec: self.follow_exec,
                 exec_all: self.exec_all,
+                walk_stacks: self.walks_stacks(),
             },
             &facts,
         )?;
@@ -238,6 +255,11 @@ impl TracerBuilder {
         let stats = take_map(&mut ebpf, "STATS", PerCpuArray::try_from)?;
         let usdt_specs = take_map(&mut ebpf, "USDT_SPECS", UsdtSpecs::try_from)?;
         let stack_modes = take_map(&mut ebpf, "STACK_MODES", aya::maps::HashMap::try_from)?;
+        let walked = if self.walks_stacks() {
+            Some(take_map(&mut ebpf, "WALKED", aya::maps::HashMap::try_from)?)
+        } else {
+            None
+        };
         let usdt_sites = take_map(&mut ebpf, "USDT_SITES", UsdtSites::try_from)?;
         Ok(Tracer {
             ebpf,
@@ -253,6 +275,7 @@ impl TracerBuilder {
             io,
             stack_mode,
             stack_modes: Some(stack_modes),
+            walked,
         })
     }
 }
@@ -286,7 +309,7 @@ fn choose_backend(
 }
 
 /// `EVENTS`' size in tracer-ebpf.
-const DEFAULT_RING_BYTES: u32 = 256 * 1024;
+pub const DEFAULT_RING_BYTES: u32 = 256 * 1024;
 
 /// The ring's default size when every traced socket creation is sampled (`dwarf`): a
 /// sample is up to 32 KiB (16 KiB by default), so the frame-pointer default would hold
@@ -294,7 +317,7 @@ const DEFAULT_RING_BYTES: u32 = 256 * 1024;
 pub const DWARF_RING_BYTES: u32 = 4 * 1024 * 1024;
 /// The same for `auto`, where processes with working frame pointers are sampled only
 /// at their first socket.
-pub const AUTO_RING_BYTES: u32 = 2 * 1024 * 1024;
+pub const AUTO_RING_BYTES: u32 = 1024 * 1024;
 
 /// The read-only globals and map sizes fixed at load.
 #[derive(Default)]
@@ -311,6 +334,8 @@ struct LoadConfig {
     follow_exec: bool,
     /// Report every exec on the host (the daemon).
     exec_all: bool,
+    /// Walk creating user stacks in the create program (see [`TracerBuilder::walks_stacks`]).
+    walk_stacks: bool,
 }
 
 /// Loads the object with its read-only configuration. Shared by tracing and
@@ -338,6 +363,14 @@ fn configured_load(cfg: &LoadConfig, facts: &KernelFacts) -> Result<Ebpf, Tracer
     // Lets release events say whether a dying process's files are being closed.
     let task_flags = facts.task_flags.unwrap_or(0);
     loader.override_global("TASK_FLAGS_OFFSET", &task_flags, true);
+    let sizes = sizes::MapSizes::new(
+        cfg.walk_stacks,
+        cfg.pid,
+        cfg.comm[0] != 0 || cfg.cgroup_id != 0,
+    );
+    sizes.apply(&mut loader);
+    let walk_stacks = u8::from(cfg.walk_stacks);
+    loader.override_global("WALK_STACKS", &walk_stacks, true);
     let sampling = cfg.stack_mode != StackMode::Fp;
     let stack_mode = cfg.stack_mode.kernel_value();
     loader.override_global("STACK_MODE", &stack_mode, true);
@@ -427,6 +460,9 @@ pub struct Tracer {
     stack_mode: StackMode,
     /// `auto`: the per-process stack mode, for the ring reader (taken once).
     stack_modes: Option<StackModes>,
+    /// Which (process, walked stack) the kernel sent, for the ring reader (taken
+    /// once); `None` when the kernel does not walk stacks.
+    walked: Option<crate::walked::WalkedMap>,
 }
 
 /// The kernel's per-process stack mode in `auto` (see tracer-ebpf/src/stack_sample.rs).
@@ -491,6 +527,11 @@ impl Tracer {
     /// The per-process stack-mode map, for the ring reader (taken once).
     pub fn take_stack_modes(&mut self) -> Option<StackModes> {
         self.stack_modes.take()
+    }
+
+    /// The kernel's record of walked stacks sent, for the ring reader (taken once).
+    pub fn take_walked(&mut self) -> Option<crate::walked::WalkedMap> {
+        self.walked.take()
     }
 
     /// The backend in use.
