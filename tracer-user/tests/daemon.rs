@@ -87,6 +87,33 @@ fn found(file: &Path, what: &str, pid_is: impl Fn(&Value) -> bool) -> Value {
     })
 }
 
+/// Starts `sockscope daemon` with `args`, its findings to `output`, and waits until it
+/// judges: (the daemon, its stderr lines).
+fn start_daemon(args: &[&str], output: &Path) -> (Child, Lines) {
+    let mut daemon = Command::new(sockscope_bin())
+        .arg("daemon")
+        .args(args)
+        .arg("--output")
+        .arg(output)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the daemon");
+    let d_err = Lines::new(daemon.stderr.take().unwrap());
+    d_err.wait_for("daemon judging", Duration::from_secs(30));
+    (daemon, d_err)
+}
+
+/// Stops the daemon with SIGTERM: it must exit 0 and leave nothing attached.
+fn stop_daemon(mut daemon: Child) {
+    // SAFETY: our own child.
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    let status = daemon.wait().unwrap();
+    assert!(status.success(), "daemon exit: {status:?}");
+    assert_nothing_attached("after the daemon");
+}
+
 fn go(child: &mut Child) {
     writeln!(child.stdin.as_mut().expect("stdin"), "go").expect("tell it to go on");
 }
@@ -194,23 +221,10 @@ fn daemon_judges_every_marked_process_before_after_and_in_containers() {
     let a_pid = a_paused["pid"].as_u64().unwrap();
 
     let metrics = free_addr();
-    let mut daemon = Command::new(sockscope_bin())
-        .args([
-            "daemon",
-            "--grace",
-            "500ms",
-            "--metrics",
-            &metrics.to_string(),
-        ])
-        .arg("--output")
-        .arg(&output)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the daemon");
-    let d_err = Lines::new(daemon.stderr.take().unwrap());
-    d_err.wait_for("daemon judging", Duration::from_secs(30));
+    let (daemon, d_err) = start_daemon(
+        &["--grace", "500ms", "--metrics", &metrics.to_string()],
+        &output,
+    );
     found(&output, "A (running before)", |p| {
         p["host_pid"].as_u64() == Some(a_pid)
     });
@@ -297,11 +311,7 @@ fn daemon_judges_every_marked_process_before_after_and_in_containers() {
     std::thread::sleep(Duration::from_millis(1200));
     let after = scrape(metrics);
 
-    // SAFETY: our own child.
-    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
-    let status = daemon.wait().unwrap();
-    assert!(status.success(), "daemon exit: {status:?}");
-    assert_nothing_attached("after the daemon");
+    stop_daemon(daemon);
 
     let old = records(&rotated);
     let new = records(&output);
@@ -411,17 +421,7 @@ fn daemon_watches_a_program_whose_first_process_exited_during_the_attach() {
     std::fs::create_dir_all(&dir).unwrap();
     let output = dir.join("findings.jsonl");
     let _ = std::fs::remove_file(&output);
-    let mut daemon = Command::new(sockscope_bin())
-        .args(["daemon", "--grace", "300ms"])
-        .arg("--output")
-        .arg(&output)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the daemon");
-    let d_err = Lines::new(daemon.stderr.take().unwrap());
-    d_err.wait_for("daemon judging", Duration::from_secs(30));
+    let (daemon, _d_err) = start_daemon(&["--grace", "300ms"], &output);
     for _ in 0..5 {
         let status = Command::new(workload_bin("pc_sim"))
             .args(["--pcs", "3"])
@@ -443,9 +443,7 @@ fn daemon_watches_a_program_whose_first_process_exited_during_the_attach() {
     wait_record(&output, "its second verdict", |v| {
         v["event"] == "verdict" && v["pid"].as_u64() == Some(u64::from(pid)) && v["pc_id"] == 2
     });
-    // SAFETY: our own child.
-    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
-    assert!(daemon.wait().unwrap().success());
+    stop_daemon(daemon);
     let recs = records(&output);
     let verdicts: Vec<(u64, String)> = by_event(&recs, "verdict")
         .into_iter()
@@ -518,25 +516,17 @@ fn daemon_releases_the_markers_of_a_program_nobody_runs_and_attaches_them_again(
     let copy = dir.join("pc_sim_release");
     std::fs::copy(workload_bin("pc_sim"), &copy).expect("copy pc_sim");
     let metrics = free_addr();
-    let mut daemon = Command::new(sockscope_bin())
-        .args([
-            "daemon",
+    let (daemon, d_err) = start_daemon(
+        &[
             "--grace",
             "200ms",
             "--forget-programs-after",
             "1s",
             "--metrics",
             &metrics.to_string(),
-        ])
-        .arg("--output")
-        .arg(&output)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the daemon");
-    let d_err = Lines::new(daemon.stderr.take().unwrap());
-    d_err.wait_for("daemon judging", Duration::from_secs(30));
+        ],
+        &output,
+    );
     let baseline = attachment_fds(daemon.id());
 
     let (first, leaked_first) = run_leaking(&copy, &output);
@@ -582,10 +572,6 @@ fn daemon_releases_the_markers_of_a_program_nobody_runs_and_attaches_them_again(
     );
     assert_eq!(leaks_of(&records(&output), first), leaked_first);
 
-    // SAFETY: our own child.
-    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
-    let status = daemon.wait().unwrap();
-    assert!(status.success(), "daemon exit: {status:?}");
-    assert_nothing_attached("after the daemon");
+    stop_daemon(daemon);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -60,17 +60,10 @@ fn leaks_pid_ends_when_its_process_exits_with_the_final_listing() {
     std::thread::sleep(Duration::from_millis(500));
     hold.kill().unwrap();
 
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(status) = leaks.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = leaks.kill();
-            let _ = hold.wait();
-            panic!("leaks --pid {pid} still runs 15 s after its process exited");
-        }
-        std::thread::sleep(Duration::from_millis(50));
+    let Some(status) = exit_within(&mut leaks, Duration::from_secs(15)) else {
+        let _ = leaks.kill();
+        let _ = hold.wait();
+        panic!("leaks --pid {pid} still runs 15 s after its process exited");
     };
     let _ = hold.wait();
     assert_eq!(status.code(), Some(0), "ends with exit 0");
@@ -349,17 +342,10 @@ fn watch_ends_when_its_process_is_a_zombie() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start sockscope watch");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = watch.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = watch.kill();
-            let _ = parent.kill();
-            panic!("watch --pid {pid} still runs 17 s after its process became a zombie");
-        }
-        std::thread::sleep(Duration::from_millis(50));
+    let Some(status) = exit_within(&mut watch, Duration::from_secs(20)) else {
+        let _ = watch.kill();
+        let _ = parent.kill();
+        panic!("watch --pid {pid} still runs 17 s after its process became a zombie");
     };
     let state = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let _ = parent.kill();
