@@ -73,6 +73,29 @@ start_sim() {
     "$@" < "$fifo" > "$out" 2>&1 &
 }
 
+# What the service did, the findings and the metrics pages (for the host), the end
+# marker, and power off. Called at the end, or as soon as the service is not up (the
+# checks after that would only wait out their time limits).
+finish() {
+    journalctl -u sockscope -o short-monotonic --no-pager | tail -n 40
+    for f in "$FINDINGS.1" "$FINDINGS"; do
+        echo "== $f"
+        cut -c 1-300 "$f"
+    done
+    for n in 1 2; do
+        echo "VMTEST-METRICS-BEGIN $n" >&3
+        cat "metrics-$n.txt" >&3
+        echo "VMTEST-METRICS-END $n" >&3
+    done
+    echo "VMTEST-END $K" >&3
+    # Closing a serial tty waits until its output is sent.
+    exec 3>&-
+    echo "sockscope vm-test: done, powering off"
+    # At once (the file systems are in RAM): a clean poweroff hung here under TCG.
+    systemctl poweroff -ff
+    exit 0
+}
+
 echo "sockscope vm-test: systemd $(systemctl --version | head -n 1), kernel $K"
 # Up: running, or degraded (a unit of the minimal system failed; listed below).
 state=$(systemctl is-system-running --wait 2>/dev/null)
@@ -102,6 +125,7 @@ check doctor_ran "$(journalctl -u sockscope -o cat --no-pager | grep -c '^ok   b
 # The daemon found A by itself (running before it).
 line=$(wait_line "$FINDINGS" 90 '"state":"found"' "\"host_pid\":$A[,}]")
 check found_before "${line:+found}" found
+[ -n "$line" ] || finish
 # The page is rebuilt every second.
 sleep 2
 code=$(curl -s -o metrics-1.txt -w '%{http_code}' http://127.0.0.1:9464/metrics)
@@ -171,20 +195,4 @@ while [ "$(programs)" -gt 0 ] && [ $i -lt 50 ]; do
     i=$((i + 1))
 done
 check stop_nothing_left "$(programs)" 0
-journalctl -u sockscope -o short-monotonic --no-pager | tail -n 40
-for f in "$FINDINGS.1" "$FINDINGS"; do
-    echo "== $f"
-    cut -c 1-300 "$f"
-done
-
-for n in 1 2; do
-    echo "VMTEST-METRICS-BEGIN $n" >&3
-    cat "metrics-$n.txt" >&3
-    echo "VMTEST-METRICS-END $n" >&3
-done
-echo "VMTEST-END $K" >&3
-# Closing a serial tty waits until its output is sent.
-exec 3>&-
-echo "sockscope vm-test: done, powering off"
-# At once (the file systems are in RAM): a clean poweroff hung here under TCG.
-systemctl poweroff -ff
+finish
