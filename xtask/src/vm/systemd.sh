@@ -33,8 +33,9 @@ wait_line() {
     file=$1
     secs=$2
     shift 2
-    i=0
-    while [ $i -lt $((secs * 5)) ]; do
+    # By the clock: under TCG each round takes longer than its sleep.
+    end=$(($(date +%s) + secs))
+    while [ "$(date +%s)" -lt $end ]; do
         line=$(cat "$file" 2>/dev/null)
         for re in "$@"; do
             line=$(echo "$line" | grep -E "$re")
@@ -44,7 +45,6 @@ wait_line() {
             return 0
         fi
         sleep 0.2
-        i=$((i + 1))
     done
     return 1
 }
