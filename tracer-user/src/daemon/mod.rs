@@ -222,6 +222,15 @@ pub async fn run(opts: DaemonOptions) -> anyhow::Result<()> {
         counters: metrics::Counters::default(),
     };
     d.pass(Vec::new())?;
+    if opts.metrics.is_some()
+        && let Ok(mut p) = page.lock()
+    {
+        *p = d.page();
+    }
+    // Under systemd (Type=notify): started means judging, with a page to scrape.
+    if let Err(e) = crate::system::service::notify("READY=1") {
+        eprintln!("sockscope: cannot tell the service manager the daemon is ready: {e}");
+    }
     let mut refresh = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
@@ -245,6 +254,7 @@ pub async fn run(opts: DaemonOptions) -> anyhow::Result<()> {
             _ = stop.changed() => break,
         }
     }
+    let _ = crate::system::service::notify("STOPPING=1");
     let found = d.session.finish()?;
     d.pass(found)?;
     eprintln!(

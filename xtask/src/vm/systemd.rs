@@ -417,9 +417,9 @@ fn pack_overlay(work: &Path, bins: &Path) -> anyhow::Result<PathBuf> {
 }
 
 /// README's commands that install the service ("As a service"), as a script: its
-/// `install` and `systemctl` lines, as written. Left out: `cargo build` (the static
-/// build is already where it puts its binary), and the `curl` and `tail -f` that follow
-/// (the checks do their work, waiting for the daemon).
+/// `install`, `systemctl` and `curl` lines, as written (the unit is `Type=notify`: once
+/// `enable --now` returns, the metrics page answers). Left out: `cargo build` (the
+/// static build is already where it puts its binary), and `tail -f` (it never ends).
 fn readme_install(readme: &str) -> anyhow::Result<String> {
     let anchor = "Install it as a systemd service";
     let at = readme
@@ -430,7 +430,9 @@ fn readme_install(readme: &str) -> anyhow::Result<String> {
     let len = rest[open..].find("```").context("the block does not end")?;
     let lines: Vec<&str> = rest[open..open + len]
         .lines()
-        .filter(|l| l.starts_with("install ") || l.starts_with("systemctl "))
+        .filter(|l| {
+            l.starts_with("install ") || l.starts_with("systemctl ") || l.starts_with("curl ")
+        })
         .collect();
     if !lines.iter().any(|l| l.contains("enable --now sockscope")) {
         bail!("README's install block has no `systemctl enable --now sockscope`: {lines:?}");
@@ -452,6 +454,7 @@ mod tests {
             script.contains("install -m 0755 target/release/sockscope /usr/local/bin/sockscope")
         );
         assert!(script.contains("systemctl daemon-reload && systemctl enable --now sockscope"));
+        assert!(script.contains("curl -s 127.0.0.1:9464/metrics"));
         assert!(!script.contains("cargo build"));
         assert!(!script.contains("tail -f"));
     }
