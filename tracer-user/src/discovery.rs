@@ -17,11 +17,18 @@ pub struct Discovery {
     /// Whether each object seen has sockscope markers.
     objects: HashMap<FileId, bool>,
     /// The objects with markers each process seen maps (none: it carries no
-    /// markers), until it is forgotten.
-    pids: HashMap<u32, Vec<FileId>>,
+    /// markers), and its start time, until it is forgotten.
+    pids: HashMap<u32, Seen>,
     /// Objects with markers: how many known processes map each, and since when none
     /// has (monotonic ns).
     users: HashMap<FileId, Users>,
+}
+
+#[derive(Debug)]
+struct Seen {
+    objects: Vec<FileId>,
+    /// `starttime` of /proc/PID/stat: tells this process from a later one with its pid.
+    started: Option<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -35,8 +42,8 @@ impl Discovery {
     /// added to `new_objects` (with readable paths), for the caller to attach: markers
     /// attached to an object fire in every process that maps it, now and later.
     pub fn marked(&mut self, pid: u32, new_objects: &mut Vec<(FileId, PathBuf)>) -> bool {
-        if let Some(m) = self.pids.get(&pid) {
-            return !m.is_empty();
+        if let Some(seen) = self.pids.get(&pid) {
+            return !seen.objects.is_empty();
         }
         // A process that is gone, or not readable, carries nothing we can attach to.
         let objects = process_objects(pid).unwrap_or_default();
@@ -66,7 +73,14 @@ impl Discovery {
             }
         }
         let any = !marked.is_empty();
-        self.pids.insert(pid, marked);
+        let started = start_time(pid);
+        self.pids.insert(
+            pid,
+            Seen {
+                objects: marked,
+                started,
+            },
+        );
         any
     }
 
@@ -78,7 +92,12 @@ impl Discovery {
 
     /// `pid` exited or executed another program: decide again when next seen.
     pub fn forget(&mut self, pid: u32) {
-        for id in self.pids.remove(&pid).unwrap_or_default() {
+        let objects = self
+            .pids
+            .remove(&pid)
+            .map(|s| s.objects)
+            .unwrap_or_default();
+        for id in objects {
             if let Some(users) = self.users.get_mut(&id) {
                 users.count = users.count.saturating_sub(1);
                 if users.count == 0 {
@@ -90,7 +109,25 @@ impl Discovery {
 
     /// Whether `pid` is already known to carry markers.
     pub fn known_marked(&self, pid: u32) -> bool {
-        self.pids.get(&pid).is_some_and(|m| !m.is_empty())
+        self.pids.get(&pid).is_some_and(|s| !s.objects.is_empty())
+    }
+
+    /// The marked processes known alive that are not what they were: gone (`None`: its
+    /// exit was not seen) or another process with its pid (`Some`). After lost
+    /// records, an exit and the next exec at the same pid may both be missing.
+    pub fn not_as_seen(&self) -> Vec<(u32, Option<u64>)> {
+        self.pids
+            .iter()
+            .filter(|(_, s)| !s.objects.is_empty())
+            .filter_map(|(&pid, s)| {
+                let now = start_time(pid);
+                match (now, s.started) {
+                    (None, _) => Some((pid, None)),
+                    (Some(n), Some(then)) if n != then => Some((pid, Some(n))),
+                    _ => None,
+                }
+            })
+            .collect()
     }
 
     /// Objects with markers that no known process has mapped for `idle_ns`: they are
@@ -124,5 +161,34 @@ impl Discovery {
         dir.filter_map(Result::ok)
             .filter_map(|e| e.file_name().to_str()?.parse().ok())
             .collect()
+    }
+}
+
+/// When process `pid` started (field 22 of /proc/PID/stat, in clock ticks since boot);
+/// `None` if it is gone.
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_start_time(&stat)
+}
+
+fn parse_start_time(stat: &str) -> Option<u64> {
+    // The name (field 2) is in parentheses and may hold spaces and parentheses.
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    // Field 3 (state) is the first after the name: starttime is the 20th after it.
+    after_name.split_whitespace().nth(19)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_time_after_a_name_with_spaces_and_parentheses() {
+        let stat =
+            "1234 (a (b) c) S 1 1234 1234 0 -1 4194560 100 0 0 0 5 3 0 0 20 0 1 0 987654 1000 10";
+        assert_eq!(parse_start_time(stat), Some(987_654));
+        assert_eq!(parse_start_time("1234 (x) S 1"), None);
+        let own = start_time(std::process::id());
+        assert!(own.is_some_and(|t| t > 0), "{own:?}");
     }
 }

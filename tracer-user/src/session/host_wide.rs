@@ -102,6 +102,30 @@ impl LeakSession {
         marked
     }
 
+    /// Host-wide, after lost records: the marked processes whose exit was among them
+    /// are judged as exited now, and a pid that now belongs to another process (its
+    /// exit and the next exec both lost) ends its old program and is looked at anew,
+    /// so that no finding of one carries the other's context.
+    pub(super) fn recheck_processes(&mut self, now_ns: u64) -> Vec<Finding> {
+        let Some(discovery) = self.discovery.as_ref() else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (pid, now_started) in discovery.not_as_seen() {
+            if self.correlator.exited_at(pid).is_some() {
+                continue;
+            }
+            let found = self.correlator.process_exited(pid, now_ns);
+            self.cursor += found.len();
+            out.extend(found);
+            if now_started.is_some() {
+                self.forget_process(pid);
+                self.wanted(pid);
+            }
+        }
+        out
+    }
+
     /// Host-wide: forgets the processes that exited a while ago and the
     /// PeerConnections that have nothing more to report.
     pub(super) fn retire(&mut self, now_ns: u64) {

@@ -184,12 +184,16 @@ impl LeakSession {
     }
 
     fn judge(&mut self, records: Vec<Record>, until_ns: u64) -> anyhow::Result<Vec<Finding>> {
-        self.note_losses()?;
+        let lost = self.note_losses()?;
         let mut out = Vec::new();
         for record in records {
             self.events += 1;
             self.cursor = out.len();
             out.extend(self.apply(record));
+        }
+        if lost {
+            self.cursor = out.len();
+            out.extend(self.recheck_processes(until_ns));
         }
         self.apply_io_requests();
         out.extend(self.correlator.advance(until_ns));
@@ -230,10 +234,12 @@ impl LeakSession {
 
     /// Records the kernel had no room for since the last look make everything alive
     /// meanwhile incomplete.
-    fn note_losses(&mut self) -> anyhow::Result<()> {
+    /// Whether records were lost since the last look.
+    fn note_losses(&mut self) -> anyhow::Result<bool> {
         let now = monotonic_ns();
         let stats = self.tracer.stats()?;
-        if stats.lost > self.lost {
+        let lost = stats.lost > self.lost;
+        if lost {
             self.correlator.events_lost(self.last_tick_ns, now);
             eprintln!(
                 "sockscope: lost {} events (ring buffer full): verdicts of PeerConnections alive meanwhile are incomplete",
@@ -242,7 +248,7 @@ impl LeakSession {
             self.lost = stats.lost;
         }
         self.last_tick_ns = now;
-        Ok(())
+        Ok(lost)
     }
 
     fn apply(&mut self, record: Record) -> Vec<Finding> {
