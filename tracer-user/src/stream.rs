@@ -37,6 +37,18 @@ pub const POLL: std::time::Duration = std::time::Duration::from_millis(10);
 /// Records handed over at most at once, so a busy ring still reaches the consumer.
 const MAX_BATCH: usize = 16 * 1024;
 
+/// Batches handed over but not yet taken by the consumer, at most; beyond, the reader
+/// keeps what it reads (see [`MAX_RECORDS_HELD`]).
+const MAX_BATCHES_PENDING: usize = 8;
+
+/// Records the reader keeps while the consumer is busy (a slow moment: a first parse
+/// of a program's debug information, markers being attached), at most. When the
+/// consumer falls further behind (a host whose sockets churn faster than it judges),
+/// the reader waits and the kernel's ring fills: records are then lost there, counted
+/// and reported as such, rather than piling up in this process's memory, where a
+/// backlog would also delay everything after it (a stop by SIGTERM included).
+const MAX_RECORDS_HELD: usize = 256 * 1024;
+
 /// One kernel record, with its user stack (creating or releasing) normalized if it
 /// has one.
 pub struct Record {
@@ -53,7 +65,7 @@ struct Batch {
 }
 
 pub struct EventStream {
-    batches: mpsc::UnboundedReceiver<Batch>,
+    batches: mpsc::Receiver<Batch>,
     ready: Vec<Record>,
     horizon_ns: u64,
     stop: Arc<AtomicBool>,
@@ -68,7 +80,7 @@ impl EventStream {
         let dwarf = DwarfStacks::new(tracer.stack_mode(), tracer.take_stack_modes());
         let deletes = tracer.stack_map_for_deletes();
         let walked = WalkedStacks::new(tracer.take_walked());
-        let (tx, batches) = mpsc::unbounded_channel();
+        let (tx, batches) = mpsc::channel(MAX_BATCHES_PENDING);
         let stop = Arc::new(AtomicBool::new(false));
         let reader = std::thread::Builder::new()
             .name("sockscope-ring".into())
@@ -114,7 +126,20 @@ impl EventStream {
 
     /// Stops the reader after a last pass: every record the kernel wrote before now.
     pub fn finish(&mut self) -> Vec<Record> {
-        self.stop_reader();
+        self.stop.store(true, Ordering::Release);
+        if let Some(reader) = self.reader.take() {
+            // Its last pass may wait for room among the pending batches: take them
+            // while it ends.
+            while !reader.is_finished() {
+                match self.batches.try_recv() {
+                    Ok(batch) => self.take(batch),
+                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(1)),
+                }
+            }
+            if reader.join().is_err() {
+                eprintln!("sockscope: the ring buffer reader failed; records may be missing");
+            }
+        }
         self.drain()
     }
 
@@ -125,6 +150,8 @@ impl EventStream {
 
     fn stop_reader(&mut self) {
         self.stop.store(true, Ordering::Release);
+        // A reader waiting for room among the pending batches gives up.
+        self.batches.close();
         if let Some(reader) = self.reader.take()
             && reader.join().is_err()
         {
@@ -149,13 +176,15 @@ fn read(
     mut dwarf: DwarfStacks,
     mut walked: WalkedStacks,
     mut deletes: Option<StackTraceMap<MapData>>,
-    tx: &mpsc::UnboundedSender<Batch>,
+    tx: &mpsc::Sender<Batch>,
     stop: &AtomicBool,
 ) {
     let mut normalizer = Normalizer::new();
     // Stacks normalized per (process, stack id), forgotten when the process exits.
     let mut normalized: HashMap<(u32, i32), RawStack> = HashMap::new();
     let mut last_close = std::time::Instant::now();
+    // Read but not yet handed over (the consumer is behind).
+    let mut held: Vec<Record> = Vec::new();
     loop {
         if last_close.elapsed() >= crate::symbolize::EVICT_EVERY {
             last_close = std::time::Instant::now();
@@ -264,14 +293,26 @@ fn read(
         }
         dwarf.continue_stopped();
         let horizon_ns = if emptied { horizon_ns } else { 0 };
-        if tx
-            .send(Batch {
-                records,
-                horizon_ns,
-            })
-            .is_err()
-            || (last && emptied)
-        {
+        held.extend(records);
+        let batch = Batch {
+            records: std::mem::take(&mut held),
+            horizon_ns,
+        };
+        // Hands over what was read; a consumer that is behind gets it later, in one
+        // batch, up to MAX_RECORDS_HELD; beyond, or at the last pass, this waits.
+        let handed = if last || batch.records.len() >= MAX_RECORDS_HELD {
+            tx.blocking_send(batch).map_err(drop)
+        } else {
+            match tx.try_send(batch) {
+                Ok(()) => Ok(()),
+                Err(mpsc::error::TrySendError::Full(batch)) => {
+                    held = batch.records;
+                    Ok(())
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => Err(()),
+            }
+        };
+        if handed.is_err() || (last && emptied) {
             return;
         }
         if emptied {

@@ -52,7 +52,13 @@ pub struct LeakSession {
     release_markers_after_ns: u64,
     /// Markers released so far (host-wide).
     pub released_markers: usize,
+    /// Records were lost: the processes are to be checked against /proc once the
+    /// records have caught up ([`Self::recheck_processes`]).
+    recheck_pending: bool,
 }
+
+/// Records whose horizon is this close to now are current.
+const CAUGHT_UP_NS: u64 = 50_000_000;
 
 /// How long after its exit a process is forgotten: the releases its exit caused come
 /// right after the exit record, and a late one must still find its socket.
@@ -91,6 +97,7 @@ impl LeakSession {
             max_sockets: None,
             release_markers_after_ns: host_wide::RELEASE_MARKERS_AFTER.as_nanos() as u64,
             released_markers: 0,
+            recheck_pending: false,
             capped: 0,
         })
     }
@@ -191,7 +198,12 @@ impl LeakSession {
             self.cursor = out.len();
             out.extend(self.apply(record));
         }
-        if lost {
+        // /proc tells how things are now: compared only once the records judged are
+        // as recent (the reader may hold a backlog of seconds), or a process's own
+        // records still to come would be taken for its successor's.
+        self.recheck_pending |= lost;
+        if self.recheck_pending && monotonic_ns().saturating_sub(until_ns) < CAUGHT_UP_NS {
+            self.recheck_pending = false;
             self.cursor = out.len();
             out.extend(self.recheck_processes(until_ns));
         }
