@@ -18,6 +18,12 @@ impl Clock {
         }
     }
 
+    /// A clock whose monotonic zero is at `wall_at_zero` (tests pin printed times).
+    #[cfg(test)]
+    pub fn from_wall_at_zero(wall_at_zero: SystemTime) -> Self {
+        Self { wall_at_zero }
+    }
+
     pub fn wall(&self, mono_ns: u64) -> SystemTime {
         self.wall_at_zero + Duration::from_nanos(mono_ns)
     }

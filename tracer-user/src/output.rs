@@ -366,3 +366,234 @@ fn write_text(out: &mut dyn Write, record: &Record) -> io::Result<()> {
         ),
     }
 }
+
+#[cfg(test)]
+mod golden {
+    //! The bytes `trace` prints for a fixed set of records, in both formats, pinned by
+    //! files written before the JSON and time formatting were rewritten for speed.
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    use super::*;
+    use crate::symbolize::SourceLine;
+
+    /// 2025-11-25T02:26:53.123456Z plus `us` microseconds.
+    fn time(us: u64) -> String {
+        crate::clock::Clock::from_wall_at_zero(std::time::UNIX_EPOCH)
+            .format((1_764_037_613_123_456 + us) * 1_000)
+    }
+
+    fn stacks() -> Stacks {
+        let frame = |addr, symbol: Option<&str>, file: Option<&str>, line| Frame {
+            addr,
+            symbol: symbol.map(str::to_owned),
+            inlined: vec![],
+            inlined_at: vec![],
+            module: Some("/usr/bin/app".into()),
+            file: file.map(str::to_owned),
+            line,
+        };
+        let mut inlined = frame(
+            0x5555_0000_1234,
+            Some("app::open"),
+            Some("src/net.rs"),
+            Some(42),
+        );
+        inlined.inlined = vec!["app::helper".into(), "std::net::bind".into()];
+        inlined.inlined_at = vec![
+            SourceLine {
+                file: Some("src/helper.rs".into()),
+                line: Some(7),
+            },
+            SourceLine {
+                file: None,
+                line: None,
+            },
+        ];
+        Stacks {
+            user: vec![inlined, frame(0x7f00_0000_0001, None, None, None)].into(),
+            kernel: vec![frame(
+                0xffff_ffff_8100_0000,
+                Some("__sys_socket"),
+                None,
+                None,
+            )]
+            .into(),
+        }
+    }
+
+    fn records() -> Vec<Record> {
+        let v6: IpAddr = "fe80::1:2"
+            .parse::<Ipv6Addr>()
+            .unwrap_or(Ipv6Addr::LOCALHOST)
+            .into();
+        let lo: IpAddr = Ipv4Addr::LOCALHOST.into();
+        vec![
+            Record::Existing {
+                cookie: 1,
+                family: Family::Inet,
+                local_addr: Ipv4Addr::UNSPECIFIED.into(),
+                local_port: 0,
+                pid: None,
+                fd: None,
+            },
+            Record::Existing {
+                cookie: u64::MAX,
+                family: Family::Inet6,
+                local_addr: v6,
+                local_port: 5353,
+                pid: Some(4_000_000),
+                fd: Some(1023),
+            },
+            Record::Create {
+                time: time(0),
+                mono_ns: 25_272_120_383_660,
+                pid: 11975,
+                tid: 12001,
+                comm: "udp_churn".into(),
+                fd: 3,
+                cookie: 24_630_101,
+                family: Family::Inet,
+                pc_id: None,
+                stacks: None,
+            },
+            Record::Create {
+                // Every character JSON escapes, and some it does not.
+                time: time(999_999),
+                mono_ns: 0,
+                pid: 0,
+                tid: u32::MAX,
+                comm: "a\"b\\c\n\t\r\u{8}\u{c}\u{1}\u{1f}\u{7f}é\u{fffd}/".into(),
+                fd: -1,
+                cookie: 0,
+                family: Family::Other,
+                pc_id: Some(u64::MAX),
+                stacks: Some(stacks()),
+            },
+            Record::Bind {
+                time: time(1),
+                mono_ns: u64::MAX,
+                pid: 1,
+                tid: 1,
+                cookie: 24_630_101,
+                family: Family::Inet,
+                local_addr: lo,
+                local_port: 65535,
+            },
+            Record::Bind {
+                time: time(86_400_000_000 * 400),
+                mono_ns: 10,
+                pid: 2,
+                tid: 3,
+                cookie: 4,
+                family: Family::Inet6,
+                local_addr: v6,
+                local_port: 0,
+            },
+            Record::Release {
+                time: time(6),
+                mono_ns: 25_272_120_469_058,
+                pid: 11975,
+                tid: 12001,
+                comm: "udp_churn".into(),
+                cookie: 24_630_101,
+                family: Family::Inet,
+                origin: Some(Origin::Traced),
+                fd: Some(3),
+                local_addr: Some(lo),
+                local_port: Some(52627),
+                age_ns: Some(85_398),
+                closed_by_exit: false,
+                stacks: None,
+            },
+            Record::Release {
+                time: time(1_000_000),
+                mono_ns: 5,
+                pid: 7,
+                tid: 8,
+                comm: String::new(),
+                cookie: 9,
+                family: Family::Inet6,
+                origin: Some(Origin::Preexisting),
+                fd: None,
+                local_addr: None,
+                local_port: None,
+                age_ns: None,
+                closed_by_exit: true,
+                stacks: Some(Stacks::default()),
+            },
+            Record::Release {
+                time: time(2_000_000),
+                mono_ns: 5,
+                pid: 7,
+                tid: 8,
+                comm: "x".into(),
+                cookie: 9,
+                family: Family::Inet,
+                origin: None,
+                fd: Some(0),
+                local_addr: Some(v6),
+                local_port: Some(1),
+                age_ns: Some(61_000_000_000),
+                closed_by_exit: false,
+                stacks: Some(stacks()),
+            },
+            Record::Marker {
+                time: time(3),
+                mono_ns: 6,
+                pid: 7,
+                tid: 8,
+                provider: "webrtc".into(),
+                name: "pc_open".into(),
+                args: vec![1u64.into(), (-2i64).into()],
+            },
+            Record::Exit {
+                time: time(4),
+                mono_ns: 9,
+                pid: 11975,
+                open_sockets: 2,
+            },
+            Record::Lost {
+                count: 17,
+                total: 1700,
+            },
+            Record::Summary {
+                events: 120_001,
+                lost: 0,
+                open_sockets: 0,
+                duration_ms: 12_345,
+            },
+        ]
+    }
+
+    fn printed(format: Format) -> String {
+        let path = std::env::temp_dir().join(format!(
+            "sockscope-golden-{}-{format:?}",
+            std::process::id()
+        ));
+        let mut sink = Sink::open(Some(&path), format).expect("temp file");
+        for r in records() {
+            sink.write(&r).expect("write");
+        }
+        sink.flush().expect("flush");
+        drop(sink);
+        let text = std::fs::read_to_string(&path).expect("read back");
+        let _ = std::fs::remove_file(&path);
+        text
+    }
+
+    #[test]
+    fn json_lines_are_unchanged() {
+        assert_eq!(
+            printed(Format::Json),
+            include_str!("../testdata/trace_golden.jsonl")
+        );
+    }
+
+    #[test]
+    fn text_is_unchanged() {
+        assert_eq!(
+            printed(Format::Text),
+            include_str!("../testdata/trace_golden.txt")
+        );
+    }
+}
