@@ -5,6 +5,8 @@ use std::time::{Duration, SystemTime};
 pub struct Clock {
     /// Wall-clock time at monotonic zero.
     wall_at_zero: SystemTime,
+    /// The same, in nanoseconds since the Unix epoch.
+    zero_unix_ns: u64,
 }
 
 pub use tracer_common::monotonic_ns;
@@ -13,15 +15,23 @@ impl Clock {
     pub fn new() -> Self {
         let mono = Duration::from_nanos(monotonic_ns());
         let now = SystemTime::now();
+        Self::at(now.checked_sub(mono).unwrap_or(SystemTime::UNIX_EPOCH))
+    }
+
+    fn at(wall_at_zero: SystemTime) -> Self {
+        let zero_unix_ns = wall_at_zero
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
         Self {
-            wall_at_zero: now.checked_sub(mono).unwrap_or(SystemTime::UNIX_EPOCH),
+            wall_at_zero,
+            zero_unix_ns,
         }
     }
 
     /// A clock whose monotonic zero is at `wall_at_zero` (tests pin printed times).
     #[cfg(test)]
     pub fn from_wall_at_zero(wall_at_zero: SystemTime) -> Self {
-        Self { wall_at_zero }
+        Self::at(wall_at_zero)
     }
 
     pub fn wall(&self, mono_ns: u64) -> SystemTime {
@@ -32,11 +42,79 @@ impl Clock {
     pub fn format(&self, mono_ns: u64) -> String {
         humantime::format_rfc3339_micros(self.wall(mono_ns)).to_string()
     }
+
+    /// The wall-clock time of `mono_ns`, formatted only when printed (what
+    /// [`Self::format`] gives, without its allocation and `fmt` machinery).
+    pub fn wall_time(&self, mono_ns: u64) -> WallTime {
+        WallTime {
+            unix_us: self.zero_unix_ns.saturating_add(mono_ns) / 1_000,
+        }
+    }
 }
 
 impl Default for Clock {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// A wall-clock time to the microsecond, printed as RFC 3339 in UTC
+/// (`2026-11-25T02:26:53.123456Z`), as `humantime::format_rfc3339_micros` does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WallTime {
+    unix_us: u64,
+}
+
+/// Bytes of a [`WallTime`] printed.
+pub const RFC3339_MICROS_LEN: usize = 27;
+
+impl WallTime {
+    /// The RFC 3339 text, on the stack. u64 microseconds reach the year 586912, but
+    /// wall times come from a u64 of nanoseconds (year 2554): four year digits suffice.
+    pub fn rfc3339(self) -> [u8; RFC3339_MICROS_LEN] {
+        let secs = self.unix_us / 1_000_000;
+        let micros = (self.unix_us % 1_000_000) as u32;
+        let (days, sod) = (secs / 86_400, (secs % 86_400) as u32);
+        // Civil date from days since 1970-01-01 (H. Hinnant's `civil_from_days`,
+        // days >= 0 only).
+        let z = days + 719_468;
+        let era = z / 146_097;
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+        let year = (yoe + era * 400 + u64::from(month <= 2)) as u32;
+        let mut out = *b"0000-00-00T00:00:00.000000Z";
+        let mut put = |at: usize, width: usize, mut v: u32| {
+            for i in (at..at + width).rev() {
+                out[i] = b'0' + (v % 10) as u8;
+                v /= 10;
+            }
+        };
+        put(0, 4, year);
+        put(5, 2, month);
+        put(8, 2, day);
+        put(11, 2, sod / 3_600);
+        put(14, 2, sod / 60 % 60);
+        put(17, 2, sod % 60);
+        put(20, 6, micros);
+        out
+    }
+}
+
+impl std::fmt::Display for WallTime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let text = self.rfc3339();
+        // Only ASCII digits and separators.
+        f.write_str(std::str::from_utf8(&text).map_err(|_| std::fmt::Error)?)
+    }
+}
+
+impl serde::Serialize for WallTime {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
     }
 }
 
@@ -54,6 +132,40 @@ pub fn human_ns(ns: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wall_times_print_as_humantime_does() {
+        let clock = Clock::from_wall_at_zero(SystemTime::UNIX_EPOCH);
+        // Epoch, leap days, century rules (2000 leap, 2100 not), year ends, the
+        // largest u64 of nanoseconds.
+        for unix_ns in [
+            0,
+            999,
+            1_000,
+            951_782_400_000_000_000,   // 2000-02-29
+            951_868_799_999_999_999,   // 2000-02-29T23:59:59.999999
+            4_107_542_400_000_000_000, // 2100-03-01
+            4_107_455_999_999_999_000, // 2100-02-28T23:59:59.999999
+            1_767_225_599_999_999_000, // 2025-12-31T23:59:59.999999
+            1_764_037_613_123_456_789,
+            u64::MAX,
+        ] {
+            let want = humantime::format_rfc3339_micros(
+                SystemTime::UNIX_EPOCH + Duration::from_nanos(unix_ns),
+            )
+            .to_string();
+            assert_eq!(clock.wall_time(unix_ns).to_string(), want, "{unix_ns}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_wall_time_prints_as_humantime_does(zero in 0u64..u64::MAX / 2, mono in 0u64..u64::MAX / 2) {
+            let wall_at_zero = SystemTime::UNIX_EPOCH + Duration::from_nanos(zero);
+            let clock = Clock::from_wall_at_zero(wall_at_zero);
+            proptest::prop_assert_eq!(clock.wall_time(mono).to_string(), clock.format(mono));
+        }
+    }
 
     #[test]
     fn human_durations() {

@@ -2,13 +2,13 @@
 //! a `schema` version) or as aligned text for people.
 use std::{
     fs::File,
-    io::{self, BufWriter, Write},
+    io::{self, Write},
     net::IpAddr,
     path::Path,
 };
 
 use crate::{
-    clock::human_ns,
+    clock::{WallTime, human_ns},
     error::UsageError,
     events::Family,
     sockets::Origin,
@@ -46,7 +46,7 @@ pub enum Record {
         fd: Option<i32>,
     },
     Create {
-        time: String,
+        time: WallTime,
         mono_ns: u64,
         pid: u32,
         tid: u32,
@@ -60,7 +60,7 @@ pub enum Record {
         stacks: Option<Stacks>,
     },
     Bind {
-        time: String,
+        time: WallTime,
         mono_ns: u64,
         pid: u32,
         tid: u32,
@@ -70,7 +70,7 @@ pub enum Record {
         local_port: u16,
     },
     Release {
-        time: String,
+        time: WallTime,
         mono_ns: u64,
         /// The releasing task.
         pid: u32,
@@ -97,7 +97,7 @@ pub enum Record {
     },
     /// A USDT marker fired.
     Marker {
-        time: String,
+        time: WallTime,
         mono_ns: u64,
         pid: u32,
         tid: u32,
@@ -107,7 +107,7 @@ pub enum Record {
     },
     /// A traced process is exiting: its sockets still open now are closed by the exit.
     Exit {
-        time: String,
+        time: WallTime,
         mono_ns: u64,
         pid: u32,
         open_sockets: usize,
@@ -129,45 +129,311 @@ struct Line<'a> {
     record: &'a Record,
 }
 
+/// Where `trace` prints. Lines are built in a buffer of its own and written in large
+/// pieces; the records that come by the thousand (create, bind, release, exit) are
+/// printed as JSON without serde (the same bytes: `tests` compare both ways).
 pub struct Sink {
     out: Box<dyn Write + Send>,
     format: Format,
+    buf: Vec<u8>,
 }
+
+/// Buffered bytes written out at once.
+const WRITE_AT: usize = 64 * 1024;
 
 impl Sink {
     /// Opens `path` (created or truncated) or stdout; fails early for an unwritable path.
     pub fn open(path: Option<&Path>, format: Format) -> Result<Self, UsageError> {
         let out: Box<dyn Write + Send> = match path {
-            Some(p) => Box::new(BufWriter::new(File::create(p).map_err(|source| {
-                UsageError::Output {
-                    path: p.to_owned(),
-                    source,
-                }
-            })?)),
-            None => Box::new(BufWriter::new(io::stdout())),
+            Some(p) => Box::new(File::create(p).map_err(|source| UsageError::Output {
+                path: p.to_owned(),
+                source,
+            })?),
+            None => Box::new(io::stdout()),
         };
-        Ok(Self { out, format })
+        Ok(Self {
+            out,
+            format,
+            buf: Vec::with_capacity(2 * WRITE_AT),
+        })
     }
 
     pub fn write(&mut self, record: &Record) -> io::Result<()> {
         match self.format {
-            Format::Json => {
-                serde_json::to_writer(
-                    &mut self.out,
-                    &Line {
-                        schema: SCHEMA,
-                        record,
-                    },
-                )?;
-                self.out.write_all(b"\n")
-            }
-            Format::Text => write_text(&mut self.out, record),
+            Format::Json => write_json(&mut self.buf, record)?,
+            Format::Text => write_text(&mut self.buf, record)?,
         }
+        if self.buf.len() >= WRITE_AT {
+            self.write_out()?;
+        }
+        Ok(())
     }
 
     pub fn flush(&mut self) -> io::Result<()> {
+        self.write_out()?;
         self.out.flush()
     }
+
+    fn write_out(&mut self) -> io::Result<()> {
+        // Cleared even on error: what could not be written is not tried again.
+        let r = self.out.write_all(&self.buf);
+        self.buf.clear();
+        r
+    }
+}
+
+impl Drop for Sink {
+    /// What was printed before an early return still reaches the output, as a
+    /// `BufWriter` would do; errors have nobody to go to here.
+    fn drop(&mut self) {
+        let _ = self.flush();
+    }
+}
+
+/// One JSON line, as serde prints [`Line`].
+fn write_json(buf: &mut Vec<u8>, record: &Record) -> io::Result<()> {
+    let mut j = Json(buf);
+    match record {
+        Record::Create {
+            time,
+            mono_ns,
+            pid,
+            tid,
+            comm,
+            fd,
+            cookie,
+            family,
+            pc_id,
+            stacks,
+        } => {
+            j.head("create", *time, *mono_ns, *pid, *tid);
+            j.str_field("comm", comm);
+            j.int_field("fd", *fd);
+            j.int_field("cookie", *cookie);
+            j.family(*family);
+            if let Some(pc) = pc_id {
+                j.int_field("pc_id", *pc);
+            }
+            j.stacks(stacks.as_ref())?;
+        }
+        Record::Bind {
+            time,
+            mono_ns,
+            pid,
+            tid,
+            cookie,
+            family,
+            local_addr,
+            local_port,
+        } => {
+            j.head("bind", *time, *mono_ns, *pid, *tid);
+            j.int_field("cookie", *cookie);
+            j.family(*family);
+            j.addr_field("local_addr", *local_addr);
+            j.int_field("local_port", *local_port);
+            j.0.push(b'}');
+        }
+        Record::Release {
+            time,
+            mono_ns,
+            pid,
+            tid,
+            comm,
+            cookie,
+            family,
+            origin,
+            fd,
+            local_addr,
+            local_port,
+            age_ns,
+            closed_by_exit,
+            stacks,
+        } => {
+            j.head("release", *time, *mono_ns, *pid, *tid);
+            j.str_field("comm", comm);
+            j.int_field("cookie", *cookie);
+            j.family(*family);
+            j.raw_field(
+                "origin",
+                match origin {
+                    Some(Origin::Traced) => "\"traced\"",
+                    Some(Origin::Preexisting) => "\"preexisting\"",
+                    None => "null",
+                },
+            );
+            if let Some(fd) = fd {
+                j.int_field("fd", *fd);
+            }
+            if let Some(a) = local_addr {
+                j.addr_field("local_addr", *a);
+            }
+            if let Some(p) = local_port {
+                j.int_field("local_port", *p);
+            }
+            if let Some(a) = age_ns {
+                j.int_field("age_ns", *a);
+            }
+            j.raw_field(
+                "closed_by_exit",
+                if *closed_by_exit { "true" } else { "false" },
+            );
+            j.stacks(stacks.as_ref())?;
+        }
+        Record::Exit {
+            time,
+            mono_ns,
+            pid,
+            open_sockets,
+        } => {
+            j.0.extend_from_slice(b"{\"schema\":");
+            j.int(SCHEMA);
+            j.0.extend_from_slice(b",\"event\":\"exit\"");
+            j.time(*time);
+            j.int_field("mono_ns", *mono_ns);
+            j.int_field("pid", *pid);
+            j.int_field("open_sockets", *open_sockets);
+            j.0.push(b'}');
+        }
+        // Rare: serde's own way.
+        Record::Existing { .. }
+        | Record::Marker { .. }
+        | Record::Lost { .. }
+        | Record::Summary { .. } => serde_json::to_writer(
+            &mut *j.0,
+            &Line {
+                schema: SCHEMA,
+                record,
+            },
+        )?,
+    }
+    j.0.push(b'\n');
+    Ok(())
+}
+
+/// Prints JSON into a buffer, field by field, as serde_json's compact form does.
+struct Json<'a>(&'a mut Vec<u8>);
+
+impl Json<'_> {
+    fn int(&mut self, v: impl itoa::Integer) {
+        self.0
+            .extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+    }
+
+    /// `,"name":` (every field here follows another).
+    fn key(&mut self, name: &str) {
+        self.0.extend_from_slice(b",\"");
+        self.0.extend_from_slice(name.as_bytes());
+        self.0.extend_from_slice(b"\":");
+    }
+
+    fn int_field(&mut self, name: &str, v: impl itoa::Integer) {
+        self.key(name);
+        self.int(v);
+    }
+
+    fn raw_field(&mut self, name: &str, json: &str) {
+        self.key(name);
+        self.0.extend_from_slice(json.as_bytes());
+    }
+
+    fn str_field(&mut self, name: &str, v: &str) {
+        self.key(name);
+        json_str(self.0, v);
+    }
+
+    fn time(&mut self, t: WallTime) {
+        self.key("time");
+        self.0.push(b'"');
+        self.0.extend_from_slice(&t.rfc3339());
+        self.0.push(b'"');
+    }
+
+    /// `{"schema":1,"event":EVENT,"time":...,"mono_ns":...,"pid":...,"tid":...`
+    fn head(&mut self, event: &str, time: WallTime, mono_ns: u64, pid: u32, tid: u32) {
+        self.0.extend_from_slice(b"{\"schema\":");
+        self.int(SCHEMA);
+        self.0.extend_from_slice(b",\"event\":\"");
+        self.0.extend_from_slice(event.as_bytes());
+        self.0.push(b'"');
+        self.time(time);
+        self.int_field("mono_ns", mono_ns);
+        self.int_field("pid", pid);
+        self.int_field("tid", tid);
+    }
+
+    fn family(&mut self, f: Family) {
+        self.raw_field(
+            "family",
+            match f {
+                Family::Inet => "\"inet\"",
+                Family::Inet6 => "\"inet6\"",
+                Family::Other => "\"unknown\"",
+            },
+        );
+    }
+
+    fn addr_field(&mut self, name: &str, addr: IpAddr) {
+        self.key(name);
+        self.0.push(b'"');
+        match addr {
+            IpAddr::V4(a) => {
+                let [a, b, c, d] = a.octets();
+                self.int(a);
+                for o in [b, c, d] {
+                    self.0.push(b'.');
+                    self.int(o);
+                }
+            }
+            // Display is what serde prints; a v6 address needs no escaping.
+            IpAddr::V6(a) => {
+                let _ = write!(self.0, "{a}");
+            }
+        }
+        self.0.push(b'"');
+    }
+
+    /// The optional `stacks` field, then the closing brace.
+    fn stacks(&mut self, stacks: Option<&Stacks>) -> io::Result<()> {
+        if let Some(s) = stacks {
+            self.key("stacks");
+            serde_json::to_writer(&mut *self.0, s)?;
+        }
+        self.0.push(b'}');
+        Ok(())
+    }
+}
+
+/// A JSON string, escaped as serde_json escapes it: `"` and `\\`, the control
+/// characters (short forms where JSON has them, else `\u00XX`), nothing else.
+fn json_str(buf: &mut Vec<u8>, s: &str) {
+    buf.push(b'"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let short = match b {
+            b'"' => b'"',
+            b'\\' => b'\\',
+            b'\n' => b'n',
+            b'\r' => b'r',
+            b'\t' => b't',
+            0x08 => b'b',
+            0x0c => b'f',
+            0x00..=0x1f => b'u',
+            _ => continue,
+        };
+        buf.extend_from_slice(&bytes[start..i]);
+        buf.push(b'\\');
+        buf.push(short);
+        if short == b'u' {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            buf.extend_from_slice(b"00");
+            buf.push(HEX[usize::from(b >> 4)]);
+            buf.push(HEX[usize::from(b & 0xf)]);
+        }
+        start = i + 1;
+    }
+    buf.extend_from_slice(&bytes[start..]);
+    buf.push(b'"');
 }
 
 fn family_str(f: Family) -> &'static str {
@@ -186,9 +452,17 @@ fn endpoint(addr: IpAddr, port: u16) -> String {
 }
 
 /// Clock part of an RFC 3339 time (`2026-11-25T02:26:53.123456Z` → `02:26:53.123456`).
-fn hms(time: &str) -> &str {
-    time.split_once('T')
-        .map_or(time, |(_, t)| t.trim_end_matches('Z'))
+struct Hms(WallTime);
+
+impl std::fmt::Display for Hms {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let text = self.0.rfc3339();
+        f.write_str(std::str::from_utf8(&text[11..26]).map_err(|_| std::fmt::Error)?)
+    }
+}
+
+fn hms(time: &WallTime) -> Hms {
+    Hms(*time)
 }
 
 pub fn write_frames(out: &mut dyn Write, label: &str, frames: &[Frame]) -> io::Result<()> {
@@ -377,9 +651,9 @@ mod golden {
     use crate::symbolize::SourceLine;
 
     /// 2025-11-25T02:26:53.123456Z plus `us` microseconds.
-    fn time(us: u64) -> String {
+    fn time(us: u64) -> WallTime {
         crate::clock::Clock::from_wall_at_zero(std::time::UNIX_EPOCH)
-            .format((1_764_037_613_123_456 + us) * 1_000)
+            .wall_time((1_764_037_613_123_456 + us) * 1_000)
     }
 
     fn stacks() -> Stacks {
@@ -587,6 +861,98 @@ mod golden {
             printed(Format::Json),
             include_str!("../testdata/trace_golden.jsonl")
         );
+    }
+
+    /// serde's bytes for one record (what every record printed before).
+    fn serde_line(record: &Record) -> String {
+        let mut line = serde_json::to_string(&Line {
+            schema: SCHEMA,
+            record,
+        })
+        .expect("serializable");
+        line.push('\n');
+        line
+    }
+
+    fn fast_line(record: &Record) -> String {
+        let mut buf = Vec::new();
+        write_json(&mut buf, record).expect("write");
+        String::from_utf8(buf).expect("UTF-8")
+    }
+
+    #[test]
+    fn fast_json_is_serde_json() {
+        for r in records() {
+            assert_eq!(fast_line(&r), serde_line(&r));
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_comm_and_values_print_as_serde_does(
+            comm in ".{0,20}",
+            raw in proptest::collection::vec(0u8..0x80, 0..16),
+            ints in (proptest::prelude::any::<u64>(), proptest::prelude::any::<u32>(), proptest::prelude::any::<i32>()),
+            v4 in proptest::prelude::any::<[u8; 4]>(),
+            v6 in proptest::prelude::any::<[u16; 8]>(),
+            flags in proptest::prelude::any::<(bool, bool, bool, u8)>(),
+        ) {
+            let (n, small, fd) = ints;
+            let (some, exit, v4_addr, origin) = flags;
+            let addr: IpAddr = if v4_addr { Ipv4Addr::from(v4).into() } else { Ipv6Addr::from(v6).into() };
+            let control = String::from_utf8_lossy(&raw).into_owned();
+            for comm in [comm.clone(), control] {
+                let records = [
+                    Record::Create {
+                        time: time(n % 10_000_000_000_000),
+                        mono_ns: n,
+                        pid: small,
+                        tid: small / 2,
+                        comm: comm.clone(),
+                        fd,
+                        cookie: n / 3,
+                        family: if some { Family::Inet6 } else { Family::Inet },
+                        pc_id: some.then_some(n),
+                        stacks: None,
+                    },
+                    Record::Bind {
+                        time: time(n % 1_000_000),
+                        mono_ns: n,
+                        pid: small,
+                        tid: small,
+                        cookie: n,
+                        family: Family::Other,
+                        local_addr: addr,
+                        local_port: small as u16,
+                    },
+                    Record::Release {
+                        time: time(small.into()),
+                        mono_ns: n,
+                        pid: small,
+                        tid: 0,
+                        comm: comm.clone(),
+                        cookie: n,
+                        family: Family::Inet,
+                        origin: [None, Some(Origin::Traced), Some(Origin::Preexisting)][usize::from(origin % 3)],
+                        fd: some.then_some(fd),
+                        local_addr: (!some).then_some(addr),
+                        local_port: some.then_some(small as u16),
+                        age_ns: (!some).then_some(n),
+                        closed_by_exit: exit,
+                        stacks: exit.then(stacks),
+                    },
+                    Record::Exit {
+                        time: time(n % 86_400_000_000),
+                        mono_ns: n,
+                        pid: small,
+                        open_sockets: small as usize,
+                    },
+                ];
+                for r in &records {
+                    proptest::prop_assert_eq!(fast_line(r), serde_line(r));
+                }
+            }
+        }
     }
 
     #[test]

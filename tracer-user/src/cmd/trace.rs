@@ -307,7 +307,7 @@ impl TraceState {
                 let stacks =
                     self.stacks_of(c.pid, c.user_stack, c.kernel_stack, user_stack, tracer);
                 Some(Record::Create {
-                    time: self.clock.format(c.ts_ns),
+                    time: self.clock.wall_time(c.ts_ns),
                     mono_ns: c.ts_ns,
                     pid: c.pid,
                     tid: c.tid,
@@ -323,7 +323,7 @@ impl TraceState {
                 let addr = bind_addr(&b);
                 self.sockets.set_local(b.cookie, addr, b.port);
                 Some(Record::Bind {
-                    time: self.clock.format(b.ts_ns),
+                    time: self.clock.wall_time(b.ts_ns),
                     mono_ns: b.ts_ns,
                     pid: b.pid,
                     tid: b.tid,
@@ -336,7 +336,7 @@ impl TraceState {
             KernelEvent::Release(r) => {
                 let known = self.sockets.remove(r.cookie);
                 Some(Record::Release {
-                    time: self.clock.format(r.ts_ns),
+                    time: self.clock.wall_time(r.ts_ns),
                     mono_ns: r.ts_ns,
                     pid: r.pid,
                     tid: r.tid,
@@ -362,7 +362,7 @@ impl TraceState {
             KernelEvent::Marker(m) => {
                 let marker = self.markers.get(m.probe)?;
                 Some(Record::Marker {
-                    time: self.clock.format(m.ts_ns),
+                    time: self.clock.wall_time(m.ts_ns),
                     mono_ns: m.ts_ns,
                     pid: m.pid,
                     tid: m.tid,
@@ -381,7 +381,7 @@ impl TraceState {
                     cache.forget_process(e.pid);
                 }
                 Record::Exit {
-                    time: self.clock.format(e.ts_ns),
+                    time: self.clock.wall_time(e.ts_ns),
                     mono_ns: e.ts_ns,
                     pid: e.pid,
                     open_sockets: self.sockets.iter().filter(|(_, s)| s.pid == e.pid).count(),
