@@ -104,6 +104,43 @@ impl WallTime {
     }
 }
 
+/// The text of the last [`WallTime`] printed, so that times within one second only
+/// change their microseconds (records come in bursts: the date and clock digits are
+/// printed once a second rather than once a record).
+#[derive(Clone, Debug)]
+pub struct Rfc3339Cache {
+    secs: u64,
+    text: [u8; RFC3339_MICROS_LEN],
+}
+
+impl Default for Rfc3339Cache {
+    fn default() -> Self {
+        let t = WallTime { unix_us: 0 };
+        Self {
+            secs: 0,
+            text: t.rfc3339(),
+        }
+    }
+}
+
+impl Rfc3339Cache {
+    /// `t.rfc3339()`.
+    pub fn format(&mut self, t: WallTime) -> &[u8; RFC3339_MICROS_LEN] {
+        let secs = t.unix_us / 1_000_000;
+        if secs != self.secs {
+            self.secs = secs;
+            self.text = t.rfc3339();
+        } else {
+            let mut v = (t.unix_us % 1_000_000) as u32;
+            for b in self.text[20..26].iter_mut().rev() {
+                *b = b'0' + (v % 10) as u8;
+                v /= 10;
+            }
+        }
+        &self.text
+    }
+}
+
 impl std::fmt::Display for WallTime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let text = self.rfc3339();
@@ -159,6 +196,24 @@ mod tests {
     }
 
     proptest::proptest! {
+        #[test]
+        fn cached_times_are_the_times(start in 0u64..u64::MAX / 1_000 / 2, steps in proptest::collection::vec(0u64..3_000_000, 1..50)) {
+            let mut cache = Rfc3339Cache::default();
+            let mut us = start;
+            // Forwards, then the same times backwards (records of another CPU can be
+            // a little older than the last one printed).
+            let mut times = vec![start];
+            for s in &steps {
+                us += s;
+                times.push(us);
+            }
+            let back: Vec<u64> = times.iter().rev().copied().collect();
+            for us in times.into_iter().chain(back).chain([0]) {
+                let t = WallTime { unix_us: us };
+                proptest::prop_assert_eq!(cache.format(t), &t.rfc3339());
+            }
+        }
+
         #[test]
         fn any_wall_time_prints_as_humantime_does(zero in 0u64..u64::MAX / 2, mono in 0u64..u64::MAX / 2) {
             let wall_at_zero = SystemTime::UNIX_EPOCH + Duration::from_nanos(zero);

@@ -1,6 +1,7 @@
 //! What `trace` prints: one [`Record`] per line, as JSON Lines (stable field names and
 //! a `schema` version) or as aligned text for people.
 use std::{
+    borrow::Cow,
     fs::File,
     io::{self, Write},
     net::IpAddr,
@@ -8,7 +9,7 @@ use std::{
 };
 
 use crate::{
-    clock::{WallTime, human_ns},
+    clock::{Rfc3339Cache, WallTime, human_ns},
     error::UsageError,
     events::Family,
     sockets::Origin,
@@ -32,7 +33,7 @@ pub struct Stacks {
 
 #[derive(Debug, serde::Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
-pub enum Record {
+pub enum Record<'a> {
     /// A UDP socket that was open when tracing started.
     Existing {
         cookie: u64,
@@ -50,7 +51,8 @@ pub enum Record {
         mono_ns: u64,
         pid: u32,
         tid: u32,
-        comm: String,
+        /// Borrowed from the kernel record when it is UTF-8.
+        comm: Cow<'a, str>,
         fd: i32,
         cookie: u64,
         family: Family,
@@ -75,7 +77,8 @@ pub enum Record {
         /// The releasing task.
         pid: u32,
         tid: u32,
-        comm: String,
+        /// Borrowed from the kernel record when it is UTF-8.
+        comm: Cow<'a, str>,
         cookie: u64,
         family: Family,
         /// How the socket was known: traced creation or present at start.
@@ -126,7 +129,7 @@ pub enum Record {
 struct Line<'a> {
     schema: u32,
     #[serde(flatten)]
-    record: &'a Record,
+    record: &'a Record<'a>,
 }
 
 /// Where `trace` prints. Lines are built in a buffer of its own and written in large
@@ -136,6 +139,7 @@ pub struct Sink {
     out: Box<dyn Write + Send>,
     format: Format,
     buf: Vec<u8>,
+    times: Rfc3339Cache,
 }
 
 /// Buffered bytes written out at once.
@@ -155,12 +159,13 @@ impl Sink {
             out,
             format,
             buf: Vec::with_capacity(2 * WRITE_AT),
+            times: Rfc3339Cache::default(),
         })
     }
 
     pub fn write(&mut self, record: &Record) -> io::Result<()> {
         match self.format {
-            Format::Json => write_json(&mut self.buf, record)?,
+            Format::Json => write_json(&mut self.buf, &mut self.times, record)?,
             Format::Text => write_text(&mut self.buf, record)?,
         }
         if self.buf.len() >= WRITE_AT {
@@ -191,8 +196,8 @@ impl Drop for Sink {
 }
 
 /// One JSON line, as serde prints [`Line`].
-fn write_json(buf: &mut Vec<u8>, record: &Record) -> io::Result<()> {
-    let mut j = Json(buf);
+fn write_json(buf: &mut Vec<u8>, times: &mut Rfc3339Cache, record: &Record) -> io::Result<()> {
+    let mut j = Json(buf, times);
     match record {
         Record::Create {
             time,
@@ -311,7 +316,7 @@ fn write_json(buf: &mut Vec<u8>, record: &Record) -> io::Result<()> {
 }
 
 /// Prints JSON into a buffer, field by field, as serde_json's compact form does.
-struct Json<'a>(&'a mut Vec<u8>);
+struct Json<'a>(&'a mut Vec<u8>, &'a mut Rfc3339Cache);
 
 impl Json<'_> {
     fn int(&mut self, v: impl itoa::Integer) {
@@ -344,7 +349,7 @@ impl Json<'_> {
     fn time(&mut self, t: WallTime) {
         self.key("time");
         self.0.push(b'"');
-        self.0.extend_from_slice(&t.rfc3339());
+        self.0.extend_from_slice(self.1.format(t));
         self.0.push(b'"');
     }
 
@@ -695,7 +700,7 @@ mod golden {
         }
     }
 
-    fn records() -> Vec<Record> {
+    fn records() -> Vec<Record<'static>> {
         let v6: IpAddr = "fe80::1:2"
             .parse::<Ipv6Addr>()
             .unwrap_or(Ipv6Addr::LOCALHOST)
@@ -784,7 +789,7 @@ mod golden {
                 mono_ns: 5,
                 pid: 7,
                 tid: 8,
-                comm: String::new(),
+                comm: "".into(),
                 cookie: 9,
                 family: Family::Inet6,
                 origin: Some(Origin::Preexisting),
@@ -876,7 +881,7 @@ mod golden {
 
     fn fast_line(record: &Record) -> String {
         let mut buf = Vec::new();
-        write_json(&mut buf, record).expect("write");
+        write_json(&mut buf, &mut Rfc3339Cache::default(), record).expect("write");
         String::from_utf8(buf).expect("UTF-8")
     }
 
@@ -908,7 +913,7 @@ mod golden {
                         mono_ns: n,
                         pid: small,
                         tid: small / 2,
-                        comm: comm.clone(),
+                        comm: comm.as_str().into(),
                         fd,
                         cookie: n / 3,
                         family: if some { Family::Inet6 } else { Family::Inet },
@@ -930,7 +935,7 @@ mod golden {
                         mono_ns: n,
                         pid: small,
                         tid: 0,
-                        comm: comm.clone(),
+                        comm: comm.as_str().into(),
                         cookie: n,
                         family: Family::Inet,
                         origin: [None, Some(Origin::Traced), Some(Origin::Preexisting)][usize::from(origin % 3)],

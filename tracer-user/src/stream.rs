@@ -119,7 +119,12 @@ impl EventStream {
     }
 
     fn take(&mut self, batch: Batch) {
-        self.ready.extend(batch.records);
+        if self.ready.is_empty() {
+            // The usual case: the batch's records are moved, not copied.
+            self.ready = batch.records;
+        } else {
+            self.ready.extend(batch.records);
+        }
         self.horizon_ns = self.horizon_ns.max(batch.horizon_ns);
     }
 

@@ -7,7 +7,7 @@ use crate::{
     backend::SocketIdentity,
     clock::{Clock, monotonic_ns},
     error::{TracerError, UsageError},
-    events::{Family, KernelEvent, bind_addr, comm_str},
+    events::{Family, KernelEvent, bind_addr, comm_text},
     inventory,
     loader::{Tracer, TracerBuilder},
     markers::{MarkerTable, MarkerTarget},
@@ -173,7 +173,7 @@ fn attached_message(opts: &TraceOptions) -> String {
 struct TraceState {
     markers: MarkerTable,
     /// Processes that created sockets or fired markers.
-    seen: std::collections::HashSet<u32>,
+    seen: rustc_hash::FxHashSet<u32>,
     clock: Clock,
     /// With `--stacks`.
     stacks: Option<StackCache>,
@@ -253,7 +253,7 @@ impl TraceState {
     ) -> anyhow::Result<()> {
         for record in records {
             self.events += 1;
-            if let Some(r) = self.apply(record.event, record.user_stack.as_ref(), tracer) {
+            if let Some(r) = self.apply(&record.event, record.user_stack.as_ref(), tracer) {
                 sink.write(&r).context("cannot write output")?;
             }
         }
@@ -277,13 +277,13 @@ impl TraceState {
     }
 
     /// Updates the socket table with one kernel event and says what to print.
-    fn apply(
+    fn apply<'e>(
         &mut self,
-        ev: KernelEvent,
+        ev: &'e KernelEvent,
         user_stack: Option<&RawStack>,
         tracer: &Tracer,
-    ) -> Option<Record> {
-        match &ev {
+    ) -> Option<Record<'e>> {
+        match ev {
             KernelEvent::Create(c) => self.seen.insert(c.pid),
             KernelEvent::Marker(m) => self.seen.insert(m.pid),
             _ => false,
@@ -311,7 +311,7 @@ impl TraceState {
                     mono_ns: c.ts_ns,
                     pid: c.pid,
                     tid: c.tid,
-                    comm: comm_str(&c.comm),
+                    comm: comm_text(&c.comm),
                     fd: c.fd,
                     cookie: c.cookie,
                     family,
@@ -340,7 +340,7 @@ impl TraceState {
                     mono_ns: r.ts_ns,
                     pid: r.pid,
                     tid: r.tid,
-                    comm: comm_str(&r.comm),
+                    comm: comm_text(&r.comm),
                     cookie: r.cookie,
                     family: Family::from(r.family),
                     origin: known.as_ref().map(|k| k.origin),
