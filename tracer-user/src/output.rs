@@ -195,6 +195,20 @@ impl Drop for Sink {
     }
 }
 
+/// `,"name":` (every field printed here follows another).
+macro_rules! key {
+    ($name:literal) => {
+        concat!(",\"", $name, "\":")
+    };
+}
+
+/// `,"event":"name"`.
+macro_rules! event {
+    ($name:literal) => {
+        concat!(",\"event\":\"", $name, "\"")
+    };
+}
+
 /// One JSON line, as serde prints [`Line`].
 fn write_json(buf: &mut Vec<u8>, times: &mut Rfc3339Cache, record: &Record) -> io::Result<()> {
     let mut j = Json(buf, times);
@@ -211,13 +225,13 @@ fn write_json(buf: &mut Vec<u8>, times: &mut Rfc3339Cache, record: &Record) -> i
             pc_id,
             stacks,
         } => {
-            j.head("create", *time, *mono_ns, *pid, *tid);
-            j.str_field("comm", comm);
-            j.int_field("fd", *fd);
-            j.int_field("cookie", *cookie);
+            j.head(event!("create"), *time, *mono_ns, *pid, *tid);
+            j.str_field(key!("comm"), comm);
+            j.int_field(key!("fd"), *fd);
+            j.int_field(key!("cookie"), *cookie);
             j.family(*family);
             if let Some(pc) = pc_id {
-                j.int_field("pc_id", *pc);
+                j.int_field(key!("pc_id"), *pc);
             }
             j.stacks(stacks.as_ref())?;
         }
@@ -231,11 +245,11 @@ fn write_json(buf: &mut Vec<u8>, times: &mut Rfc3339Cache, record: &Record) -> i
             local_addr,
             local_port,
         } => {
-            j.head("bind", *time, *mono_ns, *pid, *tid);
-            j.int_field("cookie", *cookie);
+            j.head(event!("bind"), *time, *mono_ns, *pid, *tid);
+            j.int_field(key!("cookie"), *cookie);
             j.family(*family);
-            j.addr_field("local_addr", *local_addr);
-            j.int_field("local_port", *local_port);
+            j.addr_field(key!("local_addr"), *local_addr);
+            j.int_field(key!("local_port"), *local_port);
             j.0.push(b'}');
         }
         Record::Release {
@@ -254,34 +268,32 @@ fn write_json(buf: &mut Vec<u8>, times: &mut Rfc3339Cache, record: &Record) -> i
             closed_by_exit,
             stacks,
         } => {
-            j.head("release", *time, *mono_ns, *pid, *tid);
-            j.str_field("comm", comm);
-            j.int_field("cookie", *cookie);
+            j.head(event!("release"), *time, *mono_ns, *pid, *tid);
+            j.str_field(key!("comm"), comm);
+            j.int_field(key!("cookie"), *cookie);
             j.family(*family);
-            j.raw_field(
-                "origin",
-                match origin {
-                    Some(Origin::Traced) => "\"traced\"",
-                    Some(Origin::Preexisting) => "\"preexisting\"",
-                    None => "null",
-                },
-            );
+            j.key(match origin {
+                Some(Origin::Traced) => concat!(key!("origin"), "\"traced\""),
+                Some(Origin::Preexisting) => concat!(key!("origin"), "\"preexisting\""),
+                None => concat!(key!("origin"), "null"),
+            });
             if let Some(fd) = fd {
-                j.int_field("fd", *fd);
+                j.int_field(key!("fd"), *fd);
             }
             if let Some(a) = local_addr {
-                j.addr_field("local_addr", *a);
+                j.addr_field(key!("local_addr"), *a);
             }
             if let Some(p) = local_port {
-                j.int_field("local_port", *p);
+                j.int_field(key!("local_port"), *p);
             }
             if let Some(a) = age_ns {
-                j.int_field("age_ns", *a);
+                j.int_field(key!("age_ns"), *a);
             }
-            j.raw_field(
-                "closed_by_exit",
-                if *closed_by_exit { "true" } else { "false" },
-            );
+            j.key(if *closed_by_exit {
+                concat!(key!("closed_by_exit"), "true")
+            } else {
+                concat!(key!("closed_by_exit"), "false")
+            });
             j.stacks(stacks.as_ref())?;
         }
         Record::Exit {
@@ -292,11 +304,11 @@ fn write_json(buf: &mut Vec<u8>, times: &mut Rfc3339Cache, record: &Record) -> i
         } => {
             j.0.extend_from_slice(b"{\"schema\":");
             j.int(SCHEMA);
-            j.0.extend_from_slice(b",\"event\":\"exit\"");
+            j.key(event!("exit"));
             j.time(*time);
-            j.int_field("mono_ns", *mono_ns);
-            j.int_field("pid", *pid);
-            j.int_field("open_sockets", *open_sockets);
+            j.int_field(key!("mono_ns"), *mono_ns);
+            j.int_field(key!("pid"), *pid);
+            j.int_field(key!("open_sockets"), *open_sockets);
             j.0.push(b'}');
         }
         // Rare: serde's own way.
@@ -324,61 +336,49 @@ impl Json<'_> {
             .extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
     }
 
-    /// `,"name":` (every field here follows another).
-    fn key(&mut self, name: &str) {
-        self.0.extend_from_slice(b",\"");
-        self.0.extend_from_slice(name.as_bytes());
-        self.0.extend_from_slice(b"\":");
+    /// A [`key!`].
+    fn key(&mut self, key: &'static str) {
+        self.0.extend_from_slice(key.as_bytes());
     }
 
-    fn int_field(&mut self, name: &str, v: impl itoa::Integer) {
-        self.key(name);
+    fn int_field(&mut self, key: &'static str, v: impl itoa::Integer) {
+        self.key(key);
         self.int(v);
     }
 
-    fn raw_field(&mut self, name: &str, json: &str) {
-        self.key(name);
-        self.0.extend_from_slice(json.as_bytes());
-    }
-
-    fn str_field(&mut self, name: &str, v: &str) {
-        self.key(name);
+    fn str_field(&mut self, key: &'static str, v: &str) {
+        self.key(key);
         json_str(self.0, v);
     }
 
     fn time(&mut self, t: WallTime) {
-        self.key("time");
-        self.0.push(b'"');
+        self.key(concat!(key!("time"), "\""));
         self.0.extend_from_slice(self.1.format(t));
         self.0.push(b'"');
     }
 
-    /// `{"schema":1,"event":EVENT,"time":...,"mono_ns":...,"pid":...,"tid":...`
-    fn head(&mut self, event: &str, time: WallTime, mono_ns: u64, pid: u32, tid: u32) {
+    /// `{"schema":1,"event":EVENT,"time":...,"mono_ns":...,"pid":...,"tid":...`, where
+    /// `event` is an [`event!`].
+    fn head(&mut self, event: &'static str, time: WallTime, mono_ns: u64, pid: u32, tid: u32) {
         self.0.extend_from_slice(b"{\"schema\":");
         self.int(SCHEMA);
-        self.0.extend_from_slice(b",\"event\":\"");
         self.0.extend_from_slice(event.as_bytes());
-        self.0.push(b'"');
         self.time(time);
-        self.int_field("mono_ns", mono_ns);
-        self.int_field("pid", pid);
-        self.int_field("tid", tid);
+        self.int_field(key!("mono_ns"), mono_ns);
+        self.int_field(key!("pid"), pid);
+        self.int_field(key!("tid"), tid);
     }
 
     fn family(&mut self, f: Family) {
-        self.raw_field(
-            "family",
-            match f {
-                Family::Inet => "\"inet\"",
-                Family::Inet6 => "\"inet6\"",
-                Family::Other => "\"unknown\"",
-            },
-        );
+        self.key(match f {
+            Family::Inet => concat!(key!("family"), "\"inet\""),
+            Family::Inet6 => concat!(key!("family"), "\"inet6\""),
+            Family::Other => concat!(key!("family"), "\"unknown\""),
+        });
     }
 
-    fn addr_field(&mut self, name: &str, addr: IpAddr) {
-        self.key(name);
+    fn addr_field(&mut self, key: &'static str, addr: IpAddr) {
+        self.key(key);
         self.0.push(b'"');
         match addr {
             IpAddr::V4(a) => {
@@ -400,7 +400,7 @@ impl Json<'_> {
     /// The optional `stacks` field, then the closing brace.
     fn stacks(&mut self, stacks: Option<&Stacks>) -> io::Result<()> {
         if let Some(s) = stacks {
-            self.key("stacks");
+            self.key(key!("stacks"));
             serde_json::to_writer(&mut *self.0, s)?;
         }
         self.0.push(b'}');
