@@ -240,3 +240,55 @@ fn sockets_that_predate_the_tracer_are_listed_with_their_cookie() {
         );
     }
 }
+
+/// The niceness of each thread of `pid`, by thread name.
+fn thread_nice(pid: u32) -> Vec<(String, i64)> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("task dir") {
+        let dir = task.expect("task entry").path();
+        let (Ok(comm), Ok(stat)) = (
+            std::fs::read_to_string(dir.join("comm")),
+            std::fs::read_to_string(dir.join("stat")),
+        ) else {
+            continue; // a thread that just ended
+        };
+        // Fields after the command's closing parenthesis, from field 3 (state);
+        // niceness is field 19.
+        let rest = &stat[stat.rfind(')').expect("stat format") + 1..];
+        let nice = rest.split_whitespace().nth(16).expect("nice field");
+        out.push((
+            comm.trim_end().to_owned(),
+            nice.parse().expect("nice number"),
+        ));
+    }
+    out
+}
+
+#[test]
+fn the_ring_reader_runs_ahead_of_ordinary_threads() {
+    if !require_root("the_ring_reader_runs_ahead_of_ordinary_threads") {
+        return;
+    }
+    let _serial = serial();
+    let mut wl = Workload::start(&[]);
+    let pid = wl.pid.to_string();
+    let tracer = Sockscope::start(&["trace", "--format", "json", "--pid", &pid]);
+    let threads = thread_nice(tracer.child.id());
+    wl.go();
+    wl.finish();
+    let (_, status) = tracer.stop_json();
+    assert!(status.success(), "sockscope exited with {status}");
+    let ring: Vec<_> = threads
+        .iter()
+        .filter(|(n, _)| n == "sockscope-ring")
+        .collect();
+    assert_eq!(ring.len(), 1, "one ring reader thread: {threads:?}");
+    assert_eq!(ring[0].1, -10, "reader's niceness: {threads:?}");
+    // Only the reader: the main thread (formatting, output) stays as it was.
+    assert!(
+        threads
+            .iter()
+            .any(|(n, nice)| n == "sockscope" && *nice == 0),
+        "main thread at niceness 0: {threads:?}"
+    );
+}
