@@ -157,12 +157,23 @@ impl serde::Serialize for WallTime {
 
 /// A short human duration: `850µs`, `12.3ms`, `4.20s`, `3m07s`.
 pub fn human_ns(ns: u64) -> String {
-    let us = ns / 1_000;
-    match ns {
-        n if n < 1_000_000 => format!("{us}µs"),
-        n if n < 1_000_000_000 => format!("{:.1}ms", n as f64 / 1e6),
-        n if n < 60_000_000_000 => format!("{:.2}s", n as f64 / 1e9),
-        n => format!("{}m{:02}s", n / 60_000_000_000, (n / 1_000_000_000) % 60),
+    HumanNs(ns).to_string()
+}
+
+/// [`human_ns`], printed where it goes without a `String` of its own.
+#[derive(Clone, Copy, Debug)]
+pub struct HumanNs(pub u64);
+
+impl std::fmt::Display for HumanNs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ns = self.0;
+        let us = ns / 1_000;
+        match ns {
+            n if n < 1_000_000 => write!(f, "{us}µs"),
+            n if n < 1_000_000_000 => write!(f, "{:.1}ms", n as f64 / 1e6),
+            n if n < 60_000_000_000 => write!(f, "{:.2}s", n as f64 / 1e9),
+            n => write!(f, "{}m{:02}s", n / 60_000_000_000, (n / 1_000_000_000) % 60),
+        }
     }
 }
 
