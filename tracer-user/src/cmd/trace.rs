@@ -320,7 +320,7 @@ impl TraceState {
                 })
             }
             KernelEvent::Bind(b) => {
-                let addr = bind_addr(&b);
+                let addr = bind_addr(b);
                 self.sockets.set_local(b.cookie, addr, b.port);
                 Some(Record::Bind {
                     time: self.clock.wall_time(b.ts_ns),
