@@ -105,8 +105,13 @@ pub fn bind_addr(ev: &BindEvent) -> IpAddr {
 
 /// A kernel `comm` as text (up to the first NUL).
 pub fn comm_str(comm: &[u8; COMM_LEN]) -> String {
+    comm_text(comm).into_owned()
+}
+
+/// [`comm_str`] without a copy when the name is UTF-8.
+pub fn comm_text(comm: &[u8; COMM_LEN]) -> std::borrow::Cow<'_, str> {
     let end = comm.iter().position(|&b| b == 0).unwrap_or(COMM_LEN);
-    String::from_utf8_lossy(&comm[..end]).into_owned()
+    String::from_utf8_lossy(&comm[..end])
 }
 
 #[cfg(test)]

@@ -1,5 +1,7 @@
 //! The live-socket table: every UDP socket we know to be open, by cookie.
-use std::{collections::HashMap, net::IpAddr};
+use std::net::IpAddr;
+
+use rustc_hash::FxHashMap;
 
 use crate::events::Family;
 
@@ -27,9 +29,11 @@ pub struct SocketInfo {
     pub pc_id: u64,
 }
 
+/// Keys are kernel socket cookies (a counter), not input an attacker picks: a fast
+/// hash, not SipHash.
 #[derive(Default)]
 pub struct SocketTable {
-    by_cookie: HashMap<u64, SocketInfo>,
+    by_cookie: FxHashMap<u64, SocketInfo>,
 }
 
 impl SocketTable {

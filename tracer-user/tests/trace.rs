@@ -240,3 +240,102 @@ fn sockets_that_predate_the_tracer_are_listed_with_their_cookie() {
         );
     }
 }
+
+/// The niceness of each thread of `pid`, by thread name.
+fn thread_nice(pid: u32) -> Vec<(String, i64)> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("task dir") {
+        let dir = task.expect("task entry").path();
+        let (Ok(comm), Ok(stat)) = (
+            std::fs::read_to_string(dir.join("comm")),
+            std::fs::read_to_string(dir.join("stat")),
+        ) else {
+            continue; // a thread that just ended
+        };
+        // Fields after the command's closing parenthesis, from field 3 (state);
+        // niceness is field 19.
+        let rest = &stat[stat.rfind(')').expect("stat format") + 1..];
+        let nice = rest.split_whitespace().nth(16).expect("nice field");
+        out.push((
+            comm.trim_end().to_owned(),
+            nice.parse().expect("nice number"),
+        ));
+    }
+    out
+}
+
+#[test]
+fn the_ring_reader_runs_ahead_of_ordinary_threads() {
+    if !require_root("the_ring_reader_runs_ahead_of_ordinary_threads") {
+        return;
+    }
+    let _serial = serial();
+    let mut wl = Workload::start(&[]);
+    let pid = wl.pid.to_string();
+    let tracer = Sockscope::start(&["trace", "--format", "json", "--pid", &pid]);
+    let threads = thread_nice(tracer.child.id());
+    wl.go();
+    wl.finish();
+    let (_, status) = tracer.stop_json();
+    assert!(status.success(), "sockscope exited with {status}");
+    let ring: Vec<_> = threads
+        .iter()
+        .filter(|(n, _)| n == "sockscope-ring")
+        .collect();
+    assert_eq!(ring.len(), 1, "one ring reader thread: {threads:?}");
+    assert_eq!(ring[0].1, -10, "reader's niceness: {threads:?}");
+    // Only the reader: the main thread (formatting, output) stays as it was.
+    assert!(
+        threads
+            .iter()
+            .any(|(n, nice)| n == "sockscope" && *nice == 0),
+        "main thread at niceness 0: {threads:?}"
+    );
+}
+
+#[test]
+fn a_closed_output_pipe_ends_trace_cleanly() {
+    if !require_root("a_closed_output_pipe_ends_trace_cleanly") {
+        return;
+    }
+    let _serial = serial();
+    // Enough records to fill the sink's buffer many times over.
+    let (mut churn, churn_out, pid) = spawn_waiting("udp_churn", &["--wait", "--count", "20000"]);
+    let mut child = std::process::Command::new(sockscope_bin())
+        .args(["trace", "--format", "json", "--pid", &pid.to_string()])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start sockscope");
+    let stderr = Lines::new(child.stderr.take().expect("stderr"));
+    stderr.wait_for(ATTACHED, Duration::from_secs(30));
+    // As `sockscope trace | head -0`: the reader is gone before anything is written.
+    drop(child.stdout.take());
+    use std::io::Write as _;
+    let mut go = churn.stdin.take().expect("churn stdin");
+    writeln!(go).expect("start churn");
+    churn_out.wait_for("sockets", Duration::from_secs(60));
+    let _ = churn.wait();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "sockscope still running 30 s after its output closed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let said = stderr.rest(Duration::from_secs(5)).join("\n");
+    // An error exit with a message, not a panic (101) nor a signal (SIGPIPE).
+    assert_eq!(
+        status.code(),
+        Some(2),
+        "exit status {status}; stderr: {said}"
+    );
+    assert!(!said.contains("panicked"), "{said}");
+    assert!(said.contains("cannot write output"), "{said}");
+    assert_nothing_attached("after trace's output closed");
+}

@@ -7,7 +7,7 @@ use crate::{
     backend::SocketIdentity,
     clock::{Clock, monotonic_ns},
     error::{TracerError, UsageError},
-    events::{Family, KernelEvent, bind_addr, comm_str},
+    events::{Family, KernelEvent, bind_addr, comm_text},
     inventory,
     loader::{Tracer, TracerBuilder},
     markers::{MarkerTable, MarkerTarget},
@@ -173,7 +173,7 @@ fn attached_message(opts: &TraceOptions) -> String {
 struct TraceState {
     markers: MarkerTable,
     /// Processes that created sockets or fired markers.
-    seen: std::collections::HashSet<u32>,
+    seen: rustc_hash::FxHashSet<u32>,
     clock: Clock,
     /// With `--stacks`.
     stacks: Option<StackCache>,
@@ -253,7 +253,7 @@ impl TraceState {
     ) -> anyhow::Result<()> {
         for record in records {
             self.events += 1;
-            if let Some(r) = self.apply(record.event, record.user_stack.as_ref(), tracer) {
+            if let Some(r) = self.apply(&record.event, record.user_stack.as_ref(), tracer) {
                 sink.write(&r).context("cannot write output")?;
             }
         }
@@ -277,13 +277,13 @@ impl TraceState {
     }
 
     /// Updates the socket table with one kernel event and says what to print.
-    fn apply(
+    fn apply<'e>(
         &mut self,
-        ev: KernelEvent,
+        ev: &'e KernelEvent,
         user_stack: Option<&RawStack>,
         tracer: &Tracer,
-    ) -> Option<Record> {
-        match &ev {
+    ) -> Option<Record<'e>> {
+        match ev {
             KernelEvent::Create(c) => self.seen.insert(c.pid),
             KernelEvent::Marker(m) => self.seen.insert(m.pid),
             _ => false,
@@ -307,11 +307,11 @@ impl TraceState {
                 let stacks =
                     self.stacks_of(c.pid, c.user_stack, c.kernel_stack, user_stack, tracer);
                 Some(Record::Create {
-                    time: self.clock.format(c.ts_ns),
+                    time: self.clock.wall_time(c.ts_ns),
                     mono_ns: c.ts_ns,
                     pid: c.pid,
                     tid: c.tid,
-                    comm: comm_str(&c.comm),
+                    comm: comm_text(&c.comm),
                     fd: c.fd,
                     cookie: c.cookie,
                     family,
@@ -320,10 +320,10 @@ impl TraceState {
                 })
             }
             KernelEvent::Bind(b) => {
-                let addr = bind_addr(&b);
+                let addr = bind_addr(b);
                 self.sockets.set_local(b.cookie, addr, b.port);
                 Some(Record::Bind {
-                    time: self.clock.format(b.ts_ns),
+                    time: self.clock.wall_time(b.ts_ns),
                     mono_ns: b.ts_ns,
                     pid: b.pid,
                     tid: b.tid,
@@ -336,11 +336,11 @@ impl TraceState {
             KernelEvent::Release(r) => {
                 let known = self.sockets.remove(r.cookie);
                 Some(Record::Release {
-                    time: self.clock.format(r.ts_ns),
+                    time: self.clock.wall_time(r.ts_ns),
                     mono_ns: r.ts_ns,
                     pid: r.pid,
                     tid: r.tid,
-                    comm: comm_str(&r.comm),
+                    comm: comm_text(&r.comm),
                     cookie: r.cookie,
                     family: Family::from(r.family),
                     origin: known.as_ref().map(|k| k.origin),
@@ -362,7 +362,7 @@ impl TraceState {
             KernelEvent::Marker(m) => {
                 let marker = self.markers.get(m.probe)?;
                 Some(Record::Marker {
-                    time: self.clock.format(m.ts_ns),
+                    time: self.clock.wall_time(m.ts_ns),
                     mono_ns: m.ts_ns,
                     pid: m.pid,
                     tid: m.tid,
@@ -381,7 +381,7 @@ impl TraceState {
                     cache.forget_process(e.pid);
                 }
                 Record::Exit {
-                    time: self.clock.format(e.ts_ns),
+                    time: self.clock.wall_time(e.ts_ns),
                     mono_ns: e.ts_ns,
                     pid: e.pid,
                     open_sockets: self.sockets.iter().filter(|(_, s)| s.pid == e.pid).count(),
