@@ -98,9 +98,12 @@ pub enum Sampled {
 }
 
 /// Copies the current thread's user registers and the top of its user stack into a
-/// [`StackSample`] record on the ring, for the create record of `cookie` that follows.
+/// [`StackSample`] record on the ring, for the record that follows: the create record
+/// of `cookie`, or with `purpose` [`sample_flags::FOR_MARKER`] the marker record; with
+/// [`sample_flags::FOR_IO`] the sample stands alone (a send or receive on `cookie` at
+/// `ts_ns`).
 #[inline(always)]
-pub fn sample(tgid: u32, tid: u32, cookie: u64) -> Sampled {
+pub fn sample(tgid: u32, tid: u32, cookie: u64, purpose: u16, ts_ns: u64) -> Sampled {
     if !wanted(tgid) {
         return Sampled::No;
     }
@@ -176,7 +179,8 @@ pub fn sample(tgid: u32, tid: u32, cookie: u64) -> Sampled {
             regs,
             read_error: if got == 0 { read_error } else { 0 },
             wanted: want as u16,
-            flags: if stop { sample_flags::STOPPED } else { 0 },
+            flags: purpose | if stop { sample_flags::STOPPED } else { 0 },
+            ts_ns,
         };
     }
     let total = size_of::<StackSample>() + (core::hint::black_box(got) & LEN_MASK) as usize;

@@ -36,7 +36,7 @@ pub fn sockscope_socket_exit(ctx: TracePointContext) -> u32 {
     let pc_id = unsafe { CURRENT_PC.get(tid) }.copied().unwrap_or(0);
     crate::io::watch_new_socket(tgid, ret, pending.cookie, pc_id);
     // DWARF mode: registers and stack first, so the reader has them with the create.
-    let sampled = crate::stack_sample::sample(tgid, tid, pending.cookie);
+    let sampled = crate::stack_sample::sample(tgid, tid, pending.cookie, 0, 0);
     if let Some(mut entry) = reserve::<CreateEvent>() {
         entry.write(CreateEvent {
             kind: EventKind::Create as u32,

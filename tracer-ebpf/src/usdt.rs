@@ -5,6 +5,7 @@
 //! instruction's place in its file instead (see [`site_cookie`]).
 use aya_ebpf::{
     EbpfContext as _,
+    bindings::BPF_RB_FORCE_WAKEUP,
     helpers::{
         bpf_get_attach_cookie, bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel,
         bpf_probe_read_user,
@@ -14,7 +15,7 @@ use aya_ebpf::{
     programs::ProbeContext,
 };
 use tracer_common::{
-    EventKind, MARKER_MAX_ARGS, MarkerEvent, UsdtArg, UsdtSpec, usdt_action, usdt_arg,
+    EventKind, MARKER_MAX_ARGS, MarkerEvent, UsdtArg, UsdtSpec, sample_flags, usdt_action, usdt_arg,
 };
 
 use crate::{
@@ -149,10 +150,12 @@ pub fn sockscope_usdt(ctx: ProbeContext) -> u32 {
     }
     // Where the application made the PeerConnection: the site of sockets that its
     // webrtc-rs tasks create later, with no application frame of their own.
-    let user_stack = if spec.action == usdt_action::PC_OPEN {
-        StackIds::current(&ctx).1
+    // In DWARF mode its registers and stack go first, as for a creating stack.
+    let (user_stack, sampled) = if spec.action == usdt_action::PC_OPEN {
+        let sampled = crate::stack_sample::sample(tgid, tid, 0, sample_flags::FOR_MARKER, 0);
+        (StackIds::current(&ctx).1, sampled)
     } else {
-        -1
+        (-1, crate::stack_sample::Sampled::No)
     };
     if let Some(mut entry) = reserve::<MarkerEvent>() {
         entry.write(MarkerEvent {
@@ -166,7 +169,11 @@ pub fn sockscope_usdt(ctx: ProbeContext) -> u32 {
             ts_ns: unsafe { bpf_ktime_get_ns() },
             args,
         });
-        entry.submit(stack_wakeup(tgid, user_stack));
+        let flags = match sampled {
+            crate::stack_sample::Sampled::Sent { first: true } => BPF_RB_FORCE_WAKEUP as u64,
+            _ => stack_wakeup(tgid, user_stack),
+        };
+        entry.submit(flags);
     }
     0
 }

@@ -168,7 +168,12 @@ fn read(
                 break;
             };
             if Sample::is_sample(&item) {
-                dwarf.sample(&item);
+                if let Some((io, raw)) = dwarf.sample(&item) {
+                    records.push(Record {
+                        event: KernelEvent::IoStack(io),
+                        user_stack: Some(raw),
+                    });
+                }
                 continue;
             }
             let mut event = match KernelEvent::decode(&item) {
@@ -194,6 +199,10 @@ fn read(
                 }
                 KernelEvent::Create(c) => normalize(c.pid, c.user_stack),
                 KernelEvent::Release(r) => normalize(r.pid, r.user_stack),
+                KernelEvent::Marker(m) if dwarf.active() => {
+                    let (pid, id) = (m.pid, m.user_stack);
+                    dwarf.marker(m, || normalize(pid, id))
+                }
                 KernelEvent::Marker(m) => normalize(m.pid, m.user_stack),
                 KernelEvent::Exit(e) => {
                     let mut gone = Vec::new();

@@ -113,10 +113,6 @@ fn trace_c_fixture(bin: &Path, mode: &str) -> Vec<Value> {
         .clone()
 }
 
-fn symbol(f: &Value) -> &str {
-    f["symbol"].as_str().unwrap_or("[unknown]")
-}
-
 #[test]
 fn dwarf_stack_of_c_program_without_frame_pointers_matches_gdb() {
     let test = "dwarf_stack_of_c_program_without_frame_pointers_matches_gdb";
@@ -239,28 +235,6 @@ fn check_leak(bin: &Path, mode: &str) -> Value {
     leaks[0].clone()
 }
 
-/// Every function of a stack (inlined ones first, as frames list them), with file:line.
-fn functions(stack: &Value) -> Vec<String> {
-    let mut out = Vec::new();
-    for f in stack.as_array().map(Vec::as_slice).unwrap_or_default() {
-        let inlined = f["inlined"].as_array().cloned().unwrap_or_default();
-        let at = f["inlined_at"].as_array().cloned().unwrap_or_default();
-        for (i, name) in inlined.iter().enumerate() {
-            let where_ = at.get(i).map_or(String::new(), |a| {
-                format!(" {}:{}", a["file"].as_str().unwrap_or("?"), a["line"])
-            });
-            out.push(format!("{}{where_}", name.as_str().unwrap_or("?")));
-        }
-        out.push(format!(
-            "{} {}:{}",
-            symbol(f),
-            f["file"].as_str().unwrap_or("?"),
-            f["line"]
-        ));
-    }
-    out
-}
-
 #[test]
 fn check_on_rust_release_build_without_frame_pointers_matches_the_frame_pointer_build() {
     let test = "check_on_rust_release_build_without_frame_pointers_matches_the_frame_pointer_build";
@@ -278,8 +252,8 @@ fn check_on_rust_release_build_without_frame_pointers_matches_the_frame_pointer_
     // The release build without frame pointers, with the default `--stacks auto`.
     let without = check_leak(&nofp_bin, "auto");
     let (a, b) = (
-        functions(&with_fp_dwarf["stack"]),
-        functions(&without["stack"]),
+        stack_functions(&with_fp_dwarf["stack"]),
+        stack_functions(&without["stack"]),
     );
     assert!(
         a.iter().any(|f| f.contains("pc_sim_create_sockets")),
@@ -297,7 +271,7 @@ fn check_on_rust_release_build_without_frame_pointers_matches_the_frame_pointer_
     // (Frames the fp run could not name are left out: in fp mode nothing holds a
     // process that exits at once until its maps are read, and now and then that race
     // is lost; dwarf and auto stop it for its maps under `check`.)
-    let fp_names = functions(&with_fp["stack"]);
+    let fp_names = stack_functions(&with_fp["stack"]);
     let missing_frames: Vec<&String> = fp_names
         .iter()
         .filter(|f| !f.starts_with("[unknown]"))
@@ -327,7 +301,88 @@ fn check_on_rust_release_build_without_frame_pointers_matches_the_frame_pointer_
 
     // Without DWARF the same build's stack stops short (or this proves nothing).
     let short = check_leak(&nofp_bin, "fp");
-    let c = functions(&short["stack"]);
+    let c = stack_functions(&short["stack"]);
+    assert!(
+        c.len() < a.len(),
+        "frame pointers alone lose frames in the build without them: {c:#?}"
+    );
+}
+
+/// The one leak of `pc_sim --pcs 1 --leak 1 --keep-sending` under `check --stacks MODE`:
+/// its leaked socket keeps sending every 50 ms after the close, from a thread of its own.
+fn check_active_leak(bin: &Path, mode: &str) -> Value {
+    let run = run_check(
+        &["--stacks", mode, "--grace", "1s"],
+        bin,
+        &[
+            "--pcs",
+            "1",
+            "--sockets",
+            "2",
+            "--leak",
+            "1",
+            "--keep-sending",
+            "--linger",
+            "2500",
+        ],
+    );
+    assert_eq!(run.code, Some(1), "a leak: {}", run.stderr);
+    let leaks = by_event(&run.ours, "leak");
+    assert_eq!(leaks.len(), 1, "one leak: {:#?}", run.ours);
+    let leak = leaks[0].clone();
+    assert_eq!(leak["kind"], "active", "it keeps sending: {leak}");
+    leak
+}
+
+/// The last-I/O stack of the leak explanation (#15, DWARF for stacks besides the
+/// creating one): a release build without frame pointers names the same stack as the
+/// frame-pointer build of the same source, down to the thread's root; the sample it
+/// comes from is of a send after the end, no later than the last one.
+#[test]
+fn last_io_stack_of_rust_release_build_without_frame_pointers_matches_the_frame_pointer_build() {
+    let test = "last_io_stack_of_rust_release_build_without_frame_pointers_matches_the_frame_pointer_build";
+    if !require_root(test) {
+        return;
+    }
+    let Some((fp_bin, nofp_bin)) = pc_sim_builds(test) else {
+        return;
+    };
+    let with_fp = check_active_leak(&fp_bin, "dwarf");
+    let without = check_active_leak(&nofp_bin, "auto");
+    let (a, b) = (
+        stack_functions(&with_fp["io"]["last_stack"]),
+        stack_functions(&without["io"]["last_stack"]),
+    );
+    assert!(
+        a.iter().any(|f| f.contains("pc_sim_keep_sending")),
+        "the frame-pointer build's last send names its sender: {a:#?}"
+    );
+    assert!(
+        a.last().is_some_and(|f| f.starts_with("clone3")),
+        "down to the thread's root: {a:#?}"
+    );
+    assert_eq!(
+        b, a,
+        "the last-I/O stack of the build without frame pointers is the frame-pointer build's (file:line included)"
+    );
+    for leak in [&with_fp, &without] {
+        let io = &leak["io"];
+        assert_eq!(io["last_op"], "send", "{io}");
+        let (ended, sampled, last) = (
+            leak["ended_ns"].as_u64().expect("ended_ns"),
+            io["last_stack_at_ns"].as_u64().expect("last_stack_at_ns"),
+            io["last_at_ns"].as_u64().expect("last_at_ns"),
+        );
+        assert!(
+            ended <= sampled && sampled <= last,
+            "a send after the end, not after the last: {io}"
+        );
+    }
+
+    // Frame pointers alone lose frames in the build without them (or this proves
+    // nothing).
+    let short = check_active_leak(&nofp_bin, "fp");
+    let c = stack_functions(&short["io"]["last_stack"]);
     assert!(
         c.len() < a.len(),
         "frame pointers alone lose frames in the build without them: {c:#?}"

@@ -481,3 +481,31 @@ pub fn watch_from_pause(program: &std::path::Path, args: &[&str]) -> LateWatch {
         status,
     }
 }
+
+/// A frame's function name as sockscope printed it (`[unknown]` when unnamed).
+pub fn symbol(f: &Value) -> &str {
+    f["symbol"].as_str().unwrap_or("[unknown]")
+}
+
+/// Every function of a JSON stack (inlined ones first, as frames list them), each as
+/// `function file:line`.
+pub fn stack_functions(stack: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    for f in stack.as_array().map(Vec::as_slice).unwrap_or_default() {
+        let inlined = f["inlined"].as_array().cloned().unwrap_or_default();
+        let at = f["inlined_at"].as_array().cloned().unwrap_or_default();
+        for (i, name) in inlined.iter().enumerate() {
+            let where_ = at.get(i).map_or(String::new(), |a| {
+                format!(" {}:{}", a["file"].as_str().unwrap_or("?"), a["line"])
+            });
+            out.push(format!("{}{where_}", name.as_str().unwrap_or("?")));
+        }
+        out.push(format!(
+            "{} {}:{}",
+            symbol(f),
+            f["file"].as_str().unwrap_or("?"),
+            f["line"]
+        ));
+    }
+    out
+}
