@@ -5,7 +5,8 @@
 //! record; user space unwinds it with the objects' CFI (`.eh_frame`, `.debug_frame`).
 //!
 //! Only tasks that pass the filters (`--pid`, `--comm`, `check`'s cgroup) are ever
-//! sampled, and never without a filter: a host-wide trace stays frame-pointer only. In
+//! sampled, or the processes user space lists (the daemon's marked processes, see
+//! [`SAMPLE_TGIDS`]); never host-wide: a host-wide trace stays frame-pointer only. In
 //! `auto` mode user space tells, per process, whether its frame pointers suffice
 //! ([`STACK_MODES`]); a process it has not judged yet is sampled (correctness first).
 use aya_ebpf::{
@@ -77,13 +78,28 @@ const REG_OFFSETS: [usize; sample_reg::COUNT] = [256, 248, 29 * 8, 30 * 8];
 #[cfg(not(bpf_target_arch = "aarch64"))]
 const REG_OFFSETS: [usize; sample_reg::COUNT] = [128, 152, 32, usize::MAX];
 
+/// 1: besides the processes the filters select, sample those user space lists in
+/// [`SAMPLE_TGIDS`] (the daemon: the processes it found carrying markers).
+#[unsafe(no_mangle)]
+static SAMPLE_LISTED: u8 = 0;
+
+/// With [`SAMPLE_LISTED`]: the processes (tgids) being judged, whose stacks are sampled.
+#[map]
+pub static SAMPLE_TGIDS: HashMap<u32, u8> = HashMap::with_max_entries(4096, BPF_F_NO_PREALLOC);
+
+/// Whether the process is one being judged: under a filter, or listed.
+#[inline(always)]
+fn targeted(tgid: u32) -> bool {
+    filters_active() || (read_global(&SAMPLE_LISTED) != 0 && SAMPLE_TGIDS.get_ptr(tgid).is_some())
+}
+
 #[inline(always)]
 fn wanted(tgid: u32) -> bool {
     match read_global(&STACK_MODE) {
         0 => false,
-        1 => filters_active(),
+        1 => targeted(tgid),
         // SAFETY: copied out at once.
-        _ => filters_active() && unsafe { STACK_MODES.get(tgid) }.copied() != Some(0),
+        _ => targeted(tgid) && unsafe { STACK_MODES.get(tgid) }.copied() != Some(0),
     }
 }
 

@@ -223,6 +223,9 @@ pub struct DaemonArgs {
     /// are lost on a busy host.
     #[arg(long)]
     pub ring_bytes: Option<u32>,
+    /// Stacks of the processes found carrying markers (only those are ever sampled).
+    #[command(flatten)]
+    pub stacks: crate::unwind::StackArgs,
 }
 
 #[derive(Debug, clap::Args)]

@@ -173,6 +173,7 @@ impl LeakSession {
             }
         }
         if marked && !known {
+            self.tracer.sample_process(pid, true);
             self.changes.push((self.cursor, ProcessChange::Marked(pid)));
         }
         marked
@@ -308,6 +309,7 @@ impl LeakSession {
     }
 
     fn forget_process(&mut self, pid: u32) {
+        self.tracer.sample_process(pid, false);
         self.correlator.forget_process(pid);
         if let Some(d) = self.discovery.as_mut() {
             d.forget(pid);

@@ -190,28 +190,6 @@ fn dwarf_stack_of_c_program_without_frame_pointers_matches_gdb() {
     assert!(line.contains("dwarf"), "{line}");
 }
 
-/// The release builds of `pc_sim` with and without frame pointers (`cargo xtask test`
-/// builds them, see xtask/src/unwind_bins.rs).
-fn pc_sim_builds(test: &str) -> Option<(PathBuf, PathBuf)> {
-    let dir = std::env::var_os("SOCKSCOPE_UNWIND_BINS").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/unwind"),
-        PathBuf::from,
-    );
-    let fp = dir.join("fp/pc_sim");
-    let nofp = dir.join("nofp/pc_sim");
-    if fp.exists() && nofp.exists() {
-        return Some((fp, nofp));
-    }
-    missing(
-        test,
-        &format!(
-            "{} missing: `cargo xtask test` builds pc_sim with and without frame pointers",
-            nofp.display()
-        ),
-    );
-    None
-}
-
 /// The one leak `check --stacks MODE` finds in `pc_sim --pcs 1 --leak 1` (which exits
 /// right after its sockets are made and closed, leaving the leaked one to the exit: its
 /// maps must be read before then).
@@ -241,7 +219,7 @@ fn check_on_rust_release_build_without_frame_pointers_matches_the_frame_pointer_
     if !require_root(test) {
         return;
     }
-    let Some((fp_bin, nofp_bin)) = pc_sim_builds(test) else {
+    let Some((fp_bin, nofp_bin)) = pc_sim_builds(test, in_ci()) else {
         return;
     };
     // The frame-pointer build as users run it today (frame pointers), and unwound with
@@ -344,7 +322,7 @@ fn last_io_stack_of_rust_release_build_without_frame_pointers_matches_the_frame_
     if !require_root(test) {
         return;
     }
-    let Some((fp_bin, nofp_bin)) = pc_sim_builds(test) else {
+    let Some((fp_bin, nofp_bin)) = pc_sim_builds(test, in_ci()) else {
         return;
     };
     let with_fp = check_active_leak(&fp_bin, "dwarf");

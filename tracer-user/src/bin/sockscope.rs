@@ -155,6 +155,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 bpf_stats: a.bpf_stats,
                 ring_bytes: a.ring_bytes,
                 backend: a.backend.backend,
+                stacks: a.stacks,
             })
             .await?;
             Ok(ExitCode::SUCCESS)

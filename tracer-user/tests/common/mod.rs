@@ -509,3 +509,25 @@ pub fn stack_functions(stack: &Value) -> Vec<String> {
     }
     out
 }
+
+/// The release builds of `pc_sim` with and without frame pointers (`cargo xtask test`
+/// builds them into `$SOCKSCOPE_UNWIND_BINS`, see xtask/src/unwind_bins.rs). Missing: a
+/// failure in CI, else `None` with the reason printed (the test then skips).
+pub fn pc_sim_builds(test: &str, in_ci: bool) -> Option<(PathBuf, PathBuf)> {
+    let dir = std::env::var_os("SOCKSCOPE_UNWIND_BINS").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/unwind"),
+        PathBuf::from,
+    );
+    let fp = dir.join("fp/pc_sim");
+    let nofp = dir.join("nofp/pc_sim");
+    if fp.exists() && nofp.exists() {
+        return Some((fp, nofp));
+    }
+    let why = format!(
+        "{} missing: `cargo xtask test` builds pc_sim with and without frame pointers",
+        nofp.display()
+    );
+    assert!(!in_ci, "{test}: {why}");
+    eprintln!("SKIP {test}: {why}");
+    None
+}
