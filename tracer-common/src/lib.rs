@@ -185,6 +185,10 @@ pub mod sample_flags {
     /// `ts_ns` the operation's time. Rate-limited per socket (see
     /// [`super::IO_SAMPLE_EVERY_NS`]).
     pub const FOR_IO: u16 = 4;
+    /// The sample belongs to the release record of `cookie` that follows (the
+    /// releasing stack; fentry and kprobe backends only: cgroup_sock programs cannot
+    /// take stacks).
+    pub const FOR_RELEASE: u16 = 8;
 }
 
 /// A socket's sends and receives after its PeerConnection ended are sampled (DWARF

@@ -5,7 +5,6 @@
 //! instruction's place in its file instead (see [`site_cookie`]).
 use aya_ebpf::{
     EbpfContext as _,
-    bindings::BPF_RB_FORCE_WAKEUP,
     helpers::{
         bpf_get_attach_cookie, bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel,
         bpf_probe_read_user,
@@ -128,6 +127,14 @@ pub fn sockscope_usdt(ctx: ProbeContext) -> u32 {
     if !current_task_wanted(tgid) {
         return 0;
     }
+    // Where the application made the PeerConnection: in DWARF mode its registers and
+    // stack go first (before the marker record, as for a creating stack). Taken before
+    // the arguments are read, and its outcome not kept: the verifier then walks the
+    // sampling code once, not once per way the arguments can be read (6.1's verifier
+    // gave up on the program otherwise).
+    if spec.action == usdt_action::PC_OPEN {
+        let _ = crate::stack_sample::sample(tgid, tid, 0, sample_flags::FOR_MARKER, 0);
+    }
     let mut args = [0u64; MARKER_MAX_ARGS];
     for (i, slot) in args.iter_mut().enumerate() {
         if i as u32 >= spec.nargs {
@@ -150,12 +157,10 @@ pub fn sockscope_usdt(ctx: ProbeContext) -> u32 {
     }
     // Where the application made the PeerConnection: the site of sockets that its
     // webrtc-rs tasks create later, with no application frame of their own.
-    // In DWARF mode its registers and stack go first, as for a creating stack.
-    let (user_stack, sampled) = if spec.action == usdt_action::PC_OPEN {
-        let sampled = crate::stack_sample::sample(tgid, tid, 0, sample_flags::FOR_MARKER, 0);
-        (StackIds::current(&ctx).1, sampled)
+    let user_stack = if spec.action == usdt_action::PC_OPEN {
+        StackIds::current(&ctx).1
     } else {
-        (-1, crate::stack_sample::Sampled::No)
+        -1
     };
     if let Some(mut entry) = reserve::<MarkerEvent>() {
         entry.write(MarkerEvent {
@@ -169,11 +174,7 @@ pub fn sockscope_usdt(ctx: ProbeContext) -> u32 {
             ts_ns: unsafe { bpf_ktime_get_ns() },
             args,
         });
-        let flags = match sampled {
-            crate::stack_sample::Sampled::Sent { first: true } => BPF_RB_FORCE_WAKEUP as u64,
-            _ => stack_wakeup(tgid, user_stack),
-        };
-        entry.submit(flags);
+        entry.submit(stack_wakeup(tgid, user_stack));
     }
     0
 }

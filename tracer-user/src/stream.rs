@@ -198,6 +198,10 @@ fn read(
                     dwarf.create(c, || normalize(pid, id))
                 }
                 KernelEvent::Create(c) => normalize(c.pid, c.user_stack),
+                KernelEvent::Release(r) if dwarf.active() => {
+                    let (pid, id) = (r.pid, r.user_stack);
+                    dwarf.release(r, || normalize(pid, id))
+                }
                 KernelEvent::Release(r) => normalize(r.pid, r.user_stack),
                 KernelEvent::Marker(m) if dwarf.active() => {
                     let (pid, id) = (m.pid, m.user_stack);

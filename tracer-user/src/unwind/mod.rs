@@ -22,7 +22,8 @@ use std::{collections::HashMap, fmt, sync::Arc};
 use aya::maps::MapData;
 use framehop::{FrameAddress, MayAllocateDuringUnwind, Unwinder as _};
 use tracer_common::{
-    CreateEvent, EventKind, MarkerEvent, STACK_SAMPLE_MAX, StackSample, sample_flags, sample_reg,
+    CreateEvent, EventKind, MarkerEvent, ReleaseEvent, STACK_SAMPLE_MAX, StackSample, sample_flags,
+    sample_reg,
 };
 
 mod object;
@@ -450,7 +451,8 @@ impl DwarfStacks {
     ) -> Option<RawStack> {
         let cookie = c.cookie;
         self.record(c.pid, c.tid, &mut c.user_stack, fp, |s| {
-            s.cookie == cookie && s.flags & sample_flags::FOR_MARKER == 0
+            s.cookie == cookie
+                && s.flags & (sample_flags::FOR_MARKER | sample_flags::FOR_RELEASE) == 0
         })
     }
 
@@ -466,6 +468,22 @@ impl DwarfStacks {
         }
         self.record(m.pid, m.tid, &mut m.user_stack, fp, |s| {
             s.flags & sample_flags::FOR_MARKER != 0
+        })
+    }
+
+    /// The release record `r` was read (fentry and kprobe backends take its stack): as
+    /// [`Self::create`], with the sample the kernel sent for the release.
+    pub fn release(
+        &mut self,
+        r: &mut ReleaseEvent,
+        fp: impl FnOnce() -> Option<RawStack>,
+    ) -> Option<RawStack> {
+        if r.user_stack < 0 && !self.pending.contains_key(&r.tid) {
+            return None;
+        }
+        let cookie = r.cookie;
+        self.record(r.pid, r.tid, &mut r.user_stack, fp, |s| {
+            s.cookie == cookie && s.flags & sample_flags::FOR_RELEASE != 0
         })
     }
 
