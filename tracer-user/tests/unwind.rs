@@ -83,6 +83,64 @@ fn gdb_backtrace(test: &str, bin: &Path) -> Option<Vec<(String, String, u32)>> {
     Some(frames)
 }
 
+/// The functions of the user stack `perf record --call-graph dwarf` takes at the C
+/// fixture's `socket(2)` (the syscall tracepoint; tracefs must be mounted: sockscope
+/// mounts it), innermost first, as `perf script` names them.
+fn perf_backtrace(test: &str, bin: &Path) -> Option<Vec<String>> {
+    let data = std::env::temp_dir().join(format!("sockscope-perf-{}.data", std::process::id()));
+    let record = Command::new("perf")
+        .args([
+            "record",
+            "-q",
+            "-e",
+            "syscalls:sys_enter_socket",
+            "--call-graph",
+            "dwarf",
+        ])
+        .arg("-o")
+        .arg(&data)
+        .arg("--")
+        .arg(bin)
+        .arg("--now")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .output();
+    match record {
+        Ok(o) => assert!(
+            o.status.success(),
+            "perf record failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        ),
+        Err(e) => {
+            missing(test, &format!("no perf ({e}): apt-get install linux-perf"));
+            return None;
+        }
+    }
+    let script = Command::new("perf")
+        .args(["script", "-F", "ip,sym", "-i"])
+        .arg(&data)
+        .output()
+        .expect("perf script");
+    let _ = std::fs::remove_file(&data);
+    assert!(script.status.success(), "perf script failed");
+    // `            13d3 level_six+0x13 (/tmp/x)` after the sample's header line.
+    let text = String::from_utf8_lossy(&script.stdout);
+    let frames: Vec<String> = text
+        .lines()
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            let _ip = u64::from_str_radix(words.next()?, 16).ok()?;
+            let sym = words.next()?;
+            Some(sym.split('+').next().unwrap_or(sym).to_owned())
+        })
+        .collect();
+    assert!(
+        frames.iter().any(|f| f == "main"),
+        "perf's stack should reach main: {text}"
+    );
+    Some(frames)
+}
+
 /// Runs the C fixture under `sockscope trace --format json --stacks MODE --pid P` and
 /// returns the user frames of its one creating stack.
 fn trace_c_fixture(bin: &Path, mode: &str) -> Vec<Value> {
@@ -151,6 +209,23 @@ fn dwarf_stack_of_c_program_without_frame_pointers_matches_gdb() {
         user.iter().any(|f| symbol(f).contains("libc_start")),
         "down through libc's start code: {user:#?}"
     );
+
+    // A second reference: `perf record --call-graph dwarf` (its own unwinder, over
+    // the same kind of copied stack): the same functions from the caller of `socket`
+    // down through libc's start code.
+    if let Some(perf) = perf_backtrace(test, &bin) {
+        let from = |s: &[String]| -> Vec<String> {
+            s.iter()
+                .skip_while(|f| **f != gdb[0].0)
+                .take_while(|f| !f.starts_with("_start"))
+                .cloned()
+                .collect()
+        };
+        let ours_names: Vec<String> = user.iter().map(|f| symbol(f).to_owned()).collect();
+        let (ours, theirs) = (from(&ours_names), from(&perf));
+        assert!(theirs.len() > gdb.len(), "perf's stack: {perf:#?}");
+        assert_eq!(ours, theirs, "DWARF stack vs perf --call-graph dwarf");
+    }
 
     // auto picks DWARF for this program: the same stack.
     let auto = trace_c_fixture(&bin, "auto");
