@@ -21,6 +21,9 @@ pub enum EventKind {
     /// A [`StackSample`] (registers and the top of the user stack), sent just before
     /// the create record it belongs to, for DWARF unwinding in user space.
     StackSample = 7,
+    /// A [`WalkedStack`]: the frames of a user stack walked by the create program,
+    /// sent the first time a process shows it.
+    WalkedStack = 8,
 }
 
 impl TryFrom<u32> for EventKind {
@@ -34,6 +37,7 @@ impl TryFrom<u32> for EventKind {
             5 => Self::Exit,
             6 => Self::Exec,
             7 => Self::StackSample,
+            8 => Self::WalkedStack,
             other => return Err(other),
         })
     }
@@ -65,6 +69,39 @@ pub struct CreateEvent {
     /// The creating thread's current PeerConnection id, 0 when none.
     pub pc_id: u64,
     pub comm: [u8; COMM_LEN],
+    /// The creating user stack as walked by the create program ([`WalkedStack`]): its
+    /// hash, nonzero; `user_stack` is then negative. 0 when the stack map holds it.
+    pub user_stack_hash: u64,
+}
+
+/// Most frames of a walked user stack: the kernel's own limit for the frame-pointer
+/// walk of `bpf_get_stackid` (`kernel.perf_event_max_stack`, 127 by default), the
+/// instruction pointer included, so both give the same frames.
+pub const WALK_MAX_FRAMES: usize = 127;
+
+/// A user stack the create program walked by frame pointers itself (instead of
+/// `bpf_get_stackid`, whose walk ends in a page fault on the null frame pointer at
+/// the root of every stack, and whose map loses a stack on each hash collision).
+/// Sent before the [`CreateEvent`] that names it by `hash`, the first time process
+/// `pid` shows that stack; later creates name it by `hash` alone. The record is this
+/// header followed by `nr` frames (u64, innermost first).
+#[derive(Clone, Copy, Debug)]
+#[repr(C)]
+pub struct WalkedStack {
+    pub kind: u32,
+    pub pid: u32,
+    pub hash: u64,
+    pub nr: u32,
+    pub _pad: u32,
+}
+
+/// The key under which the kernel remembers that a (process, walked stack) was sent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct WalkKey {
+    pub tgid: u32,
+    pub _pad: u32,
+    pub hash: u64,
 }
 
 /// A UDP socket got a local address through `bind(2)` (the `post_bind4/6` hooks).
@@ -200,7 +237,8 @@ pub const IO_SAMPLE_EVERY_NS: u64 = 250_000_000;
 pub const IO_SAMPLE_BURST: u32 = 4;
 
 const _: () = assert!(size_of::<StackSample>() == 72);
-const _: () = assert!(size_of::<CreateEvent>() == 72);
+const _: () = assert!(size_of::<CreateEvent>() == 80);
+const _: () = assert!(size_of::<WalkedStack>() == 24);
 const _: () = assert!(STACK_SAMPLE_MAX + size_of::<StackSample>() == 32 * 1024);
 
 /// Most arguments a USDT marker can carry (the x86_64 SDT convention allows 12; ours
@@ -369,6 +407,8 @@ mod pod {
     unsafe impl aya::Pod for WatchedFd {}
     unsafe impl aya::Pod for IoStats {}
     unsafe impl aya::Pod for StackSample {}
+    unsafe impl aya::Pod for WalkedStack {}
+    unsafe impl aya::Pod for WalkKey {}
 }
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns`, so times taken in

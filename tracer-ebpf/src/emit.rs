@@ -88,6 +88,16 @@ impl StackIds {
             .map_or(-1, |id| id as i32);
         Self(kernel, user)
     }
+
+    /// The kernel stack only (when asked for): the user stack is walked elsewhere.
+    #[inline(always)]
+    pub fn kernel_only<C: StackIdContext>(ctx: &C) -> Self {
+        if kernel_stacks_wanted() {
+            Self(ctx.get_stackid(&STACKS, 0).map_or(-1, |id| id as i32), -1)
+        } else {
+            Self::NONE
+        }
+    }
 }
 
 /// The socket's last reference is being dropped. `stacks` is called only for wanted

@@ -109,7 +109,7 @@ pub struct InFlight {
 /// One entry per thread inside a watched call: preallocated (an insert on the hot path
 /// must not allocate), and small.
 #[map]
-pub static IO_IN_FLIGHT: HashMap<u32, InFlight> = HashMap::with_max_entries(4096, 0);
+pub static IO_IN_FLIGHT: HashMap<u32, InFlight> = HashMap::with_max_entries(2048, 0);
 
 /// `args[0]` (the fd) in a `sys_enter_*` record, after the common header and the
 /// syscall number.

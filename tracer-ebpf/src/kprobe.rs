@@ -16,7 +16,7 @@ use crate::{
 /// The socket whose port the current thread is getting, between the entry and return
 /// probes of `udp_v{4,6}_get_port` (a return probe does not see the arguments).
 #[map]
-static PORT_PENDING: HashMap<u32, u64> = HashMap::with_max_entries(8192, 0);
+static PORT_PENDING: HashMap<u32, u64> = HashMap::with_max_entries(2048, 0);
 
 #[inline(always)]
 fn sock_arg(ctx: &ProbeContext) -> Option<KernelSock> {

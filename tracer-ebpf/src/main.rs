@@ -16,6 +16,7 @@ mod sock;
 mod stack_sample;
 mod syscall;
 mod usdt;
+mod walk;
 
 #[cfg(not(target_arch = "bpf"))]
 fn main() {}

@@ -15,7 +15,11 @@ use crate::filter::read_global;
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 
-/// Creating stacks (kernel and user), referenced by id from create events.
+/// Stacks taken by `bpf_get_stackid`, referenced by id from records: user stacks of
+/// markers, of I/O after a PeerConnection's end, of releases (kernel-function
+/// backends), kernel stacks (`trace --stacks`), and creating user stacks where the
+/// create program cannot walk them itself (see walk.rs). Sized at load by user space
+/// (loader/sizes.rs): each slot locks 127 frames of kernel memory.
 #[map]
 pub static STACKS: StackTrace = StackTrace::with_max_entries(16384, 0);
 
@@ -31,12 +35,14 @@ pub struct PendingCreate {
 }
 
 #[map]
-pub static PENDING: HashMap<u32, PendingCreate> = HashMap::with_max_entries(8192, 0);
+/// One entry per thread between the two (a few microseconds): preallocated, small.
+pub static PENDING: HashMap<u32, PendingCreate> = HashMap::with_max_entries(2048, 0);
 
 /// Sockets whose create passed the filters, so their release is reported even when the
 /// releasing task would not pass them (e.g. another process closed the last reference).
-/// Value: creation time. Not preallocated: sized for a busy media server, it only
-/// takes memory for the sockets really open.
+/// Value: creation time. Not preallocated, so it takes memory for the sockets really
+/// open, but its hash buckets are: sized at load from what the filter can reach
+/// (loader/sizes.rs), one entry when there is no filter (it is not used then).
 #[map]
 pub static TRACKED: HashMap<u64, u64> = HashMap::with_max_entries(262_144, BPF_F_NO_PREALLOC);
 
@@ -77,7 +83,7 @@ pub fn wakeup() -> u64 {
 
 /// (process, user stack id) pairs already handed to user space.
 #[map]
-pub static SEEN_STACKS: LruHashMap<u64, u8> = LruHashMap::with_max_entries(8192, 0);
+pub static SEEN_STACKS: LruHashMap<u64, u8> = LruHashMap::with_max_entries(4096, 0);
 
 /// Submit flags for a record with a user stack (create, and release on the backends
 /// that take releasing stacks): the first one of each (process, user stack) wakes the
@@ -110,4 +116,4 @@ pub fn reserve<T: 'static>() -> Option<aya_ebpf::maps::ring_buf::RingBufEntry<T>
 
 /// Each thread's current PeerConnection id, maintained by the USDT span markers.
 #[map]
-pub static CURRENT_PC: HashMap<u32, u64> = HashMap::with_max_entries(16384, 0);
+pub static CURRENT_PC: HashMap<u32, u64> = HashMap::with_max_entries(8192, 0);

@@ -31,7 +31,17 @@ pub fn sockscope_socket_exit(ctx: TracePointContext) -> u32 {
     let _ = PENDING.remove(tid);
     // SAFETY: `ret` is a long at this offset of every sys_exit record.
     let ret: i64 = unsafe { ctx.read_at(RET_OFFSET) }.unwrap_or(-1);
-    let StackIds(kernel_stack, user_stack) = StackIds::current(&ctx);
+    // The user stack: walked here (see walk.rs), or by the kernel into `STACKS`.
+    let walked = if crate::walk::enabled() {
+        crate::walk::walk(tgid)
+    } else {
+        None
+    };
+    let StackIds(kernel_stack, user_stack) = if crate::walk::enabled() {
+        StackIds::kernel_only(&ctx)
+    } else {
+        StackIds::current(&ctx)
+    };
     // SAFETY: copied out at once.
     let pc_id = unsafe { CURRENT_PC.get(tid) }.copied().unwrap_or(0);
     crate::io::watch_new_socket(tgid, ret, pending.cookie, pc_id);
@@ -52,9 +62,14 @@ pub fn sockscope_socket_exit(ctx: TracePointContext) -> u32 {
             cookie: pending.cookie,
             pc_id,
             comm: current_comm(),
+            user_stack_hash: walked.as_ref().map_or(0, |w| w.hash),
         });
-        let flags = match sampled {
-            crate::stack_sample::Sampled::Sent { first: true } => BPF_RB_FORCE_WAKEUP as u64,
+        // The first record of each (process, stack) wakes the reader at once (see
+        // `stack_wakeup`).
+        let flags = match (sampled, &walked) {
+            (crate::stack_sample::Sampled::Sent { first: true }, _) => BPF_RB_FORCE_WAKEUP as u64,
+            (_, Some(w)) if w.first => BPF_RB_FORCE_WAKEUP as u64,
+            (_, Some(_)) => wakeup(),
             _ => stack_wakeup(tgid, user_stack),
         };
         entry.submit(flags);

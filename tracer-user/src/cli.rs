@@ -138,12 +138,7 @@ pub struct CheckArgs {
     #[arg(long)]
     pub ring_bytes: Option<u32>,
     /// The command and its arguments (after `--`).
-    #[arg(
-        required = true,
-        trailing_var_arg = true,
-        allow_hyphen_values = true,
-        value_name = "CMD"
-    )]
+    #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
     pub command: Vec<String>,
 }
 
@@ -215,6 +210,12 @@ pub struct DaemonArgs {
     /// (with a warning, a metric, and `incomplete` verdicts) rather than memory growing.
     #[arg(long, default_value_t = crate::daemon::DEFAULT_MAX_SOCKETS)]
     pub max_sockets: usize,
+    /// Forget a program no process has mapped for this long (a binary replaced by a
+    /// new version, a container gone): its markers are detached (the kernel lets go of
+    /// the file, the marker slots serve other programs) and its parsed debug
+    /// information dropped. Run again later, it gets them back when it starts.
+    #[arg(long, value_parser = parse_duration, default_value = "60s", value_name = "DURATION")]
+    pub forget_programs_after: Duration,
     /// Turn the kernel's BPF run-time statistics on while running, for the
     /// sockscope_bpf_run_seconds_total metric (costs two clock reads per program run).
     #[arg(long)]

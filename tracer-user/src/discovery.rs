@@ -5,7 +5,9 @@
 //! file identity, so a thousand processes of one binary cost one parse.
 use std::{collections::HashMap, os::unix::fs::MetadataExt as _, path::PathBuf};
 
-use crate::{markers::PROVIDER, markers::process_objects, stapsdt::read_notes};
+use crate::{
+    clock::monotonic_ns, markers::PROVIDER, markers::process_objects, stapsdt::read_notes,
+};
 
 /// A file, wherever it is mounted: (device, inode).
 pub type FileId = (u64, u64);
@@ -14,8 +16,18 @@ pub type FileId = (u64, u64);
 pub struct Discovery {
     /// Whether each object seen has sockscope markers.
     objects: HashMap<FileId, bool>,
-    /// Whether each process seen carries markers (until it is forgotten).
-    pids: HashMap<u32, bool>,
+    /// The objects with markers each process seen maps (none: it carries no
+    /// markers), until it is forgotten.
+    pids: HashMap<u32, Vec<FileId>>,
+    /// Objects with markers: how many known processes map each, and since when none
+    /// has (monotonic ns).
+    users: HashMap<FileId, Users>,
+}
+
+#[derive(Debug, Default)]
+struct Users {
+    count: usize,
+    idle_since_ns: Option<u64>,
 }
 
 impl Discovery {
@@ -24,11 +36,11 @@ impl Discovery {
     /// attached to an object fire in every process that maps it, now and later.
     pub fn marked(&mut self, pid: u32, new_objects: &mut Vec<(FileId, PathBuf)>) -> bool {
         if let Some(m) = self.pids.get(&pid) {
-            return *m;
+            return !m.is_empty();
         }
         // A process that is gone, or not readable, carries nothing we can attach to.
         let objects = process_objects(pid).unwrap_or_default();
-        let mut marked = false;
+        let mut marked = Vec::new();
         for (_, readable) in objects {
             let Ok(meta) = std::fs::metadata(&readable) else {
                 continue;
@@ -46,10 +58,16 @@ impl Discovery {
                     h
                 }
             };
-            marked |= has;
+            if has && !marked.contains(&id) {
+                marked.push(id);
+                let users = self.users.entry(id).or_default();
+                users.count += 1;
+                users.idle_since_ns = None;
+            }
         }
+        let any = !marked.is_empty();
         self.pids.insert(pid, marked);
-        marked
+        any
     }
 
     /// The markers of object `id` could not all be attached (the process it was read
@@ -60,12 +78,42 @@ impl Discovery {
 
     /// `pid` exited or executed another program: decide again when next seen.
     pub fn forget(&mut self, pid: u32) {
-        self.pids.remove(&pid);
+        for id in self.pids.remove(&pid).unwrap_or_default() {
+            if let Some(users) = self.users.get_mut(&id) {
+                users.count = users.count.saturating_sub(1);
+                if users.count == 0 {
+                    users.idle_since_ns = Some(monotonic_ns());
+                }
+            }
+        }
     }
 
     /// Whether `pid` is already known to carry markers.
     pub fn known_marked(&self, pid: u32) -> bool {
-        self.pids.get(&pid).copied().unwrap_or(false)
+        self.pids.get(&pid).is_some_and(|m| !m.is_empty())
+    }
+
+    /// Objects with markers that no known process has mapped for `idle_ns`: they are
+    /// handed out to be released and forgotten here, so that a process that maps one
+    /// later (a forked child that stayed silent, the same binary run again) finds it
+    /// new and has its markers attached again.
+    pub fn idle_objects(&mut self, idle_ns: u64) -> Vec<FileId> {
+        let now = monotonic_ns();
+        let idle: Vec<FileId> = self
+            .users
+            .iter()
+            .filter(|(_, u)| {
+                u.count == 0
+                    && u.idle_since_ns
+                        .is_some_and(|t| now.saturating_sub(t) >= idle_ns)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &idle {
+            self.users.remove(id);
+            self.objects.remove(id);
+        }
+        idle
     }
 
     /// Every process running now, as /proc lists them.

@@ -43,6 +43,9 @@ pub enum DecodeError {
     /// Stack samples are taken by the ring reader (see `crate::unwind`), never events.
     #[error("a stack sample record is not an event")]
     StackSample,
+    /// So are the frames of walked stacks (see `crate::walked`).
+    #[error("a walked stack record is not an event")]
+    WalkedStack,
     #[error("record of kind {kind:?} has {got} bytes, expected at least {want}")]
     Short {
         kind: EventKind,
@@ -80,6 +83,7 @@ impl KernelEvent {
             EventKind::Exit => Self::Exit(read(bytes, kind)?),
             EventKind::Exec => Self::Exec(read(bytes, kind)?),
             EventKind::StackSample => return Err(DecodeError::StackSample),
+            EventKind::WalkedStack => return Err(DecodeError::WalkedStack),
         })
     }
 }

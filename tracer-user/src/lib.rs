@@ -25,3 +25,4 @@ pub mod stream;
 pub mod symbolize;
 pub mod system;
 pub mod unwind;
+pub mod walked;

@@ -5,14 +5,15 @@
 //! finds the marker's file offset instead, under which the cookie is stored (one
 //! marker per offset, see [`MarkerTable::attach`]).
 use std::{
-    collections::{BTreeSet, HashMap, HashSet},
+    collections::{BTreeSet, HashMap, HashSet, VecDeque},
     fs,
     num::NonZeroU32,
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
+    time::{Duration, Instant},
 };
 
-use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope};
+use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope};
 use tracer_common::{MARKER_MAX_ARGS, UsdtArg, UsdtSpec, usdt_action, usdt_arg};
 
 use crate::{
@@ -91,10 +92,21 @@ pub struct AttachReport {
     pub skipped: Vec<String>,
 }
 
+/// A released marker's cookie is given to another only after this: by then no record
+/// naming it can still wait in the ring (the reader passes every few milliseconds).
+const COOKIE_QUARANTINE: Duration = Duration::from_secs(10);
+
 /// Every marker sockscope attached, by cookie.
 #[derive(Debug, Default)]
 pub struct MarkerTable {
-    markers: Vec<AttachedMarker>,
+    /// By cookie; `None` once released.
+    markers: Vec<Option<AttachedMarker>>,
+    /// Cookies of released markers, oldest first, with when they were released.
+    free: VecDeque<(u32, Instant)>,
+    /// The markers attached for every process, by object (device, inode), with their
+    /// links: what releasing an object detaches. Only with attach cookies (without,
+    /// markers of several objects share one entry by file offset).
+    by_object: HashMap<(u64, u64), ObjectMarkers>,
     /// Without attach cookies: the cookie of the marker at each file offset.
     sites: HashMap<u64, u32>,
     /// Markers attached for every process, by (device, inode, file offset): a binary
@@ -102,17 +114,73 @@ pub struct MarkerTable {
     everywhere: HashSet<(u64, u64, u64)>,
 }
 
+/// What was attached for one object.
+#[derive(Debug)]
+struct ObjectMarkers {
+    path: PathBuf,
+    links: Vec<(u32, UProbeLinkId)>,
+}
+
 impl MarkerTable {
     pub fn get(&self, cookie: u32) -> Option<&AttachedMarker> {
-        self.markers.get(cookie as usize)
+        self.markers.get(cookie as usize)?.as_ref()
     }
 
+    /// Markers attached now.
     pub fn len(&self) -> usize {
-        self.markers.len()
+        self.markers.iter().flatten().count()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.markers.is_empty()
+        self.len() == 0
+    }
+
+    /// Detaches the markers attached for every process in object `id` (the daemon,
+    /// once no process maps it: a binary replaced by a new version, a container gone),
+    /// so that the kernel lets go of the file and the cookies serve other objects.
+    /// Returns the object's path and how many markers were detached.
+    pub fn release_object(
+        &mut self,
+        tracer: &mut Tracer,
+        id: (u64, u64),
+    ) -> Option<(PathBuf, usize)> {
+        let object = self.by_object.remove(&id)?;
+        let parts = tracer.usdt_parts().ok()?;
+        let now = Instant::now();
+        let count = object.links.len();
+        for (cookie, link) in object.links {
+            // A link the kernel already dropped is detached all the same.
+            let _ = parts.program.detach(link);
+            let _ = parts.specs.remove(&cookie);
+            if let Some(slot) = self.markers.get_mut(cookie as usize) {
+                *slot = None;
+            }
+            self.free.push_back((cookie, now));
+        }
+        self.everywhere.retain(|&(dev, ino, _)| (dev, ino) != id);
+        Some((object.path, count))
+    }
+
+    /// A cookie for a new marker: a released one past its quarantine, or the next.
+    fn new_cookie(&self) -> Result<(u32, bool), String> {
+        if let Some(&(cookie, released)) = self.free.front()
+            && released.elapsed() >= COOKIE_QUARANTINE
+        {
+            return Ok((cookie, true));
+        }
+        u32::try_from(self.markers.len())
+            .map(|c| (c, false))
+            .map_err(|_| "too many markers".to_string())
+    }
+
+    fn store(&mut self, cookie: u32, reused: bool, marker: AttachedMarker) {
+        if reused {
+            self.free.pop_front();
+        }
+        match self.markers.get_mut(cookie as usize) {
+            Some(slot) => *slot = Some(marker),
+            None => self.markers.push(Some(marker)),
+        }
     }
 
     /// Attaches the markers of `providers` found at `target`. Without attach cookies,
@@ -154,9 +222,19 @@ impl MarkerTable {
                     continue;
                 }
                 match self.attach_one(tracer, probe, &readable, scope) {
-                    Ok(()) => {
+                    Ok(link) => {
                         report.attached += 1;
                         self.everywhere.extend(key);
+                        if let (Some((dev, ino, _)), Some(link)) = (key, link) {
+                            self.by_object
+                                .entry((dev, ino))
+                                .or_insert_with(|| ObjectMarkers {
+                                    path: shown.clone(),
+                                    links: Vec::new(),
+                                })
+                                .links
+                                .push(link);
+                        }
                     }
                     Err(why) => report.skipped.push(format!(
                         "{}:{} in {}: {why}",
@@ -170,13 +248,15 @@ impl MarkerTable {
         Ok(report)
     }
 
+    /// Attaches one marker; returns its cookie and link when they are its own (with
+    /// attach cookies), which releasing its object undoes.
     fn attach_one(
         &mut self,
         tracer: &mut Tracer,
         probe: &UsdtProbe,
         object: &Path,
         scope: UProbeScope,
-    ) -> Result<(), String> {
+    ) -> Result<Option<(u32, UProbeLinkId)>, String> {
         if probe.semaphore != 0 {
             return Err(
                 "uses a semaphore, which sockscope cannot enable (use probe! without one)".into(),
@@ -190,8 +270,9 @@ impl MarkerTable {
         } else {
             self.sites.get(&probe.file_offset).copied()
         };
-        if let Some(cookie) = shared {
-            let m = &self.markers[cookie as usize];
+        if let Some(cookie) = shared
+            && let Some(m) = self.get(cookie)
+        {
             if (m.provider.as_str(), m.name.as_str(), m.spec)
                 != (probe.provider.as_str(), probe.name.as_str(), spec)
             {
@@ -204,11 +285,10 @@ impl MarkerTable {
                 ));
             }
         }
-        let cookie = match shared {
-            Some(c) => c,
+        let (cookie, reused) = match shared {
+            Some(c) => (c, false),
             None => {
-                let c = u32::try_from(self.markers.len())
-                    .map_err(|_| "too many markers".to_string())?;
+                let (c, reused) = self.new_cookie()?;
                 parts
                     .specs
                     .insert(c, spec, 0)
@@ -219,36 +299,40 @@ impl MarkerTable {
                         .insert(probe.file_offset, c, 0)
                         .map_err(|e| format!("cannot store its file offset: {e}"))?;
                 }
-                c
+                (c, reused)
             }
         };
         let point = UProbeAttachPoint {
             location: UProbeAttachLocation::AbsoluteOffset(probe.file_offset),
             cookie: by_cookie.then_some(u64::from(cookie)),
         };
-        let attached = parts.program.attach(point, object, scope);
-        if let Err(e) = attached {
-            if shared.is_none() {
-                let _ = parts.specs.remove(&cookie);
-                if !by_cookie {
-                    let _ = parts.sites.remove(&probe.file_offset);
+        let link = match parts.program.attach(point, object, scope) {
+            Ok(link) => link,
+            Err(e) => {
+                if shared.is_none() {
+                    let _ = parts.specs.remove(&cookie);
+                    if !by_cookie {
+                        let _ = parts.sites.remove(&probe.file_offset);
+                    }
                 }
+                return Err(format!("{USDT_PROGRAM} could not be attached: {e}"));
             }
-            return Err(format!("{USDT_PROGRAM} could not be attached: {e}"));
+        };
+        if shared.is_some() {
+            return Ok(None);
         }
-        if shared.is_none() {
-            if !by_cookie {
-                self.sites.insert(probe.file_offset, cookie);
-            }
-            self.markers.push(AttachedMarker {
-                provider: probe.provider.clone(),
-                name: probe.name.clone(),
-                object: object.to_owned(),
-                signed: probe.args.iter().map(|a| a.signed).collect(),
-                spec,
-            });
+        if !by_cookie {
+            self.sites.insert(probe.file_offset, cookie);
         }
-        Ok(())
+        let marker = AttachedMarker {
+            provider: probe.provider.clone(),
+            name: probe.name.clone(),
+            object: object.to_owned(),
+            signed: probe.args.iter().map(|a| a.signed).collect(),
+            spec,
+        };
+        self.store(cookie, reused, marker);
+        Ok(by_cookie.then_some((cookie, link)))
     }
 }
 

@@ -25,6 +25,7 @@ use crate::{
     loader::Tracer,
     symbolize::{Normalizer, RawStack, stack_addrs},
     unwind::{DwarfStacks, Sample},
+    walked::WalkedStacks,
 };
 
 /// How long a record may wait in the ring when the kernel did not wake us (it wakes
@@ -66,13 +67,14 @@ impl EventStream {
         let stacks = tracer.shared_stacks();
         let dwarf = DwarfStacks::new(tracer.stack_mode(), tracer.take_stack_modes());
         let deletes = tracer.stack_map_for_deletes();
+        let walked = WalkedStacks::new(tracer.take_walked());
         let (tx, batches) = mpsc::unbounded_channel();
         let stop = Arc::new(AtomicBool::new(false));
         let reader = std::thread::Builder::new()
             .name("sockscope-ring".into())
             .spawn({
                 let stop = Arc::clone(&stop);
-                move || read(ring, &stacks, dwarf, deletes, &tx, &stop)
+                move || read(ring, &stacks, dwarf, walked, deletes, &tx, &stop)
             })
             .context("cannot start the ring buffer reader")?;
         Ok(Self {
@@ -145,6 +147,7 @@ fn read(
     mut ring: RingBuf<MapData>,
     stacks: &StackTraceMap<MapData>,
     mut dwarf: DwarfStacks,
+    mut walked: WalkedStacks,
     mut deletes: Option<StackTraceMap<MapData>>,
     tx: &mpsc::UnboundedSender<Batch>,
     stop: &AtomicBool,
@@ -152,7 +155,14 @@ fn read(
     let mut normalizer = Normalizer::new();
     // Stacks normalized per (process, stack id), forgotten when the process exits.
     let mut normalized: HashMap<(u32, i32), RawStack> = HashMap::new();
+    let mut last_close = std::time::Instant::now();
     loop {
+        if last_close.elapsed() >= crate::symbolize::EVICT_EVERY {
+            last_close = std::time::Instant::now();
+            // Only what no stack holds any more (the symbolizer holds what it parsed
+            // for as long as it keeps the parse).
+            normalizer.close_unused(crate::symbolize::EVICT_EVERY);
+        }
         let last = stop.load(Ordering::Acquire);
         let horizon_ns = monotonic_ns();
         let mut records = Vec::new();
@@ -176,6 +186,20 @@ fn read(
                 }
                 continue;
             }
+            if WalkedStacks::is_walked(&item) {
+                // Normalized now, while the process lives, like stacks of the map.
+                match WalkedStacks::decode(&item) {
+                    Some(f) => {
+                        if let Some(id) = walked.id(f.pid, f.hash) {
+                            normalized
+                                .entry((f.pid, id))
+                                .or_insert_with(|| normalizer.user(f.pid, &f.addrs));
+                        }
+                    }
+                    None => eprintln!("sockscope: skipped a malformed walked stack record"),
+                }
+                continue;
+            }
             let mut event = match KernelEvent::decode(&item) {
                 Ok(event) => event,
                 Err(e) => {
@@ -192,6 +216,12 @@ fn read(
                         .clone()
                 })
             };
+            // A walked stack: by the id its frames were given (none if they were lost).
+            if let KernelEvent::Create(c) = &mut event
+                && c.user_stack_hash != 0
+            {
+                c.user_stack = walked.known(c.pid, c.user_stack_hash).unwrap_or(-1);
+            }
             let user_stack = match &mut event {
                 KernelEvent::Create(c) if dwarf.active() => {
                     let (pid, id) = (c.pid, c.user_stack);
@@ -223,7 +253,8 @@ fn read(
                     // another process still uses (same code, no ASLR) stays.
                     if let Some(map) = deletes.as_mut() {
                         for id in gone {
-                            if !normalized.keys().any(|&(_, other)| other == id)
+                            if !WalkedStacks::is_walked_id(id)
+                                && !normalized.keys().any(|&(_, other)| other == id)
                                 && let Ok(id) = u32::try_from(id)
                             {
                                 let _ = map.remove(&id);
@@ -231,10 +262,13 @@ fn read(
                         }
                     }
                     dwarf.exited(e.pid);
+                    walked.exited(e.pid);
                     None
                 }
                 KernelEvent::Exec(e) => {
                     dwarf.exec(e.pid);
+                    // Same addresses, other code: its stacks are walked and named anew.
+                    walked.exited(e.pid);
                     None
                 }
                 _ => None,

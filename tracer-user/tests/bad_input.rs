@@ -26,6 +26,21 @@ fn bad_input_gives_one_line_and_exit_2() {
     );
 }
 
+/// An option `check` does not know, before the command, is a mistake in the options,
+/// not a command named `--bogus`; after `--` everything is the command's.
+#[test]
+fn an_unknown_option_of_check_is_not_taken_for_the_command() {
+    expect_usage_error(&["check", "--bogus"], "unexpected argument '--bogus'");
+    expect_usage_error(&["check", "--gracee", "1s", "--", "true"], "'--gracee'");
+    let out = std::process::Command::new(sockscope_bin())
+        .args(["check", "--", "-x"])
+        .output()
+        .expect("run sockscope");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("command not found: -x"), "{stderr}");
+}
+
 #[test]
 fn a_missing_argument_is_named_with_the_usage() {
     expect_usage_error(&["check"], "required arguments were not provided: <CMD>...");

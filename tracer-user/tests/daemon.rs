@@ -87,6 +87,33 @@ fn found(file: &Path, what: &str, pid_is: impl Fn(&Value) -> bool) -> Value {
     })
 }
 
+/// Starts `sockscope daemon` with `args`, its findings to `output`, and waits until it
+/// judges: (the daemon, its stderr lines).
+fn start_daemon(args: &[&str], output: &Path) -> (Child, Lines) {
+    let mut daemon = Command::new(sockscope_bin())
+        .arg("daemon")
+        .args(args)
+        .arg("--output")
+        .arg(output)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the daemon");
+    let d_err = Lines::new(daemon.stderr.take().unwrap());
+    d_err.wait_for("daemon judging", Duration::from_secs(30));
+    (daemon, d_err)
+}
+
+/// Stops the daemon with SIGTERM: it must exit 0 and leave nothing attached.
+fn stop_daemon(mut daemon: Child) {
+    // SAFETY: our own child.
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    let status = daemon.wait().unwrap();
+    assert!(status.success(), "daemon exit: {status:?}");
+    assert_nothing_attached("after the daemon");
+}
+
 fn go(child: &mut Child) {
     writeln!(child.stdin.as_mut().expect("stdin"), "go").expect("tell it to go on");
 }
@@ -194,23 +221,10 @@ fn daemon_judges_every_marked_process_before_after_and_in_containers() {
     let a_pid = a_paused["pid"].as_u64().unwrap();
 
     let metrics = free_addr();
-    let mut daemon = Command::new(sockscope_bin())
-        .args([
-            "daemon",
-            "--grace",
-            "500ms",
-            "--metrics",
-            &metrics.to_string(),
-        ])
-        .arg("--output")
-        .arg(&output)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the daemon");
-    let d_err = Lines::new(daemon.stderr.take().unwrap());
-    d_err.wait_for("daemon judging", Duration::from_secs(30));
+    let (daemon, d_err) = start_daemon(
+        &["--grace", "500ms", "--metrics", &metrics.to_string()],
+        &output,
+    );
     found(&output, "A (running before)", |p| {
         p["host_pid"].as_u64() == Some(a_pid)
     });
@@ -297,11 +311,7 @@ fn daemon_judges_every_marked_process_before_after_and_in_containers() {
     std::thread::sleep(Duration::from_millis(1200));
     let after = scrape(metrics);
 
-    // SAFETY: our own child.
-    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
-    let status = daemon.wait().unwrap();
-    assert!(status.success(), "daemon exit: {status:?}");
-    assert_nothing_attached("after the daemon");
+    stop_daemon(daemon);
 
     let old = records(&rotated);
     let new = records(&output);
@@ -411,17 +421,7 @@ fn daemon_watches_a_program_whose_first_process_exited_during_the_attach() {
     std::fs::create_dir_all(&dir).unwrap();
     let output = dir.join("findings.jsonl");
     let _ = std::fs::remove_file(&output);
-    let mut daemon = Command::new(sockscope_bin())
-        .args(["daemon", "--grace", "300ms"])
-        .arg("--output")
-        .arg(&output)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the daemon");
-    let d_err = Lines::new(daemon.stderr.take().unwrap());
-    d_err.wait_for("daemon judging", Duration::from_secs(30));
+    let (daemon, _d_err) = start_daemon(&["--grace", "300ms"], &output);
     for _ in 0..5 {
         let status = Command::new(workload_bin("pc_sim"))
             .args(["--pcs", "3"])
@@ -443,9 +443,7 @@ fn daemon_watches_a_program_whose_first_process_exited_during_the_attach() {
     wait_record(&output, "its second verdict", |v| {
         v["event"] == "verdict" && v["pid"].as_u64() == Some(u64::from(pid)) && v["pc_id"] == 2
     });
-    // SAFETY: our own child.
-    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
-    assert!(daemon.wait().unwrap().success());
+    stop_daemon(daemon);
     let recs = records(&output);
     let verdicts: Vec<(u64, String)> = by_event(&recs, "verdict")
         .into_iter()
@@ -539,5 +537,121 @@ fn daemon_unwinds_the_stacks_of_a_marked_program_built_without_frame_pointers() 
         "the daemon's stack is check's (file:line included)"
     );
     assert_eq!(leak["site"], by_event(&reference.ours, "leak")[0]["site"]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Kernel attachments the daemon holds: its perf event and BPF link fds (each marker
+/// is a uprobe: one of them), read from /proc, not from what sockscope says.
+fn attachment_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|dir| {
+            dir.filter_map(Result::ok)
+                .filter_map(|e| std::fs::read_link(e.path()).ok())
+                .filter(|t| {
+                    let t = t.to_string_lossy();
+                    t.contains("perf_event") || t.contains("bpf_link")
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Runs a marked program that leaks one socket; returns its pid and leaked pairs.
+fn run_leaking(bin: &Path, output: &Path) -> (u64, Vec<(u64, u64)>) {
+    let mut child = Command::new(bin)
+        .args(["--wait", "--pcs", "1", "--leak", "1", "--linger", "600"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the copy of pc_sim");
+    let out = Lines::new(child.stdout.take().unwrap());
+    let ready: Value =
+        serde_json::from_str(&out.wait_for("ready", Duration::from_secs(10))).unwrap();
+    let pid = ready["pid"].as_u64().unwrap();
+    found(output, "the copy", |p| p["host_pid"].as_u64() == Some(pid));
+    go(&mut child);
+    let lines = program_lines(&out);
+    let _ = child.wait();
+    wait_record(output, "its leak", |v| {
+        v["event"] == "leak" && v["pid"].as_u64() == Some(pid)
+    });
+    (pid, leaked(&lines))
+}
+
+/// A program no process runs any more has its markers detached (a binary replaced by a
+/// new version, a container gone: a long-running daemon must not keep them, nor the
+/// files), and gets them back when it runs again.
+#[test]
+fn daemon_releases_the_markers_of_a_program_nobody_runs_and_attaches_them_again() {
+    if !require_root("daemon_releases_the_markers_of_a_program_nobody_runs_and_attaches_them_again")
+    {
+        return;
+    }
+    let _serial = serial();
+    let dir = std::env::temp_dir().join(format!("sockscope-daemon-release-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let output = dir.join("findings.jsonl");
+    let _ = std::fs::remove_file(&output);
+    // A binary of its own (a file no other test's process maps).
+    let copy = dir.join("pc_sim_release");
+    std::fs::copy(workload_bin("pc_sim"), &copy).expect("copy pc_sim");
+    let metrics = free_addr();
+    let (daemon, d_err) = start_daemon(
+        &[
+            "--grace",
+            "200ms",
+            "--forget-programs-after",
+            "1s",
+            "--metrics",
+            &metrics.to_string(),
+        ],
+        &output,
+    );
+    let baseline = attachment_fds(daemon.id());
+
+    let (first, leaked_first) = run_leaking(&copy, &output);
+    assert_eq!(leaked_first.len(), 1);
+    let with_markers = attachment_fds(daemon.id());
+    assert!(
+        with_markers > baseline,
+        "the copy's markers are uprobes the daemon holds ({baseline} -> {with_markers})"
+    );
+    // Forgotten 2 s after its exit, released 1 s later.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut err = Vec::new();
+    while attachment_fds(daemon.id()) != baseline && Instant::now() < deadline {
+        err.extend(d_err.next(Duration::from_millis(100)));
+    }
+    assert_eq!(
+        attachment_fds(daemon.id()),
+        baseline,
+        "released: the daemon holds no uprobe of the copy any more; its stderr: {err:#?}"
+    );
+    err.extend(d_err.next(Duration::from_millis(500)));
+    assert!(
+        err.iter()
+            .any(|l| l.contains("released") && l.contains("markers")),
+        "says so: {err:#?}"
+    );
+    std::thread::sleep(Duration::from_millis(1200));
+    let page = scrape(metrics);
+    let n = with_markers - baseline;
+    // At least the copy's (other marked programs on the host may come and go too).
+    assert!(
+        value(&page, "sockscope_markers_released_total", None) >= n as f64,
+        "every marker of the copy released ({n})"
+    );
+
+    // Run again: found, its markers attached again, its leak judged.
+    let (second, leaked_second) = run_leaking(&copy, &output);
+    assert_ne!(first, second);
+    assert_eq!(
+        leaks_of(&records(&output), second),
+        leaked_second,
+        "judged whole after the markers came back"
+    );
+    assert_eq!(leaks_of(&records(&output), first), leaked_first);
+
+    stop_daemon(daemon);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -3,7 +3,22 @@
 //! nothing at all (held). Each leak is one the program makes on purpose, of a known
 //! kind: the mDNS query loop of webrtc-rs that keeps asking, the session mux whose read
 //! loop waits for datagrams that never come, a socket nothing ever touches.
+//!
+//! Each verdict is also held against ground truth the test takes itself, from /proc,
+//! while the program lives: `check` is read line by line, and the program lingers past
+//! the grace, so the test looks when the PeerConnection has closed and again as soon
+//! as the leak line comes. The webrtc-rs example runs in a network namespace of its own
+//! with only `lo`, whose packet counters (/proc/PID/net/dev follows the process's
+//! namespace) count every datagram sent in it; a socket's row of /proc/PID/net/udp
+//! gives its queues and drops; /proc/PID/fdinfo of an epoll fd lists what it watches.
 mod common;
+
+use std::{
+    path::Path,
+    process::{Child, Stdio},
+    sync::MutexGuard,
+    time::{Duration, Instant},
+};
 
 use common::*;
 use serde_json::Value;
@@ -14,9 +29,290 @@ fn only_leak(run: &CheckRun) -> &Value {
     leaks[0]
 }
 
-/// The legacy example (webrtc-rs 0.17) with one injected leak in its only session.
-fn proxy_leak(kind: &str) -> CheckRun {
-    run_check(
+/// A `sockscope check --format json` run read as it goes, so the test can look at the
+/// program at the moments that matter. Tests that attach run one at a time
+/// ([`serial`]).
+struct LiveCheck {
+    child: Child,
+    out: Lines,
+    err: Lines,
+    stdout: Vec<String>,
+    stderr: Vec<String>,
+    /// The command's pid, as `check` names it.
+    pid: u32,
+    _serial: MutexGuard<'static, ()>,
+}
+
+/// "sockscope: checking `CMD` (pid N), grace G" -> N.
+fn checked_pid(line: &str) -> Option<u32> {
+    let (_, rest) = line.rsplit_once("(pid ")?;
+    rest.split(')').next()?.parse().ok()
+}
+
+impl LiveCheck {
+    fn start(check_args: &[&str], cmd: &Path, cmd_args: &[&str]) -> Self {
+        let serial = serial();
+        let mut child = check_command(check_args, cmd, cmd_args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start sockscope check");
+        let out = Lines::new(child.stdout.take().expect("stdout"));
+        let err = Lines::new(child.stderr.take().expect("stderr"));
+        let mut stderr = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let pid = loop {
+            let line = deadline
+                .checked_duration_since(Instant::now())
+                .and_then(|left| err.next(left))
+                .unwrap_or_else(|| panic!("check named no command pid: {stderr:#?}"));
+            let pid = checked_pid(&line);
+            stderr.push(line);
+            if let Some(pid) = pid {
+                break pid;
+            }
+        };
+        Self {
+            child,
+            out,
+            err,
+            stdout: Vec::new(),
+            stderr,
+            pid,
+            _serial: serial,
+        }
+    }
+
+    /// The next JSON line on stdout (sockscope's or the program's) that `want`s; every
+    /// line read is kept for [`Self::finish`].
+    fn next_where(&mut self, what: &str, want: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let Some(line) = deadline
+                .checked_duration_since(Instant::now())
+                .and_then(|left| self.out.next(left))
+            else {
+                panic!(
+                    "no {what} on stdout: {:#?}\nstderr: {:#?}",
+                    self.stdout, self.stderr
+                );
+            };
+            let v = serde_json::from_str::<Value>(&line).ok();
+            self.stdout.push(line);
+            if let Some(v) = v.filter(&want) {
+                return v;
+            }
+        }
+    }
+
+    /// Everything until `check` ends (the program's linger, then its exit).
+    fn finish(mut self) -> CheckRun {
+        let rest = self.out.rest(Duration::from_secs(120));
+        self.stdout.extend(rest);
+        let status = self.child.wait().expect("wait for sockscope check");
+        self.stderr.extend(self.err.rest(Duration::from_secs(10)));
+        assert_nothing_attached("after check");
+        let lines: Vec<Value> = self
+            .stdout
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        let (ours, program) = lines.into_iter().partition(|v| v.get("schema").is_some());
+        CheckRun {
+            code: status.code(),
+            ours,
+            program,
+            stderr: self.stderr.join("\n"),
+        }
+    }
+}
+
+impl Drop for LiveCheck {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Why /proc/PID may be unreadable: said when the program is gone.
+fn gone(pid: u32) -> &'static str {
+    if Path::new(&format!("/proc/{pid}")).exists() {
+        ""
+    } else {
+        " (the program ended before the test could look: the verdict came after its linger)"
+    }
+}
+
+/// /proc/PID/`rel`: the program must still run (it lingers past the grace for this).
+fn read_proc(pid: u32, rel: &str) -> String {
+    let path = format!("/proc/{pid}/{rel}");
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}{}", gone(pid)))
+}
+
+/// Packets `lo` sent in the network namespace of `pid` (/proc/PID/net/dev: rx bytes,
+/// packets and 6 more receive fields, then tx bytes, tx packets).
+fn lo_tx_packets(pid: u32) -> u64 {
+    let text = read_proc(pid, "net/dev");
+    text.lines()
+        .find_map(|l| {
+            let (name, counters) = l.split_once(':')?;
+            if name.trim() != "lo" {
+                return None;
+            }
+            counters.split_whitespace().nth(9)?.parse().ok()
+        })
+        .unwrap_or_else(|| panic!("no lo counters in /proc/{pid}/net/dev: {text}"))
+}
+
+/// UDP datagrams sent in the network namespace of `pid` (`OutDatagrams` of the `Udp:`
+/// lines of /proc/PID/net/snmp: one per datagram a socket sent, whatever the device).
+fn udp_out_datagrams(pid: u32) -> u64 {
+    let path = format!("/proc/{pid}/net/snmp");
+    let text = read_proc(pid, "net/snmp");
+    let mut udp = text.lines().filter(|l| l.starts_with("Udp:"));
+    let (Some(names), Some(values)) = (udp.next(), udp.next()) else {
+        panic!("no Udp lines in {path}: {text}");
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find_map(|(n, v)| (n == "OutDatagrams").then(|| v.parse().ok()).flatten())
+        .unwrap_or_else(|| panic!("no Udp OutDatagrams in {path}: {text}"))
+}
+
+/// A UDP socket's row of /proc/PID/net/udp{,6} (the tables of its namespace).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct UdpRow {
+    inode: u64,
+    tx_queue: u64,
+    rx_queue: u64,
+    drops: u64,
+}
+
+fn udp_rows(pid: u32, port: u16) -> Vec<UdpRow> {
+    let mut rows = Vec::new();
+    for table in ["udp", "udp6"] {
+        let text = read_proc(pid, &format!("net/{table}"));
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let hex = |s: &str| u64::from_str_radix(s, 16).ok();
+            let local_port = f
+                .get(1)
+                .and_then(|a| a.rsplit_once(':'))
+                .and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
+            let queues = f.get(4).and_then(|q| q.split_once(':'));
+            let row = (|| {
+                Some(UdpRow {
+                    tx_queue: hex(queues?.0)?,
+                    rx_queue: hex(queues?.1)?,
+                    inode: f.get(9)?.parse().ok()?,
+                    drops: f.get(12)?.parse().ok()?,
+                })
+            })();
+            if let (Some(p), Some(row)) = (local_port, row)
+                && p == port
+            {
+                rows.push(row);
+            }
+        }
+    }
+    rows
+}
+
+/// The socket inodes `pid` holds fds of.
+fn socket_inodes(pid: u32) -> Vec<u64> {
+    let dir = format!("/proc/{pid}/fd");
+    std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{dir}: {e}{}", gone(pid)))
+        .filter_map(|e| {
+            let target = std::fs::read_link(e.ok()?.path()).ok()?;
+            target
+                .to_str()?
+                .strip_prefix("socket:[")?
+                .strip_suffix(']')?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
+/// The one UDP socket `pid` holds on local `port`.
+fn held_socket(pid: u32, port: u16) -> UdpRow {
+    let held = socket_inodes(pid);
+    let rows: Vec<UdpRow> = udp_rows(pid, port)
+        .into_iter()
+        .filter(|r| held.contains(&r.inode))
+        .collect();
+    assert_eq!(
+        rows.len(),
+        1,
+        "pid {pid} holds one UDP socket on port {port}: {rows:?}"
+    );
+    rows[0]
+}
+
+/// A registration in an epoll set of the process: its `tfd:` line in the epoll fd's
+/// /proc/PID/fdinfo ("tfd: 9 events: 19 data: ... pos:0 ino:3a8d sdev:9").
+#[derive(Debug, Clone, Copy)]
+struct EpollEntry {
+    epoll_fd: i32,
+    target_fd: i32,
+    events: u32,
+    inode: u64,
+}
+
+const EPOLLIN: u32 = 0x1;
+
+fn epoll_entries(pid: u32) -> Vec<EpollEntry> {
+    let dir = format!("/proc/{pid}/fdinfo");
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{dir}: {e}{}", gone(pid)))
+        .filter_map(Result::ok)
+    {
+        let Some(epoll_fd) = e.file_name().to_str().and_then(|n| n.parse().ok()) else {
+            continue;
+        };
+        let Ok(info) = std::fs::read_to_string(e.path()) else {
+            continue; // closed meanwhile
+        };
+        for line in info.lines().filter(|l| l.starts_with("tfd:")) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let field = |key: &str| {
+                f.iter()
+                    .position(|w| *w == key)
+                    .and_then(|i| f.get(i + 1).copied())
+            };
+            let entry = (|| {
+                Some(EpollEntry {
+                    epoll_fd,
+                    target_fd: field("tfd:")?.parse().ok()?,
+                    events: u32::from_str_radix(field("events:")?, 16).ok()?,
+                    inode: f
+                        .iter()
+                        .find_map(|w| w.strip_prefix("ino:"))
+                        .and_then(|i| u64::from_str_radix(i, 16).ok())?,
+                })
+            })();
+            out.push(entry.unwrap_or_else(|| panic!("unreadable epoll entry: {line}")));
+        }
+    }
+    out
+}
+
+/// How long the programs stay after their last PeerConnection closed: past the grace
+/// by more than the verdict's lag on a loaded machine (over a second was seen with a
+/// debug sockscope and the two cores busy compiling), so the test can look at them
+/// when the leak line comes.
+const LINGER_AFTER_GRACE_MS: u64 = 3500;
+
+/// The legacy example (webrtc-rs 0.17) with one injected leak in its only session,
+/// read as it runs; its first line (printed once it is in its own namespace) is read.
+fn proxy_leak(kind: &str) -> LiveCheck {
+    let linger = (1500 + LINGER_AFTER_GRACE_MS).to_string();
+    let mut live = LiveCheck::start(
         &["--grace", "1500ms"],
         &workload_bin("webrtc-proxy"),
         &[
@@ -26,18 +322,70 @@ fn proxy_leak(kind: &str) -> CheckRun {
             "--leak",
             kind,
             "--linger",
-            "2000",
+            &linger,
         ],
-    )
+    );
+    let first = live.next_where("the example's first line", |v| {
+        v.get("interfaces").is_some() && v.get("schema").is_none()
+    });
+    assert_eq!(
+        first["interfaces"],
+        serde_json::json!(["lo"]),
+        "in a namespace with only lo: {first}"
+    );
+    live
 }
+
+/// The session's report, printed right after both its PeerConnections closed.
+fn session_report(live: &mut LiveCheck) -> Value {
+    live.next_where("the session's report", |v| {
+        v.get("pc_ids").is_some() && v.get("schema").is_none()
+    })
+}
+
+fn leak_line(live: &mut LiveCheck) -> Value {
+    live.next_where("a leak line", |v| v["event"] == "leak")
+}
+
+/// mDNS (webrtc-rs binds 0.0.0.0:5353).
+const MDNS_PORT: u16 = 5353;
 
 #[test]
 fn a_query_loop_that_keeps_sending_is_active() {
     if !require_root("a_query_loop_that_keeps_sending_is_active") {
         return;
     }
-    let run = proxy_leak("mdns");
+    let mut live = proxy_leak("mdns");
+    let pid = live.pid;
+    // Before the leaked mDNS socket exists, lo's count is a floor for everything it
+    // will ever send: read lo, then look for the socket, until it is there. (The
+    // namespace is the program's own: its lo counted from 0, also a floor.)
+    let mut before_socket = (0, 0);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let counts = (lo_tx_packets(pid), udp_out_datagrams(pid));
+        if !udp_rows(pid, MDNS_PORT).is_empty() {
+            break;
+        }
+        before_socket = counts;
+        assert!(
+            Instant::now() < deadline,
+            "no mDNS socket in pid {pid} within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    session_report(&mut live);
+    let after_close = (lo_tx_packets(pid), udp_out_datagrams(pid));
+    let leak_seen = leak_line(&mut live);
+    let at_verdict = (lo_tx_packets(pid), udp_out_datagrams(pid));
+    assert_eq!(
+        udp_rows(pid, MDNS_PORT).len(),
+        1,
+        "the mDNS socket is still open at the verdict"
+    );
+    let run = live.finish();
     let leak = only_leak(&run);
+    assert_eq!(leak, &leak_seen);
     assert_eq!(leak["kind"], "active", "{leak}");
     let io = &leak["io"];
     // The loop asks once a second: within the 1.5 s grace it sent at least once.
@@ -46,6 +394,28 @@ fn a_query_loop_that_keeps_sending_is_active() {
         !io["last_stack"].as_array().unwrap().is_empty(),
         "the stack of the last send or receive: {io}"
     );
+    // Ground truth: lo carried packets during the grace, after both PeerConnections
+    // had closed, UDP datagrams among them (lo also carries the IGMP reports of the
+    // mDNS socket's group); and sockscope counts no send that the namespace did not
+    // make between a moment before the socket existed and the verdict.
+    let moved = |from: (u64, u64)| {
+        (
+            at_verdict.0.saturating_sub(from.0),
+            at_verdict.1.saturating_sub(from.1),
+        )
+    };
+    let (lo, udp) = moved(after_close);
+    assert!(
+        lo > 0 && udp > 0,
+        "during the grace lo carried {lo} packets, {udp} of them UDP datagrams"
+    );
+    let sends = io["sends_after_end"].as_u64().unwrap_or(u64::MAX);
+    let (lo, udp) = moved(before_socket);
+    assert!(
+        sends <= udp && sends <= lo,
+        "{sends} sends after the end, but from before the socket existed to the verdict \
+         the namespace sent {udp} UDP datagrams and lo carried {lo} packets: {io}"
+    );
 }
 
 #[test]
@@ -53,8 +423,23 @@ fn a_read_loop_parked_on_the_socket_is_awaited() {
     if !require_root("a_read_loop_parked_on_the_socket_is_awaited") {
         return;
     }
-    let run = proxy_leak("task");
+    let mut live = proxy_leak("task");
+    let pid = live.pid;
+    let report = session_report(&mut live);
+    let after_close = (lo_tx_packets(pid), udp_out_datagrams(pid));
+    let port = report["leaked"][0]["port"]
+        .as_u64()
+        .and_then(|p| u16::try_from(p).ok())
+        .unwrap_or_else(|| panic!("the leaked mux socket's port: {report}"));
+    let leak_seen = leak_line(&mut live);
+    // Ground truth at the verdict, while the program lingers.
+    let at_verdict = (lo_tx_packets(pid), udp_out_datagrams(pid));
+    let socket = held_socket(pid, port);
+    let epoll = epoll_entries(pid);
+    let run = live.finish();
     let leak = only_leak(&run);
+    assert_eq!(leak, &leak_seen);
+    assert_eq!(leak["local_port"], port, "{leak}");
     assert_eq!(leak["kind"], "awaited", "{leak}");
     let io = &leak["io"];
     assert_eq!(
@@ -67,6 +452,34 @@ fn a_read_loop_parked_on_the_socket_is_awaited() {
     // At most the peer's last packets of the teardown were read, right at the close;
     // then nothing for the rest of the grace.
     assert!(io["last_ago_ns"].as_u64() > Some(1_000_000_000), "{io}");
+    // Ground truth: nothing waits in its receive queue (a reader has nothing to take),
+    // nothing moved on lo during the grace (nothing could wake it), and it is in an
+    // epoll set for reading: the runtime's reactor waits on it for its parked task.
+    assert_eq!(
+        (socket.rx_queue, socket.drops),
+        (0, 0),
+        "receive queue and drops of the mux socket at the verdict: {socket:?}"
+    );
+    assert_eq!(
+        at_verdict, after_close,
+        "(lo packets, UDP datagrams sent) moved during the grace: something still talks"
+    );
+    let mine: Vec<&EpollEntry> = epoll.iter().filter(|e| e.inode == socket.inode).collect();
+    assert!(
+        mine.iter().any(|e| e.events & EPOLLIN != 0),
+        "the mux socket (inode {}) is in no epoll set with EPOLLIN: {epoll:?}",
+        socket.inode
+    );
+    // sockscope saw the same registrations.
+    let reported = leak["epoll"].as_array().cloned().unwrap_or_default();
+    for e in &mine {
+        assert!(
+            reported
+                .iter()
+                .any(|r| r["epoll_fd"] == e.epoll_fd && r["target_fd"] == e.target_fd),
+            "{e:?} missing from the leak's epoll sets: {reported:?}"
+        );
+    }
 }
 
 #[test]
@@ -74,15 +487,46 @@ fn a_socket_nothing_touches_is_held() {
     if !require_root("a_socket_nothing_touches_is_held") {
         return;
     }
-    let run = run_check(
+    let linger = (300 + LINGER_AFTER_GRACE_MS).to_string();
+    let mut live = LiveCheck::start(
         &["--grace", "300ms"],
         &workload_bin("pc_sim"),
-        &["--pcs", "1", "--leak", "1", "--linger", "800"],
+        &["--pcs", "1", "--leak", "1", "--linger", &linger],
     );
+    let pid = live.pid;
+    let closed = live.next_where("pc_sim's close of PeerConnection 1", |v| {
+        v["pc_id"] == 1 && v.get("leaked_ports").is_some()
+    });
+    let port = closed["leaked_ports"][0]
+        .as_u64()
+        .and_then(|p| u16::try_from(p).ok())
+        .unwrap_or_else(|| panic!("the leaked port: {closed}"));
+    let at_close = held_socket(pid, port);
+    let leak_seen = leak_line(&mut live);
+    let at_verdict = held_socket(pid, port);
+    let epoll = epoll_entries(pid);
+    let run = live.finish();
     let leak = only_leak(&run);
+    assert_eq!(leak, &leak_seen);
+    assert_eq!(leak["local_port"], port, "{leak}");
     assert_eq!(leak["kind"], "held", "{leak}");
     assert!(
         leak["io"].is_null(),
         "no send or receive was ever seen: {leak}"
+    );
+    // Ground truth: pc_sim never reads it, so any datagram that came would still be
+    // queued or counted as dropped: none came, at the close or at the verdict; nothing
+    // is queued to send; and no epoll set watches it (no task can wait on it).
+    assert_eq!(at_close.inode, at_verdict.inode, "the same socket");
+    for (when, s) in [("at the close", at_close), ("at the verdict", at_verdict)] {
+        assert_eq!(
+            (s.rx_queue, s.tx_queue, s.drops),
+            (0, 0, 0),
+            "queues and drops {when}: {s:?}"
+        );
+    }
+    assert!(
+        epoll.iter().all(|e| e.inode != at_verdict.inode),
+        "an epoll set watches the held socket: {epoll:?}"
     );
 }

@@ -60,17 +60,10 @@ fn leaks_pid_ends_when_its_process_exits_with_the_final_listing() {
     std::thread::sleep(Duration::from_millis(500));
     hold.kill().unwrap();
 
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(status) = leaks.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = leaks.kill();
-            let _ = hold.wait();
-            panic!("leaks --pid {pid} still runs 15 s after its process exited");
-        }
-        std::thread::sleep(Duration::from_millis(50));
+    let Some(status) = exit_within(&mut leaks, Duration::from_secs(15)) else {
+        let _ = leaks.kill();
+        let _ = hold.wait();
+        panic!("leaks --pid {pid} still runs 15 s after its process exited");
     };
     let _ = hold.wait();
     assert_eq!(status.code(), Some(0), "ends with exit 0");
@@ -320,4 +313,52 @@ fn an_unreadable_proc_exe_is_permission_denied_not_a_missing_process() {
         .unwrap();
     expect_permission_denied(&out, "root without CAP_SYS_PTRACE: watch --pid 1");
     assert_nothing_attached("after watch --pid 1 failed");
+}
+
+/// `watch --pid P` ends when P exits even if nobody reaps it: a zombie keeps its
+/// /proc entry, which is why "exists in /proc" is not "alive".
+#[test]
+fn watch_ends_when_its_process_is_a_zombie() {
+    if !require_root("watch_ends_when_its_process_is_a_zombie") {
+        return;
+    }
+    let _serial = serial();
+    // `sleep 3` is the child of a shell that becomes `sleep 60` (exec), which never
+    // reaps it: it stays a zombie after 3 s.
+    let mut parent = Command::new("sh")
+        .args(["-c", "sleep 3 & echo $!; exec sleep 60"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start sh");
+    let out = Lines::new(parent.stdout.take().unwrap());
+    let pid: u32 = out
+        .next(Duration::from_secs(5))
+        .and_then(|l| l.trim().parse().ok())
+        .expect("the child's pid");
+    let started = Instant::now();
+    let mut watch = Command::new(sockscope_bin())
+        .args(["watch", "--grace", "10ms", "--pid", &pid.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start sockscope watch");
+    let Some(status) = exit_within(&mut watch, Duration::from_secs(20)) else {
+        let _ = watch.kill();
+        let _ = parent.kill();
+        panic!("watch --pid {pid} still runs 17 s after its process became a zombie");
+    };
+    let state = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let _ = parent.kill();
+    let _ = parent.wait();
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "watch ended before its process exited ({:?}): {status:?}",
+        started.elapsed()
+    );
+    assert!(
+        state.contains("State:\tZ"),
+        "the process was a zombie, unreaped, when watch ended: {state}"
+    );
+    assert_eq!(status.code(), Some(0), "exit 0 when the process ends");
+    assert_nothing_attached("after watch on a zombie");
 }

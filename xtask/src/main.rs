@@ -50,10 +50,12 @@ enum Task {
     /// sockscope and workloads in an initramfs, run the end-to-end checks inside for
     /// every backend (doctor's choice, trace of a known workload, USDT markers and a
     /// leak verdict, a clean check), run them on this host too (backends this kernel
-    /// refuses must be refused cleanly), and print the kernel x backend x check matrix
-    /// (needs root; about a minute per kernel after the build).
+    /// refuses must be refused cleanly), and print the kernel x backend x check matrix;
+    /// then install the systemd unit as README says in a Debian guest whose PID 1 is
+    /// systemd and check the service end to end (needs root; about a minute per kernel
+    /// after the build, and one for the systemd guest once its rootfs is cached).
     VmTest {
-        /// 5.10, 6.1, 6.12, host or all.
+        /// 5.10, 6.1, 6.12, host, systemd (README's service under systemd as PID 1) or all.
         #[arg(long, default_value = "all")]
         kernel: String,
     },

@@ -152,6 +152,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 metrics: a.metrics,
                 duration: a.duration,
                 max_sockets: a.max_sockets,
+                forget_programs_after: a.forget_programs_after,
                 bpf_stats: a.bpf_stats,
                 ring_bytes: a.ring_bytes,
                 backend: a.backend.backend,

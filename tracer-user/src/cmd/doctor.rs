@@ -82,7 +82,34 @@ pub fn run_checks() -> Vec<Check> {
         }
         Err(e) => checks.push(check("programs", Status::Fail, e.to_string())),
     }
+    checks.push(memory_check());
     checks
+}
+
+/// What the largest maps lock, as sized for this host (see `loader::sizes`).
+fn memory_check() -> Check {
+    use loader::sizes::MapSizes;
+    let builder = loader::TracerBuilder::new();
+    let walked = builder.walks_stacks();
+    let sizes = MapSizes::new(walked, 0, true);
+    let how = if walked {
+        "creating stacks walked by the create program"
+    } else {
+        "creating stacks through bpf_get_stackid (no bpf_task_pt_regs here)"
+    };
+    check(
+        "bpf memory",
+        Status::Ok,
+        format!(
+            "stack map {} x 127 frames ({} KiB; {how}); tracked sockets {} (by --pid: its open-file limit); ring {} KiB (--stacks fp), {} KiB (auto), {} KiB (dwarf); --ring-bytes sets it",
+            sizes.stacks,
+            u64::from(sizes.stacks) * 127 * 8 / 1024,
+            sizes.tracked,
+            loader::DEFAULT_RING_BYTES / 1024,
+            loader::AUTO_RING_BYTES / 1024,
+            loader::DWARF_RING_BYTES / 1024,
+        ),
+    )
 }
 
 /// One line per backend (attached for a moment), then the one tracing would use and

@@ -1,19 +1,14 @@
 //! `sockscope leaks`: outstanding UDP sockets by age, grouped by creating stack, like
 //! memleak does for allocations. Needs no markers. Sockets that existed before
 //! sockscope started are listed too, with their stack unknown.
-use std::{
-    collections::HashMap,
-    io::Write as _,
-    os::fd::{AsRawFd as _, OwnedFd},
-    time::Duration,
-};
+use std::{collections::HashMap, io::Write as _, time::Duration};
 
 use anyhow::Context as _;
 
 use crate::{
     backend::SocketIdentity,
     clock::{human_ns, monotonic_ns},
-    cmd::trace::validate_target,
+    cmd::{exit_watch::ExitWatch, trace::validate_target},
     error::UsageError,
     events::{KernelEvent, comm_str},
     inventory,
@@ -130,62 +125,6 @@ pub async fn run(opts: LeaksOptions) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-/// Notices when the `--pid` process exits, checking every 100 ms: through a pidfd
-/// (readable once the process has exited, zombie or reaped, and never confused with a
-/// process that reuses the pid), or by looking at /proc where pidfds are missing.
-struct ExitWatch {
-    pid: u32,
-    pidfd: Option<OwnedFd>,
-    tick: tokio::time::Interval,
-}
-
-impl ExitWatch {
-    fn new(pid: u32) -> Result<Self, UsageError> {
-        let pidfd = match inventory::pidfd_open(pid) {
-            Ok(fd) => Some(fd),
-            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {
-                return Err(UsageError::NoSuchPid(pid));
-            }
-            Err(_) => None,
-        };
-        Ok(Self {
-            pid,
-            pidfd,
-            tick: tokio::time::interval(Duration::from_millis(100)),
-        })
-    }
-
-    fn has_exited(&self) -> bool {
-        let Some(fd) = &self.pidfd else {
-            return !inventory::process_running(self.pid);
-        };
-        let mut pfd = libc::pollfd {
-            fd: fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd; a zero timeout does not block.
-        let n = unsafe { libc::poll(&mut pfd, 1, 0) };
-        if n < 0 {
-            return !inventory::process_running(self.pid);
-        }
-        n > 0 && pfd.revents != 0
-    }
-
-    /// Resolves when the process has exited; never without a process to watch.
-    async fn exited(watch: Option<&mut Self>) {
-        let Some(w) = watch else {
-            return std::future::pending().await;
-        };
-        loop {
-            w.tick.tick().await;
-            if w.has_exited() {
-                return;
-            }
-        }
-    }
 }
 
 fn preexisting(pid: Option<u32>, identity: SocketIdentity) -> HashMap<u64, Outstanding> {

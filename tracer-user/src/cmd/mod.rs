@@ -3,6 +3,7 @@ use crate::loader::{Tracer, TracerBuilder};
 
 pub mod check;
 pub mod doctor;
+mod exit_watch;
 pub mod leaks;
 pub mod trace;
 pub mod usdt;

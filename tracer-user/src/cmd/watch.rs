@@ -5,7 +5,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use crate::{
-    error::UsageError,
+    cmd::exit_watch::ExitWatch,
     loader::TracerBuilder,
     markers::{MarkerTarget, PROVIDER},
     output::Format,
@@ -29,14 +29,9 @@ pub struct WatchOptions {
     pub stacks: crate::unwind::StackArgs,
 }
 
-fn alive(pid: u32) -> bool {
-    std::path::Path::new(&format!("/proc/{pid}")).exists()
-}
-
 pub async fn run(opts: WatchOptions) -> anyhow::Result<Outcome> {
-    if !alive(opts.pid) {
-        return Err(UsageError::NoSuchPid(opts.pid).into());
-    }
+    // A pidfd: a zombie counts as exited, and a process reusing the pid is not P.
+    let mut exit = ExitWatch::new(opts.pid)?;
     let mut stop = watch_shutdown(opts.duration).context("cannot install signal handlers")?;
     let builder = TracerBuilder::new()
         .pid(Some(opts.pid))
@@ -69,15 +64,10 @@ pub async fn run(opts: WatchOptions) -> anyhow::Result<Outcome> {
     let mut log = FindingLog::new(opts.format);
     // The reader passes over the ring at least every `stream::POLL`: each pass
     // judges the graces that ended before it.
-    let mut alive_check = tokio::time::interval(Duration::from_millis(100));
     loop {
         tokio::select! {
             r = session.readable() => { r?; log.emit(session.drain()?)?; }
-            _ = alive_check.tick() => {
-                if !alive(opts.pid) {
-                    break;
-                }
-            }
+            () = ExitWatch::exited(Some(&mut exit)) => break,
             _ = stop.changed() => break,
         }
     }

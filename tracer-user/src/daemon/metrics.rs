@@ -77,6 +77,9 @@ pub struct Gauges {
     pub leaked_open: usize,
     pub tracked_sockets: usize,
     pub tracked_pcs: usize,
+    /// Markers attached now, and released so far (programs no process runs any more).
+    pub markers_attached: usize,
+    pub markers_released: usize,
     pub events: u64,
     pub lost: u64,
     pub capped: u64,
@@ -185,11 +188,21 @@ pub fn render(c: &Counters, g: &Gauges) -> String {
             "The daemon's resident memory.",
             g.rss_bytes,
         ),
+        (
+            "sockscope_markers_attached",
+            "USDT markers attached now (each a uprobe on a marked program).",
+            g.markers_attached as u64,
+        ),
     ] {
         family(&mut o, name, "gauge", help);
         let _ = writeln!(o, "{name} {v}");
     }
     for (name, help, v) in [
+        (
+            "sockscope_markers_released_total",
+            "USDT markers detached because no process had mapped their program for a while.",
+            g.markers_released as u64,
+        ),
         (
             "sockscope_late_releases_total",
             "Leaked sockets released after all.",

@@ -39,6 +39,9 @@ pub struct DaemonOptions {
     pub metrics: Option<SocketAddr>,
     pub duration: Option<Duration>,
     pub max_sockets: usize,
+    /// How long a program's markers and parsed debug information are kept once no
+    /// process runs it.
+    pub forget_programs_after: std::time::Duration,
     /// Turn the kernel's BPF run-time statistics on while running.
     pub bpf_stats: bool,
     pub ring_bytes: Option<u32>,
@@ -136,6 +139,8 @@ impl Daemon {
             leaked_open: self.session.correlator.leaked_open(),
             tracked_sockets,
             tracked_pcs,
+            markers_attached: self.session.markers.len(),
+            markers_released: self.session.released_markers,
             events: self.session.events,
             lost: self.session.lost(),
             capped: self.session.capped,
@@ -195,6 +200,7 @@ pub async fn run(opts: DaemonOptions) -> anyhow::Result<()> {
     let mut session = LeakSession::new(tracer, opts.grace.as_nanos() as u64)?;
     session.host_wide();
     session.max_sockets(opts.max_sockets);
+    session.forget_programs_after(opts.forget_programs_after);
 
     // The processes running now: those with markers are joined as they are (their
     // PeerConnections open now are never judged clean).
@@ -222,6 +228,15 @@ pub async fn run(opts: DaemonOptions) -> anyhow::Result<()> {
         counters: metrics::Counters::default(),
     };
     d.pass(Vec::new())?;
+    if opts.metrics.is_some()
+        && let Ok(mut p) = page.lock()
+    {
+        *p = d.page();
+    }
+    // Under systemd (Type=notify): started means judging, with a page to scrape.
+    if let Err(e) = crate::system::service::notify("READY=1") {
+        eprintln!("sockscope: cannot tell the service manager the daemon is ready: {e}");
+    }
     let mut refresh = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
@@ -245,6 +260,7 @@ pub async fn run(opts: DaemonOptions) -> anyhow::Result<()> {
             _ = stop.changed() => break,
         }
     }
+    let _ = crate::system::service::notify("STOPPING=1");
     let found = d.session.finish()?;
     d.pass(found)?;
     eprintln!(

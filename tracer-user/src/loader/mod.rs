@@ -12,6 +12,7 @@ use tracer_common::{COMM_LEN, UsdtSpec, stats};
 
 mod io;
 mod probe;
+pub mod sizes;
 
 pub use io::IoWatch;
 
@@ -52,6 +53,7 @@ pub struct TracerBuilder {
     stack_mode: StackMode,
     stack_bytes: Option<u32>,
     sample_listed: bool,
+    helper_stacks: bool,
 }
 
 impl TracerBuilder {
@@ -132,6 +134,20 @@ impl TracerBuilder {
         self
     }
 
+    /// Take creating user stacks with the kernel's `bpf_get_stackid` even where the
+    /// create program can walk them itself (see tracer-ebpf/src/walk.rs): the
+    /// reference the walk is compared with.
+    pub fn helper_stacks(mut self, on: bool) -> Self {
+        self.helper_stacks = on;
+        self
+    }
+
+    /// Whether the create program walks user stacks itself: on x86_64 kernels with
+    /// `bpf_task_pt_regs` (5.15), unless [`Self::helper_stacks`] is asked for.
+    pub fn walks_stacks(&self) -> bool {
+        cfg!(target_arch = "x86_64") && !self.helper_stacks && kernel_copies_user_stacks()
+    }
+
     /// Host-wide (the daemon): take DWARF samples of the processes listed with
     /// [`Tracer::sample_process`] (the ones being judged), as a filter would select them.
     pub fn sample_listed(mut self, on: bool) -> Self {
@@ -200,6 +216,7 @@ impl TracerBuilder {
                 stack_bytes: self.stack_bytes,
                 follow_exec: self.follow_exec,
                 exec_all: self.exec_all,
+                walk_stacks: self.walks_stacks(),
                 sample_listed: self.sample_listed && stack_mode != StackMode::Fp,
             },
             &facts,
@@ -252,6 +269,11 @@ impl TracerBuilder {
         let stats = take_map(&mut ebpf, "STATS", PerCpuArray::try_from)?;
         let usdt_specs = take_map(&mut ebpf, "USDT_SPECS", UsdtSpecs::try_from)?;
         let stack_modes = take_map(&mut ebpf, "STACK_MODES", aya::maps::HashMap::try_from)?;
+        let walked = if self.walks_stacks() {
+            Some(take_map(&mut ebpf, "WALKED", aya::maps::HashMap::try_from)?)
+        } else {
+            None
+        };
         let usdt_sites = take_map(&mut ebpf, "USDT_SITES", UsdtSites::try_from)?;
         let sample_tgids = if self.sample_listed && stack_mode != StackMode::Fp {
             Some(take_map(
@@ -276,6 +298,7 @@ impl TracerBuilder {
             io,
             stack_mode,
             stack_modes: Some(stack_modes),
+            walked,
             sample_tgids,
         })
     }
@@ -310,7 +333,7 @@ fn choose_backend(
 }
 
 /// `EVENTS`' size in tracer-ebpf.
-const DEFAULT_RING_BYTES: u32 = 256 * 1024;
+pub const DEFAULT_RING_BYTES: u32 = 256 * 1024;
 
 /// The ring's default size when every traced socket creation is sampled (`dwarf`): a
 /// sample is up to 32 KiB (16 KiB by default), so the frame-pointer default would hold
@@ -318,7 +341,7 @@ const DEFAULT_RING_BYTES: u32 = 256 * 1024;
 pub const DWARF_RING_BYTES: u32 = 4 * 1024 * 1024;
 /// The same for `auto`, where processes with working frame pointers are sampled only
 /// at their first socket.
-pub const AUTO_RING_BYTES: u32 = 2 * 1024 * 1024;
+pub const AUTO_RING_BYTES: u32 = 1024 * 1024;
 
 /// The read-only globals and map sizes fixed at load.
 #[derive(Default)]
@@ -335,6 +358,8 @@ struct LoadConfig {
     follow_exec: bool,
     /// Report every exec on the host (the daemon).
     exec_all: bool,
+    /// Walk creating user stacks in the create program (see [`TracerBuilder::walks_stacks`]).
+    walk_stacks: bool,
     /// Sample the processes listed in `SAMPLE_TGIDS` (the daemon).
     sample_listed: bool,
 }
@@ -364,6 +389,14 @@ fn configured_load(cfg: &LoadConfig, facts: &KernelFacts) -> Result<Ebpf, Tracer
     // Lets release events say whether a dying process's files are being closed.
     let task_flags = facts.task_flags.unwrap_or(0);
     loader.override_global("TASK_FLAGS_OFFSET", &task_flags, true);
+    let sizes = sizes::MapSizes::new(
+        cfg.walk_stacks,
+        cfg.pid,
+        cfg.comm[0] != 0 || cfg.cgroup_id != 0,
+    );
+    sizes.apply(&mut loader);
+    let walk_stacks = u8::from(cfg.walk_stacks);
+    loader.override_global("WALK_STACKS", &walk_stacks, true);
     let sampling = cfg.stack_mode != StackMode::Fp;
     let stack_mode = cfg.stack_mode.kernel_value();
     loader.override_global("STACK_MODE", &stack_mode, true);
@@ -455,6 +488,9 @@ pub struct Tracer {
     stack_mode: StackMode,
     /// `auto`: the per-process stack mode, for the ring reader (taken once).
     stack_modes: Option<StackModes>,
+    /// Which (process, walked stack) the kernel sent, for the ring reader (taken
+    /// once); `None` when the kernel does not walk stacks.
+    walked: Option<crate::walked::WalkedMap>,
     /// The processes sampled host-wide ([`TracerBuilder::sample_listed`]).
     sample_tgids: Option<aya::maps::HashMap<MapData, u32, u8>>,
 }
@@ -539,6 +575,11 @@ impl Tracer {
     /// The per-process stack-mode map, for the ring reader (taken once).
     pub fn take_stack_modes(&mut self) -> Option<StackModes> {
         self.stack_modes.take()
+    }
+
+    /// The kernel's record of walked stacks sent, for the ring reader (taken once).
+    pub fn take_walked(&mut self) -> Option<crate::walked::WalkedMap> {
+        self.walked.take()
     }
 
     /// The backend in use.

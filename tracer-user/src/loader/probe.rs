@@ -38,6 +38,7 @@ pub fn probe_programs() -> Result<Probes, TracerError> {
     let mut ebpf = configured_load(
         &LoadConfig {
             kernel_stacks: true,
+            walk_stacks: super::TracerBuilder::new().walks_stacks(),
             ..LoadConfig::default()
         },
         &facts,

@@ -7,11 +7,13 @@
 //! build's DWARF the first time takes most of a second: a process that exits
 //! meanwhile (a test binary under `check`) still gets its stacks named.
 use std::{
+    cell::RefCell,
     collections::HashMap,
     fs::File,
     os::{fd::AsRawFd as _, unix::fs::MetadataExt as _},
     path::{Path, PathBuf},
     sync::Arc,
+    time::{Duration, Instant},
 };
 
 use aya::maps::{MapData, StackTraceMap};
@@ -19,7 +21,7 @@ use blazesym::{
     Pid,
     normalize::{NormalizeOpts, Normalizer as BlazeNormalizer, UserMeta},
     symbolize::{
-        Input, Sym, Symbolized, Symbolizer as Blaze,
+        Input, Sym, Symbolized, Symbolizer as Blaze, evict,
         source::{Elf, Kernel, Source},
     },
 };
@@ -70,8 +72,18 @@ impl Frame {
     }
 }
 
+/// How long an object file no stack used stays open and parsed. Long-running
+/// commands (the daemon) see programs come and go: a binary replaced by a new version
+/// must not keep its parse (tens of MB for a debug build), its descriptor and, deleted,
+/// its disk space for as long as sockscope runs.
+pub const OBJECT_IDLE: Duration = Duration::from_secs(60);
+
 pub struct Symbolizer {
     blaze: Blaze,
+    /// The objects blazesym has parsed, through our descriptor's path (which must stay
+    /// open while blazesym caches it: the path names whatever file has that
+    /// descriptor number), with when each was last used.
+    held: RefCell<HashMap<PathBuf, (Arc<ObjectFile>, Instant)>>,
 }
 
 impl Default for Symbolizer {
@@ -87,7 +99,22 @@ impl Symbolizer {
                 .enable_demangling(true)
                 .enable_inlined_fns(true)
                 .build(),
+            held: RefCell::new(HashMap::new()),
         }
+    }
+
+    /// Forgets the parse of every object no stack used for `idle`, and lets go of its
+    /// descriptor (closed once no normalized stack holds it, see
+    /// [`Normalizer::close_unused`]). Named again later, it is parsed again.
+    pub fn evict_unused(&mut self, idle: Duration) {
+        let Self { blaze, held } = self;
+        held.get_mut().retain(|path, (_, used)| {
+            if used.elapsed() < idle {
+                return true;
+            }
+            let _ = blaze.evict(&evict::Evict::Elf(evict::Elf::new(path.clone())));
+            false
+        });
     }
 
     /// Frames of a kernel stack, named through kallsyms.
@@ -142,7 +169,11 @@ impl Symbolizer {
         for (object, idx, offsets) in by_object {
             // Through our own descriptor: the file may be gone from its path, or be
             // in another mount namespace; blazesym caches its parse by inode.
-            let src = Source::Elf(Elf::new(object.fd_path()));
+            let path = object.fd_path();
+            self.held
+                .borrow_mut()
+                .insert(path.clone(), (Arc::clone(object), Instant::now()));
+            let src = Source::Elf(Elf::new(path));
             let Ok(symbolized) = self.blaze.symbolize(&src, Input::FileOffset(&offsets)) else {
                 continue;
             };
@@ -264,8 +295,9 @@ pub type RawStack = Arc<[RawFrame]>;
 /// Normalizes user stacks of live processes (cheap: one read of their memory map).
 pub struct Normalizer {
     blaze: BlazeNormalizer,
-    /// Every object file seen, by (device, inode): one descriptor each.
-    objects: HashMap<(u64, u64), Arc<ObjectFile>>,
+    /// Every object file seen, by (device, inode): one descriptor each, with when
+    /// it was last used.
+    objects: HashMap<(u64, u64), (Arc<ObjectFile>, Instant)>,
 }
 
 impl Default for Normalizer {
@@ -280,6 +312,13 @@ impl Normalizer {
             blaze: BlazeNormalizer::builder().enable_build_ids(false).build(),
             objects: HashMap::new(),
         }
+    }
+
+    /// Closes the object files that no stack holds and none of the last `idle` used:
+    /// a program that is gone lets go of its file (and, deleted, its disk space).
+    pub fn close_unused(&mut self, idle: Duration) {
+        self.objects
+            .retain(|_, (object, used)| Arc::strong_count(object) > 1 || used.elapsed() < idle);
     }
 
     /// The frames of `addrs` in process `pid`; raw addresses if it is gone.
@@ -326,20 +365,21 @@ impl Normalizer {
 
 /// The object file mapped at `map_file`, opened once per (device, inode).
 fn open_object(
-    objects: &mut HashMap<(u64, u64), Arc<ObjectFile>>,
+    objects: &mut HashMap<(u64, u64), (Arc<ObjectFile>, Instant)>,
     map_file: &Path,
 ) -> Option<Arc<ObjectFile>> {
     let file = File::open(map_file).ok()?;
     let meta = file.metadata().ok()?;
     let key = (meta.dev(), meta.ino());
-    if let Some(known) = objects.get(&key) {
+    if let Some((known, used)) = objects.get_mut(&key) {
+        *used = Instant::now();
         return Some(Arc::clone(known));
     }
     let shown = std::fs::read_link(map_file)
         .map(|p| p.to_string_lossy().into_owned())
         .unwrap_or_else(|_| map_file.to_string_lossy().into_owned());
     let object = Arc::new(ObjectFile { file, shown });
-    objects.insert(key, Arc::clone(&object));
+    objects.insert(key, (Arc::clone(&object), Instant::now()));
     Some(object)
 }
 
@@ -351,8 +391,13 @@ pub type Stack = Arc<[Frame]>;
 /// paths: each (process, stack id) is symbolized once and shared. Stack ids are
 /// stable while the process lives: the ring reader deletes a process's stacks from the
 /// stack map only after its exit.
+/// How often idle object files are looked for.
+pub const EVICT_EVERY: Duration = Duration::from_secs(10);
+
 pub struct StackCache {
     symbolizer: Symbolizer,
+    last_evict: Instant,
+    object_idle: Duration,
     user: HashMap<(u32, i32), Stack>,
     kernel: HashMap<i32, Stack>,
     empty: Stack,
@@ -368,6 +413,8 @@ impl StackCache {
     pub fn new() -> Self {
         Self {
             symbolizer: Symbolizer::new(),
+            last_evict: Instant::now(),
+            object_idle: OBJECT_IDLE,
             user: HashMap::new(),
             kernel: HashMap::new(),
             empty: Arc::from(Vec::new()),
@@ -412,6 +459,20 @@ impl StackCache {
     /// A process exited: its pid may come back with other code at the same addresses.
     pub fn forget_process(&mut self, pid: u32) {
         self.user.retain(|(p, _), _| *p != pid);
+    }
+
+    /// How long an object file no stack uses stays parsed ([`OBJECT_IDLE`] by default).
+    pub fn object_idle(&mut self, idle: Duration) {
+        self.object_idle = idle;
+    }
+
+    /// Lets go of the object files no stack has used for a while (see
+    /// [`Symbolizer::evict_unused`]); cheap enough to call on every pass.
+    pub fn evict_unused(&mut self) {
+        if self.last_evict.elapsed() >= EVICT_EVERY {
+            self.last_evict = Instant::now();
+            self.symbolizer.evict_unused(self.object_idle);
+        }
     }
 }
 

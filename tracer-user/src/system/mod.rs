@@ -4,6 +4,7 @@ mod caps;
 mod cgroup;
 pub mod exec_guard;
 mod mounts;
+pub mod service;
 mod tracefs;
 
 pub use btf::{Btf, kernel_btf};

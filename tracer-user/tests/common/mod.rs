@@ -384,6 +384,20 @@ pub fn run_check(check_args: &[&str], cmd: &std::path::Path, cmd_args: &[&str]) 
     CheckRun::from_output(out)
 }
 
+/// Waits for `child` to exit, at most `within`: its status, or `None` (still running).
+pub fn exit_within(child: &mut Child, within: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait for a child") {
+            return Some(status);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Starts a workload that prints `{"ready":true,"pid":P}` and waits for a line on
 /// stdin: (child, its stdout lines, P).
 pub fn spawn_waiting(bin: &str, args: &[&str]) -> (Child, Lines, u32) {

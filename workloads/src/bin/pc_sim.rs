@@ -115,6 +115,9 @@ fn main() {
     let linger = Duration::from_millis(number(&args, "--linger", 0));
     let pause_after_open = numbers(&args, "--pause-after-open");
     let first = number(&args, "--first-pc-id", 1).max(1);
+    // A moment before the first PeerConnection, as a server takes before its first
+    // call (before the pacer starts its clock).
+    std::thread::sleep(Duration::from_millis(number(&args, "--start-delay", 0)));
     let pacer = workloads::Pacer::new(numbers(&args, "--rate").first().map(|r| *r as f64));
     let wait_for_go = || {
         let mut line = String::new();

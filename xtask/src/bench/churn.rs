@@ -108,12 +108,12 @@ pub fn run(bins: &Bins, plan: &Plan, bpftrace: Option<&Path>) -> anyhow::Result<
         (
             "churn_slowdown",
             "Socket churn, traced by sockscope trace",
-            Some(1.05),
+            Some(1.45),
         ),
         (
             "churn_watch_slowdown",
             "Socket churn, sockscope watch (verdicts, stacks symbolized, no per-event output)",
-            Some(1.05),
+            Some(1.30),
         ),
         (
             "churn_stacks_slowdown",

@@ -13,6 +13,7 @@ mod rounds;
 mod schema;
 mod sockscope;
 mod stats;
+mod unwind;
 mod webrtc;
 
 use std::path::{Path, PathBuf};
@@ -95,8 +96,8 @@ fn bpftrace_script() -> Option<PathBuf> {
     Some(root().join("bench/churn.bt"))
 }
 
-pub const GROUPS: [&str; 7] = [
-    "churn", "paced", "echo", "webrtc", "loss", "memory", "latency",
+pub const GROUPS: [&str; 8] = [
+    "churn", "paced", "echo", "webrtc", "loss", "memory", "latency", "unwind",
 ];
 
 /// Runs one group of figures unless `--only` leaves it out; a failure becomes a
@@ -154,7 +155,7 @@ pub fn run(quick: bool, output: Option<PathBuf>, only: &[String]) -> anyhow::Res
     group(&mut figures, &mut failed, only, "echo", || {
         let (f, a) = echo::run(&bins, &plan)?;
         attach_s.extend(a);
-        Ok(vec![f])
+        Ok(f)
     });
     group(&mut figures, &mut failed, only, "webrtc", || {
         Ok(vec![webrtc::run(&bins, &plan)?])
@@ -164,6 +165,9 @@ pub fn run(quick: bool, output: Option<PathBuf>, only: &[String]) -> anyhow::Res
     });
     group(&mut figures, &mut failed, only, "memory", || {
         memory::run(&bins, &plan)
+    });
+    group(&mut figures, &mut failed, only, "unwind", || {
+        unwind::run(&bins, &plan)
     });
     group(&mut figures, &mut failed, only, "latency", || {
         let (f, a) = latency::run(&bins, &plan)?;

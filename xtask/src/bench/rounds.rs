@@ -39,7 +39,7 @@ pub fn round(mut workload: Command, tracer: Option<StartTracer>) -> anyhow::Resu
     let traced = match t.as_mut() {
         Some(t) => {
             let cpu = t.cpu_since_attach()?;
-            let progs = prog_times();
+            let progs = prog_times(t.pid());
             let attach = t.attach;
             Some(Traced {
                 out: t.stop()?,

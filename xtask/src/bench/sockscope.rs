@@ -45,9 +45,20 @@ pub fn start_trace(bins: &Bins, pid: u32, extra: &[&str]) -> anyhow::Result<Trac
 
 /// `sockscope watch --pid P`: leak verdicts, nothing printed per socket.
 pub fn start_watch(bins: &Bins, pid: u32) -> anyhow::Result<Tracer> {
+    start_watch_with(bins, pid, &[], keep_none)
+}
+
+/// `sockscope watch --pid P EXTRA`, keeping the stdout lines `keep` wants.
+pub fn start_watch_with(
+    bins: &Bins,
+    pid: u32,
+    extra: &[&str],
+    keep: fn(&str) -> bool,
+) -> anyhow::Result<Tracer> {
     let mut cmd = bins.cmd("sockscope");
-    cmd.args(["watch", "--pid", &pid.to_string(), "--format", "json"]);
-    Tracer::start(cmd, WATCH_READY, keep_none)
+    cmd.args(["watch", "--pid", &pid.to_string(), "--format", "json"])
+        .args(extra);
+    Tracer::start(cmd, WATCH_READY, keep)
 }
 
 /// The summary `sockscope trace -o F` prints on stderr.
@@ -87,11 +98,14 @@ pub struct ProgTime {
     pub runs: u64,
 }
 
-/// Every loaded program whose name starts with `sockscope` (names are cut at 15
-/// bytes by the kernel).
-pub fn prog_times() -> Vec<ProgTime> {
+/// Every loaded program of the process `pid` (those it holds an fd of, or a link to)
+/// whose name starts with `sockscope` (names are cut at 15 bytes by the kernel): other
+/// sockscope processes on the host (a test run meanwhile) are left out.
+pub fn prog_times(pid: u32) -> Vec<ProgTime> {
+    let ids = prog_ids(pid);
     aya::programs::loaded_programs()
         .filter_map(Result::ok)
+        .filter(|p| ids.contains(&p.id()))
         .filter_map(|p| {
             let name = p.name_as_str()?.to_owned();
             name.starts_with("sockscope").then(|| ProgTime {
@@ -99,6 +113,45 @@ pub fn prog_times() -> Vec<ProgTime> {
                 run_time: p.run_time(),
                 runs: p.run_count(),
             })
+        })
+        .collect()
+}
+
+/// How many sockscope programs are loaded on the host, called while no tracer of the
+/// bench runs (before a round, or once its tracer stopped): all of them belong to
+/// someone else, another sockscope (a test, a daemon) whose hooks, the I/O ones
+/// included, run for every process, the untraced side too. The kernel frees a stopped
+/// tracer's programs asynchronously: those of the previous round get half a second to
+/// go.
+pub fn loaded_sockscope_programs() -> usize {
+    let count = || {
+        aya::programs::loaded_programs()
+            .filter_map(Result::ok)
+            .filter(|p| p.name_as_str().is_some_and(|n| n.starts_with("sockscope")))
+            .count()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_millis(500);
+    loop {
+        let n = count();
+        if n == 0 || std::time::Instant::now() > deadline {
+            return n;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Ids of the BPF programs whose fd (or whose link's fd) `pid` holds, from
+/// /proc/PID/fdinfo; empty when it cannot be read.
+fn prog_ids(pid: u32) -> std::collections::HashSet<u32> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return Default::default();
+    };
+    dir.filter_map(Result::ok)
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .filter_map(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("prog_id:"))
+                .and_then(|v| v.trim().parse().ok())
         })
         .collect()
 }

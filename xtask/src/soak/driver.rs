@@ -61,6 +61,8 @@ pub struct Plan {
     pub leak_unannounced: Vec<u64>,
     pub exit_without_cleanup: bool,
     pub linger_ms: u64,
+    /// Before its first PeerConnection (a program of its own: see [`OWN_COPY_EVERY`]).
+    pub start_delay_ms: u64,
 }
 
 impl Plan {
@@ -133,8 +135,15 @@ pub struct Driven {
     pub reuse_refused: usize,
     /// Why forced reuse was not possible at all, if it was not.
     pub reuse_unsupported: Option<String>,
+    /// Instances that ran a copy of their own of pc_sim (see [`OWN_COPY_EVERY`]).
+    pub own_copies: usize,
     pub interrupted: bool,
 }
+
+/// One instance in this many runs a copy of pc_sim of its own.
+pub const OWN_COPY_EVERY: usize = 20;
+/// How long such an instance waits before its first PeerConnection.
+const OWN_COPY_START_DELAY_MS: u64 = 2000;
 
 /// Deterministic mixing of the instance number, for the leak plan.
 fn pick(i: usize, salt: u64, n: u64) -> u64 {
@@ -185,6 +194,7 @@ fn plan(i: usize, load: &Load, bin_dir: &Path, first_pc: u64) -> Plan {
         leak_unannounced,
         exit_without_cleanup: i % 4 == 3,
         linger_ms: if i % 4 == 3 { 0 } else { 400 },
+        start_delay_ms: 0,
     }
 }
 
@@ -200,6 +210,8 @@ fn args(p: &Plan, load: &Load) -> Vec<String> {
         &load.rate.to_string(),
         "--linger",
         &p.linger_ms.to_string(),
+        "--start-delay",
+        &p.start_delay_ms.to_string(),
     ]
     .iter()
     .map(|s| (*s).to_owned())
@@ -322,8 +334,32 @@ pub fn drive(
             let first_pc = want.map_or(fresh_first, |(_, _, first)| first);
             let mut p = plan(i, load, bin_dir, first_pc);
             let _ = std::fs::remove_file(&p.exe);
-            std::fs::hard_link(sim, &p.exe)
-                .with_context(|| format!("cannot link {} to {}", p.exe.display(), sim.display()))?;
+            // Most instances are hard links of one binary (one file for the daemon to
+            // read); one in OWN_COPY_EVERY is a program of its own, deleted when it
+            // ends, as a redeployed binary: the daemon must let its markers go.
+            if i % OWN_COPY_EVERY == OWN_COPY_EVERY - 1 {
+                std::fs::copy(sim, &p.exe).with_context(|| {
+                    format!("cannot copy {} to {}", sim.display(), p.exe.display())
+                })?;
+                // Without its debug information, as production binaries ship (and
+                // 1 MB to write rather than 70).
+                let stripped = std::process::Command::new("strip")
+                    .arg("--strip-debug")
+                    .arg(&p.exe)
+                    .status()
+                    .context("cannot run strip (binutils)")?;
+                anyhow::ensure!(stripped.success(), "strip {} failed", p.exe.display());
+                out.own_copies += 1;
+                // The daemon attaches a new program's markers a moment after its
+                // exec, without stopping it: a PeerConnection that begins and ends
+                // before that is not seen at all (README). A server takes longer than
+                // that before its first call.
+                p.start_delay_ms = OWN_COPY_START_DELAY_MS;
+            } else {
+                std::fs::hard_link(sim, &p.exe).with_context(|| {
+                    format!("cannot link {} to {}", p.exe.display(), sim.display())
+                })?;
+            }
             let started_ns = monotonic_ns();
             let mut origin = PidOrigin::Fresh;
             let mut spawned = None;

@@ -232,6 +232,8 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     let tracked_sockets = end_metrics.total("sockscope_tracked_sockets");
     let tracked_pcs = end_metrics.total("sockscope_tracked_peer_connections");
     let other_marked = end_metrics.total("sockscope_marked_processes");
+    let markers_attached = end_metrics.total("sockscope_markers_attached");
+    let markers_released = end_metrics.total("sockscope_markers_released_total");
 
     // The kernel never deletes a stack id; the daemon deletes those of processes that
     // exited. What they held must be gone: a map that fills gives later sockets no
@@ -253,6 +255,16 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         failures.push(format!(
             "{} of {} leaks without their creating stack (more than 1%)",
             checked.leaks_without_stack, checked.leaks_found
+        ));
+    }
+    // Some instances run a copy of pc_sim of their own, deleted when they end: the
+    // markers of those that ended over a minute ago must have been let go (the
+    // daemon's --forget-programs-after), or a long-running daemon fills its
+    // marker slots and keeps deleted files.
+    if load_s >= 120.0 && driven.own_copies >= 2 && markers_released == 0.0 {
+        failures.push(format!(
+            "no marker was released though {} programs of their own ran and ended ({markers_attached} markers still attached)",
+            driven.own_copies
         ));
     }
     if driven.interrupted {
@@ -358,6 +370,13 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
             format!(
                 "{pcs} ({} verdicts: {} clean, {} leak, {} incomplete)",
                 checked.verdicts, checked.clean, checked.leak_verdicts, checked.incomplete
+            ),
+        ),
+        (
+            "markers",
+            format!(
+                "{markers_attached:.0} attached at the end, {markers_released:.0} released ({} instances ran a deleted copy of their own; markers of programs no process ran for 60 s go)",
+                driven.own_copies
             ),
         ),
         (

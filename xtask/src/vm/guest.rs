@@ -59,13 +59,13 @@ pub(super) fn pack_initramfs(work: &Path, bins: &Path) -> anyhow::Result<PathBuf
     Ok(initrd)
 }
 
-fn copy_executable(from: &Path, to: &Path) -> anyhow::Result<()> {
+pub(super) fn copy_executable(from: &Path, to: &Path) -> anyhow::Result<()> {
     fs::copy(from, to)
         .with_context(|| format!("cannot copy {} into the initramfs", from.display()))?;
     make_executable(to)
 }
 
-fn make_executable(path: &Path) -> anyhow::Result<()> {
+pub(super) fn make_executable(path: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt as _;
     fs::set_permissions(path, fs::Permissions::from_mode(0o755))
         .with_context(|| format!("cannot make {} executable", path.display()))
@@ -266,29 +266,58 @@ pub(super) fn boot(
     checks: &[&str],
 ) -> anyhow::Result<String> {
     let log = work.join(format!("console-{name}.log"));
-    let console = fs::File::create(&log).context("cannot create the console log")?;
-    let mut child = Command::new("qemu-system-x86_64")
-        .args([
-            "-accel",
-            "tcg",
-            "-m",
-            "1024",
-            "-smp",
-            "2",
-            "-nographic",
-            "-no-reboot",
-        ])
-        .arg("-kernel")
-        .arg(vmlinuz)
-        .arg("-initrd")
-        .arg(initrd)
-        .arg("-append")
-        .arg(format!(
+    boot_qemu(&Qemu {
+        name,
+        vmlinuz,
+        initrd,
+        append: &format!(
             "console=ttyS0 panic=-1 quiet vmtest_args={}",
             checks.join(",")
-        ))
-        // No network device at all: the guest has only its loopback.
-        .args(["-nic", "none"])
+        ),
+        memory_mb: 1024,
+        console: &log,
+        second_serial: None,
+        timeout: BOOT_TIMEOUT,
+    })?;
+    let bytes = fs::read(&log).context("cannot read the console log")?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// One QEMU run (TCG, 2 CPUs, no network device: the guest has only its loopback).
+pub(super) struct Qemu<'a> {
+    pub name: &'a str,
+    pub vmlinuz: &'a Path,
+    pub initrd: &'a Path,
+    /// The kernel command line.
+    pub append: &'a str,
+    pub memory_mb: u32,
+    /// Where the first serial port (the console, ttyS0) and QEMU's own messages go.
+    pub console: &'a Path,
+    /// A file the guest's second serial port (ttyS1) writes to.
+    pub second_serial: Option<&'a Path>,
+    /// A guest that has not powered off by then is stuck: killed.
+    pub timeout: Duration,
+}
+
+/// Runs the guest until it powers off (or its time is up).
+pub(super) fn boot_qemu(q: &Qemu) -> anyhow::Result<()> {
+    let console = fs::File::create(q.console).context("cannot create the console log")?;
+    let mut cmd = Command::new("qemu-system-x86_64");
+    cmd.args(["-accel", "tcg", "-smp", "2", "-nographic", "-no-reboot"])
+        .args(["-m", &q.memory_mb.to_string()])
+        .arg("-kernel")
+        .arg(q.vmlinuz)
+        .arg("-initrd")
+        .arg(q.initrd)
+        .arg("-append")
+        .arg(q.append)
+        .args(["-nic", "none"]);
+    if let Some(file) = q.second_serial {
+        // Both ports named: ttyS0 stays on stdio (the console log), ttyS1 to the file.
+        cmd.args(["-serial", "mon:stdio", "-serial"])
+            .arg(format!("file:{}", file.display()));
+    }
+    let mut child = cmd
         .stdin(std::process::Stdio::null())
         .stdout(console.try_clone()?)
         .stderr(console)
@@ -299,16 +328,18 @@ pub(super) fn boot(
         if child.try_wait()?.is_some() {
             break;
         }
-        if started.elapsed() > BOOT_TIMEOUT {
+        if started.elapsed() > q.timeout {
             let _ = child.kill();
             let _ = child.wait();
-            eprintln!("xtask: {name}: the guest did not power off within {BOOT_TIMEOUT:?}");
+            eprintln!(
+                "xtask: {}: the guest did not power off within {:?}",
+                q.name, q.timeout
+            );
             break;
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    let bytes = fs::read(&log).context("cannot read the console log")?;
-    Ok(String::from_utf8_lossy(&bytes).into_owned())
+    Ok(())
 }
 
 #[cfg(test)]

@@ -6,8 +6,11 @@
 //! console: QEMU exits 0 even when the guest panics, so only the `VMTEST` lines count.
 //! The same checks run on the host, where the backends its kernel refuses must be
 //! refused with exit 2 and one clear line.
+//! Then the systemd guest (`systemd.rs`): README's service installation under a real
+//! systemd as PID 1, on one of the matrix's kernels.
 mod guest;
 mod matrix;
+mod systemd;
 
 use std::{
     fs,
@@ -82,10 +85,11 @@ pub fn run(kernel: &str) -> anyhow::Result<()> {
         .filter(|k| kernel == "all" || kernel == k.name)
         .collect();
     let host = kernel == "all" || kernel == "host";
-    if wanted.is_empty() && !host {
+    let with_systemd = kernel == "all" || kernel == "systemd";
+    if wanted.is_empty() && !host && !with_systemd {
         let names: Vec<&str> = KERNELS.iter().map(|k| k.name).collect();
         bail!(
-            "unknown kernel {kernel:?}: use {}, host or all",
+            "unknown kernel {kernel:?}: use {}, host, systemd or all",
             names.join(", ")
         );
     }
@@ -96,6 +100,9 @@ pub fn run(kernel: &str) -> anyhow::Result<()> {
         ("busybox-static", "busybox"),
         ("cpio", "cpio"),
     ])?;
+    if with_systemd {
+        setup::ensure_commands(&[("debootstrap", "debootstrap")])?;
+    }
     let work = PathBuf::from("target/vm");
     fs::create_dir_all(work.join("cache")).context("cannot create target/vm")?;
     let bins = build_static(&work)?;
@@ -134,8 +141,44 @@ pub fn run(kernel: &str) -> anyhow::Result<()> {
         );
         results.push(("host".to_owned(), expect, verdicts));
     }
-    print_matrix(&results);
-    let failed = failures(&results);
+    let systemd_verdicts = if with_systemd {
+        let k = KERNELS
+            .iter()
+            .find(|k| k.name == systemd::KERNEL)
+            .context("the systemd guest's kernel is not in the matrix")?;
+        let vmlinuz = fetch_kernel(&work, k)?;
+        let started = Instant::now();
+        let v = systemd::run(&work, &bins, &vmlinuz)?;
+        println!(
+            "xtask: systemd: {} checks reported in {:.0} s (console: target/vm/console-systemd.log, \
+             verdicts and metrics pages: target/vm/systemd-results.txt)",
+            v.iter().filter(|c| c.1.is_some()).count(),
+            started.elapsed().as_secs_f64()
+        );
+        Some(v)
+    } else {
+        None
+    };
+    if !results.is_empty() {
+        print_matrix(&results);
+    }
+    let mut failed = failures(&results);
+    if let Some(v) = &systemd_verdicts {
+        println!("| check | systemd ({}) |", systemd::KERNEL);
+        println!("|---|---|");
+        for (check, verdict) in v {
+            let cell = match verdict {
+                Some((true, _)) => "pass".to_owned(),
+                Some((false, detail)) => format!("**fail** ({detail})"),
+                None => "**not reported**".to_owned(),
+            };
+            println!("| {check} | {cell} |");
+            if !verdict.as_ref().is_some_and(|v| v.0) {
+                failed.push(format!("systemd/{check}"));
+            }
+        }
+        println!();
+    }
     if !failed.is_empty() {
         bail!("vm-test failed: {}", failed.join(", "));
     }
@@ -144,6 +187,7 @@ pub fn run(kernel: &str) -> anyhow::Result<()> {
         results
             .iter()
             .map(|r| r.0.as_str())
+            .chain(systemd_verdicts.as_ref().map(|_| "systemd"))
             .collect::<Vec<_>>()
             .join(", ")
     );

@@ -47,6 +47,11 @@ pub struct LeakSession {
     max_sockets: Option<usize>,
     /// Sockets not tracked because of [`Self::max_sockets`].
     pub capped: u64,
+    /// Host-wide: release the markers of an object no known process has mapped for
+    /// this long.
+    release_markers_after_ns: u64,
+    /// Markers released so far (host-wide).
+    pub released_markers: usize,
     /// DWARF mode: the latest unwound stack of a send or receive after the end, per
     /// socket (cookie), with the operation's time; kept until the socket is released
     /// or its leak explained.
@@ -65,6 +70,8 @@ pub enum ProcessChange {
     /// Forgotten: it exited a while ago, or its pid now belongs to another process.
     Retired(u32),
 }
+
+mod host_wide;
 
 impl LeakSession {
     pub fn new(mut tracer: Tracer, grace_ns: u64) -> anyhow::Result<Self> {
@@ -86,6 +93,8 @@ impl LeakSession {
             cursor: 0,
             retire_after_ns: None,
             max_sockets: None,
+            release_markers_after_ns: host_wide::RELEASE_MARKERS_AFTER.as_nanos() as u64,
+            released_markers: 0,
             capped: 0,
             io_stacks: Default::default(),
         })
@@ -99,84 +108,6 @@ impl LeakSession {
     /// Run time and runs of each BPF program (see [`Tracer::program_stats`]).
     pub fn program_stats(&self) -> Vec<(String, std::time::Duration, u64)> {
         self.tracer.program_stats()
-    }
-
-    /// Host-wide: judge only the processes that carry sockscope markers (found as
-    /// they create sockets, fire markers or execute programs), and forget each some
-    /// time after it exits, and every PeerConnection judged with nothing left open, so
-    /// memory follows what is alive.
-    pub fn host_wide(&mut self) {
-        self.discovery = Some(Discovery::default());
-        self.retire_after_ns = Some(RETIRE_AFTER_NS);
-    }
-
-    /// Looks at a process now (the daemon, for those running when it starts): whether
-    /// it carries markers, attaching them if they are new.
-    pub fn consider(&mut self, pid: u32) -> bool {
-        self.wanted(pid)
-    }
-
-    /// Processes found carrying markers and processes forgotten since the last call,
-    /// in order, each with the number of findings of the pass ([`Self::drain`],
-    /// [`Self::finish`]) made before it: a finding before that place is about the
-    /// process that had the pid before, one after it about the next.
-    pub fn take_changes(&mut self) -> Vec<(usize, ProcessChange)> {
-        std::mem::take(&mut self.changes)
-    }
-
-    /// Whether records of `pid` are judged: always, unless host-wide, where only
-    /// processes with markers are (their new marked objects attached on the way).
-    fn wanted(&mut self, pid: u32) -> bool {
-        let Some(discovery) = self.discovery.as_mut() else {
-            return true;
-        };
-        let known = discovery.known_marked(pid);
-        let mut new_objects = Vec::new();
-        let marked = discovery.marked(pid, &mut new_objects);
-        for (id, object) in new_objects {
-            let attached = self.markers.attach(
-                &mut self.tracer,
-                &MarkerTarget::Binary(object.clone()),
-                &[PROVIDER.to_owned()],
-            );
-            // Read through a process (/proc/PID/exe, /proc/PID/root/...) that may exit
-            // before its markers are attached: then the next process that maps the
-            // object attaches what is missing, or the object would stay unwatched.
-            let complete = attached.as_ref().is_ok_and(|r| r.skipped.is_empty());
-            let retry = !complete && !object.exists();
-            let again = if retry {
-                "; will try again with the next process that maps it"
-            } else {
-                ""
-            };
-            match attached {
-                Ok(r) => {
-                    self.exec_markers += r.attached;
-                    eprintln!(
-                        "sockscope: attached {} markers of {} (found in pid {pid}){}{again}",
-                        r.attached,
-                        object.display(),
-                        if r.skipped.is_empty() {
-                            String::new()
-                        } else {
-                            format!("; not attached: {}", r.skipped.join("; "))
-                        }
-                    );
-                }
-                Err(e) => eprintln!(
-                    "sockscope: markers of {} (pid {pid}) not attached: {e}{again}",
-                    object.display()
-                ),
-            }
-            if retry && let Some(d) = self.discovery.as_mut() {
-                d.retry_object(id);
-            }
-        }
-        if marked && !known {
-            self.tracer.sample_process(pid, true);
-            self.changes.push((self.cursor, ProcessChange::Marked(pid)));
-        }
-        marked
     }
 
     /// Tracing of the running process `pid` begins now: its UDP sockets that exist
@@ -269,6 +200,7 @@ impl LeakSession {
         out.extend(self.correlator.advance(until_ns));
         self.cursor = out.len();
         self.retire(until_ns);
+        self.stacks.evict_unused();
         self.cursor = 0;
         let Self {
             tracer,
@@ -294,40 +226,6 @@ impl LeakSession {
             },
         );
         Ok(out)
-    }
-
-    /// Host-wide: forgets the processes that exited a while ago and the
-    /// PeerConnections that have nothing more to report.
-    fn retire(&mut self, now_ns: u64) {
-        let Some(after) = self.retire_after_ns else {
-            return;
-        };
-        for pid in self.correlator.exited_before(now_ns.saturating_sub(after)) {
-            self.forget_process(pid);
-        }
-        self.correlator.retire_judged();
-    }
-
-    fn forget_process(&mut self, pid: u32) {
-        self.tracer.sample_process(pid, false);
-        self.correlator.forget_process(pid);
-        if let Some(d) = self.discovery.as_mut() {
-            d.forget(pid);
-        }
-        self.changes
-            .push((self.cursor, ProcessChange::Retired(pid)));
-    }
-
-    /// Host-wide: a program starts in `pid` at `ts` while a process that had this pid
-    /// and exited before is still remembered (the pid came round again before
-    /// [`RETIRE_AFTER_NS`]): that one is forgotten now, so the new one starts from
-    /// nothing and is not forgotten in its place later.
-    fn reborn(&mut self, pid: u32, ts: u64) {
-        if self.retire_after_ns.is_some()
-            && self.correlator.exited_at(pid).is_some_and(|at| at <= ts)
-        {
-            self.forget_process(pid);
-        }
     }
 
     /// Hands the correlator's changes of watched sockets to the kernel's I/O hooks.
@@ -459,6 +357,7 @@ impl LeakSession {
                 }
             }
             KernelEvent::Exec(e) => {
+                let found = self.program_replaced(e.pid, e.ts_ns);
                 self.reborn(e.pid, e.ts_ns);
                 if let Some(d) = self.discovery.as_mut() {
                     // Another program in the same process: look again.
@@ -467,7 +366,7 @@ impl LeakSession {
                 } else {
                     self.executed(e.pid, e.stopped != 0);
                 }
-                Vec::new()
+                found
             }
             KernelEvent::Exit(e) => {
                 self.stacks.forget_process(e.pid);

@@ -1,0 +1,147 @@
+//! Creating user stacks walked by frame pointers here, instead of `bpf_get_stackid`.
+//!
+//! Measured (BENCHMARKS.md): `bpf_get_stackid` was ~90% of `sys_exit_socket`, and
+//! most of that was not the walk but its end: the outermost frame's saved frame
+//! pointer is 0 (glibc clears it at thread start), the kernel reads the next frame at
+//! address 0 anyway, and pays a page fault and an exception fixup on every stack.
+//! Then it hashes the frames into a preallocated map of 127-frame slots, where a
+//! stack whose hash bucket is taken is lost (`-EEXIST`).
+//!
+//! This walk follows the same rule as the kernel's (`perf_callchain_user` on x86_64:
+//! the user `ip`, then the return address of each frame from `bp` up, until a frame
+//! cannot be read or [`WALK_MAX_FRAMES`] are taken), stops at a null frame pointer
+//! without touching it, and hashes the frames on the way. A (process, hash) seen
+//! before costs one LRU lookup; the first one sends its frames to user space
+//! ([`WalkedStack`]) and the create record names the stack by hash. Same frames as
+//! the kernel's walk, checked by `tests/stack_walk.rs`.
+use aya_ebpf::{
+    bindings::{BPF_RB_NO_WAKEUP, task_struct},
+    helpers::{
+        bpf_get_current_task_btf, bpf_probe_read_kernel, bpf_probe_read_user, bpf_task_pt_regs,
+    },
+    macros::map,
+    maps::{LruHashMap, PerCpuArray},
+};
+use tracer_common::{EventKind, WALK_MAX_FRAMES, WalkKey, WalkedStack, stats};
+
+use crate::{
+    filter::read_global,
+    maps::{EVENTS, count},
+};
+
+/// 1: walk creating stacks here; 0: `bpf_get_stackid` (kernels without
+/// `bpf_task_pt_regs`, or asked for, e.g. to compare both).
+#[unsafe(no_mangle)]
+static WALK_STACKS: u8 = 0;
+
+#[inline(always)]
+pub fn enabled() -> bool {
+    read_global(&WALK_STACKS) != 0
+}
+
+/// A walk is assembled here (too large for the 512-byte BPF stack), then sent with
+/// its real length.
+#[repr(C)]
+pub struct Scratch {
+    header: WalkedStack,
+    /// One slot more than [`WALK_MAX_FRAMES`], so a masked index is always in bounds.
+    frames: [u64; FRAMES_MASK + 1],
+}
+
+const FRAMES_MASK: usize = 127;
+const _: () = assert!(WALK_MAX_FRAMES <= FRAMES_MASK);
+
+#[map]
+static WALK_SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// (process, stack hash) pairs whose frames user space has. User space deletes a
+/// process's keys when it exits, so a later process with its pid sends its own.
+#[map]
+pub static WALKED: LruHashMap<WalkKey, u8> = LruHashMap::with_max_entries(4096, 0);
+
+/// Offsets in x86_64 `struct pt_regs` of `ip` and `bp`.
+const IP_OFFSET: usize = 128;
+const BP_OFFSET: usize = 32;
+
+/// Mixes one frame into the hash (a multiply-xorshift step: every bit of the frame
+/// reaches every bit of the state).
+#[inline(always)]
+fn mix(h: u64, frame: u64) -> u64 {
+    let x = (h ^ frame).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    x ^ (x >> 31)
+}
+
+/// What [`walk`] found.
+pub struct Walked {
+    /// Nonzero.
+    pub hash: u64,
+    /// This is the first time the process showed this stack (its frames were sent).
+    pub first: bool,
+}
+
+/// Walks the current thread's user stack; `None` when the registers cannot be read
+/// or the frames could not be handed to user space (the ring is full: counted lost).
+#[inline(always)]
+pub fn walk(tgid: u32) -> Option<Walked> {
+    let scratch = WALK_SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: this CPU's slot; no one else uses it while this program runs here.
+    let frames = unsafe { &mut (*scratch).frames };
+    // SAFETY: the helpers return the current task and the user registers saved at
+    // syscall entry; the reads go through bpf_probe_read_kernel, which fails cleanly.
+    let (ip, mut fp) = unsafe {
+        let task: *mut task_struct = bpf_get_current_task_btf();
+        let regs = bpf_task_pt_regs(task) as *const u8;
+        (
+            bpf_probe_read_kernel(regs.add(IP_OFFSET).cast::<u64>()).ok()?,
+            bpf_probe_read_kernel(regs.add(BP_OFFSET).cast::<u64>()).ok()?,
+        )
+    };
+    frames[0] = ip;
+    let mut hash = mix(0, ip);
+    let mut nr = 1usize;
+    while nr < WALK_MAX_FRAMES {
+        if fp == 0 {
+            break;
+        }
+        // SAFETY: the helper fails cleanly on an unmapped or kernel address.
+        let Ok(frame) = (unsafe { bpf_probe_read_user(fp as *const [u64; 2]) }) else {
+            break;
+        };
+        frames[nr & FRAMES_MASK] = frame[1];
+        hash = mix(hash, frame[1]);
+        fp = frame[0];
+        nr += 1;
+    }
+    let hash = mix(hash, nr as u64) | 1;
+    let key = WalkKey {
+        tgid,
+        _pad: 0,
+        hash,
+    };
+    // SAFETY: only whether the key is there is read.
+    if unsafe { WALKED.get(&key) }.is_some() {
+        return Some(Walked { hash, first: false });
+    }
+    // SAFETY: as above.
+    unsafe {
+        (*scratch).header = WalkedStack {
+            kind: EventKind::WalkedStack as u32,
+            pid: tgid,
+            hash,
+            nr: nr as u32,
+            _pad: 0,
+        };
+    }
+    let len = size_of::<WalkedStack>() + (core::hint::black_box(nr) & FRAMES_MASK) * 8;
+    // SAFETY: `len` bytes of the scratch record (header and the frames taken).
+    let record = unsafe { core::slice::from_raw_parts(scratch.cast::<u8>(), len) };
+    if EVENTS
+        .output::<[u8]>(record, BPF_RB_NO_WAKEUP as u64)
+        .is_err()
+    {
+        count(stats::LOST);
+        return None;
+    }
+    let _ = WALKED.insert(&key, &1, 0);
+    Some(Walked { hash, first: true })
+}

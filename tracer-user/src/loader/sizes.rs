@@ -1,0 +1,103 @@
+//! The sizes of the kernel maps that lock the most memory, derived at load from what
+//! this tracing and this host need rather than fixed for the largest case. Every byte
+//! of a BPF map is locked kernel memory, charged to sockscope whether used or not.
+use aya::EbpfLoader;
+
+/// Stack map slots when creating stacks are walked by the create program: the map then
+/// holds only marker, after-end I/O, releasing and kernel stacks, a few per call site.
+/// Each slot is 127 frames (1 KiB).
+pub const STACKS_WALKED: u32 = 2048;
+/// When creating stacks go through `bpf_get_stackid` (see `TracerBuilder::walks_stacks`):
+/// a stack whose hash bucket is taken is lost, so the map is kept sparse.
+pub const STACKS_HELPER: u32 = 16384;
+/// Tracked sockets (released by another task) under a comm or cgroup filter.
+pub const TRACKED_SCOPED: u32 = 65536;
+pub const TRACKED_MAX: u32 = 262_144;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MapSizes {
+    /// `STACKS` entries.
+    pub stacks: u32,
+    /// `TRACKED` entries: sockets of the traced scope open at once.
+    pub tracked: u32,
+}
+
+impl MapSizes {
+    /// `pid`: the `--pid` filter (0: none); `scoped`: a comm or cgroup filter.
+    pub fn new(walk_stacks: bool, pid: u32, scoped: bool) -> Self {
+        let tracked = if pid != 0 {
+            // One process holds at most its open-file limit of sockets.
+            open_files_limit(pid).map_or(TRACKED_SCOPED, |n| n.clamp(1024, TRACKED_MAX))
+        } else if scoped {
+            TRACKED_SCOPED
+        } else {
+            // Without a filter every socket is reported, and the map is never used.
+            1
+        };
+        Self {
+            stacks: if walk_stacks {
+                STACKS_WALKED
+            } else {
+                STACKS_HELPER
+            },
+            tracked,
+        }
+    }
+
+    pub fn apply(&self, loader: &mut EbpfLoader) {
+        loader.map_max_entries("STACKS", self.stacks);
+        loader.map_max_entries("TRACKED", self.tracked);
+    }
+}
+
+/// The hard `RLIMIT_NOFILE` of process `pid` (from /proc/PID/limits).
+fn open_files_limit(pid: u32) -> Option<u32> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
+    parse_open_files_limit(&text)
+}
+
+fn parse_open_files_limit(limits: &str) -> Option<u32> {
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    let hard = line.split_whitespace().nth(4)?;
+    match hard {
+        "unlimited" => Some(u32::MAX),
+        n => n
+            .parse::<u64>()
+            .ok()
+            .map(|n| n.min(u64::from(u32::MAX)) as u32),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_hard_open_files_limit() {
+        let limits = "Limit                     Soft Limit           Hard Limit           Units     \n\
+                      Max cpu time              unlimited            unlimited            seconds   \n\
+                      Max open files            1024                 20000                files     \n";
+        assert_eq!(parse_open_files_limit(limits), Some(20000));
+        assert_eq!(
+            parse_open_files_limit("Max open files  unlimited  unlimited  files"),
+            Some(u32::MAX)
+        );
+        assert_eq!(parse_open_files_limit("Max processes 1 2 processes"), None);
+    }
+
+    #[test]
+    fn sizes_follow_the_scope_and_the_stack_walk() {
+        let own = std::process::id();
+        let by_pid = MapSizes::new(true, own, false);
+        assert_eq!(by_pid.stacks, STACKS_WALKED);
+        assert!((1024..=TRACKED_MAX).contains(&by_pid.tracked));
+        assert_eq!(
+            MapSizes::new(false, 0, false),
+            MapSizes {
+                stacks: STACKS_HELPER,
+                tracked: 1
+            }
+        );
+        assert_eq!(MapSizes::new(true, 0, true).tracked, TRACKED_SCOPED);
+    }
+}
