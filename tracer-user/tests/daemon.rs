@@ -461,9 +461,9 @@ fn daemon_watches_a_program_whose_first_process_exited_during_the_attach() {
 }
 
 /// DWARF stacks in the daemon (#15): a marked program built without frame pointers,
-/// found by the daemon, gets its creating stack unwound (the default `--stacks auto`
-/// samples only the processes found carrying markers): the same stack as `check` gives
-/// the same build, down to the thread's root with no stop note.
+/// found by the daemon, gets its creating stack unwound (`--stacks auto`, which samples
+/// only the processes found carrying markers): the same stack as `check` gives the same
+/// build, down to the thread's root with no stop note.
 #[test]
 fn daemon_unwinds_the_stacks_of_a_marked_program_built_without_frame_pointers() {
     let test = "daemon_unwinds_the_stacks_of_a_marked_program_built_without_frame_pointers";
@@ -499,7 +499,7 @@ fn daemon_unwinds_the_stacks_of_a_marked_program_built_without_frame_pointers() 
     let output = dir.join("findings.jsonl");
     let _ = std::fs::remove_file(&output);
     let mut daemon = Command::new(sockscope_bin())
-        .args(["daemon", "--grace", "300ms"])
+        .args(["daemon", "--stacks", "auto", "--grace", "300ms"])
         .arg("--output")
         .arg(&output)
         .stdin(Stdio::null())
