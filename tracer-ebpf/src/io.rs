@@ -209,7 +209,7 @@ pub fn sockscope_io_exit(ctx: TracePointContext) -> u32 {
             stats.sample_refill_ns = now;
         }
         if stats.sample_tokens > 0
-            && let Sampled::Sent { .. } = sample(tgid, tid, cookie, sample_flags::FOR_IO, now)
+            && let Sampled::Sent = sample(tgid, tid, cookie, sample_flags::FOR_IO, now)
         {
             stats.sample_tokens -= 1;
         }

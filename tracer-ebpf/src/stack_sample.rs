@@ -105,12 +105,10 @@ fn wanted(tgid: u32) -> bool {
 
 /// What [`sample`] did.
 pub enum Sampled {
-    /// Not wanted for this task.
+    /// Not wanted for this task, or not sent (a full ring counts a loss).
     No,
-    /// Sent; `first` for the first sample of the process (the create record that
-    /// follows then wakes the reader at once, so it reads the process's memory map
-    /// while the process lives).
-    Sent { first: bool },
+    /// On the ring.
+    Sent,
 }
 
 /// Copies the current thread's user registers and the top of its user stack into a
@@ -217,5 +215,5 @@ pub fn sample(tgid: u32, tid: u32, cookie: u64, purpose: u16, ts_ns: u64) -> Sam
         // SAFETY: signals the current process only.
         unsafe { bpf_send_signal(SIGSTOP) };
     }
-    Sampled::Sent { first }
+    Sampled::Sent
 }
