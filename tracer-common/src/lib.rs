@@ -180,10 +180,11 @@ pub const STACK_SAMPLE_MAX: usize = 32 * 1024 - size_of::<StackSample>();
 /// Default bytes of user stack copied per sample (`--stack-bytes`).
 pub const STACK_SAMPLE_DEFAULT: u32 = 16 * 1024;
 
-/// Registers and the top of the user stack of a thread creating a traced socket, for
-/// DWARF unwinding in user space (`--stacks dwarf|auto`). The record is this header
-/// followed by `len` bytes of stack, copied from `regs[SP]` upward. Sent just before the
-/// [`CreateEvent`] with the same `tid` and `cookie`.
+/// Registers and the top of the user stack of a thread creating a traced socket (or
+/// opening a PeerConnection, see [`sample_flags::FOR_MARKER`]), for DWARF unwinding in
+/// user space (`--stacks dwarf|auto`). The record is this header followed by `len` bytes
+/// of stack, copied from `regs[SP]` upward. Sent just before the [`CreateEvent`] with
+/// the same `tid` and `cookie` (or the [`MarkerEvent`] of the same `tid`).
 #[derive(Clone, Copy, Debug)]
 #[repr(C)]
 pub struct StackSample {
@@ -192,7 +193,7 @@ pub struct StackSample {
     pub tid: u32,
     /// Bytes of stack that follow this header.
     pub len: u32,
-    /// The socket of the create record this sample belongs to.
+    /// The socket of the create record this sample belongs to (0 for a marker's).
     pub cookie: u64,
     /// See [`sample_reg`].
     pub regs: [u64; sample_reg::COUNT],
@@ -202,6 +203,9 @@ pub struct StackSample {
     pub wanted: u16,
     /// [`sample_flags`].
     pub flags: u16,
+    /// `bpf_ktime_get_ns` of what was sampled: for [`sample_flags::FOR_IO`] the
+    /// operation's time as [`IoStats::last_ts_ns`] holds it; 0 for the others.
+    pub ts_ns: u64,
 }
 
 /// [`StackSample::flags`] values.
@@ -210,9 +214,29 @@ pub mod sample_flags {
     /// before it can exit; user space continues it (`check` only, first sample of each
     /// process).
     pub const STOPPED: u16 = 1;
+    /// The sample belongs to the [`super::MarkerEvent`] that follows (`pc_open`: where
+    /// the application made its PeerConnection), not to a create record.
+    pub const FOR_MARKER: u16 = 2;
+    /// A send or receive on a socket after its PeerConnection ended (the last-I/O stack
+    /// of the leak explanation): no record follows; `cookie` is the socket's and
+    /// `ts_ns` the operation's time. Rate-limited per socket (see
+    /// [`super::IO_SAMPLE_EVERY_NS`]).
+    pub const FOR_IO: u16 = 4;
+    /// The sample belongs to the release record of `cookie` that follows (the
+    /// releasing stack; fentry and kprobe backends only: cgroup_sock programs cannot
+    /// take stacks).
+    pub const FOR_RELEASE: u16 = 8;
 }
 
-const _: () = assert!(size_of::<StackSample>() == 64);
+/// A socket's sends and receives after its PeerConnection ended are sampled (DWARF
+/// mode) through a token bucket: [`IO_SAMPLE_BURST`] samples back to back, then one per
+/// [`IO_SAMPLE_EVERY_NS`]. Sparse traffic (keepalives, mDNS queries) is sampled whole;
+/// a leaked socket that still carries media does not flood the ring (each sample is
+/// some 16 KiB), and its latest sample is at most that old when the verdict comes.
+pub const IO_SAMPLE_EVERY_NS: u64 = 250_000_000;
+pub const IO_SAMPLE_BURST: u32 = 4;
+
+const _: () = assert!(size_of::<StackSample>() == 72);
 const _: () = assert!(size_of::<CreateEvent>() == 80);
 const _: () = assert!(size_of::<WalkedStack>() == 24);
 const _: () = assert!(STACK_SAMPLE_MAX + size_of::<StackSample>() == 32 * 1024);
@@ -340,7 +364,10 @@ pub struct IoStats {
     /// User stack (id in `STACKS`) of the last operation after the end; negative when
     /// none.
     pub last_stack_after_end: i32,
-    pub _pad: u32,
+    /// Samples of operations after the end ([`sample_flags::FOR_IO`]) that may be
+    /// taken now, and when they were last refilled (see [`IO_SAMPLE_EVERY_NS`]).
+    pub sample_tokens: u32,
+    pub sample_refill_ns: u64,
 }
 
 /// [`IoStats::last_op`] values.

@@ -19,11 +19,14 @@ use aya_ebpf::{
     maps::HashMap,
     programs::{TracePointContext, tracing::StackIdContext},
 };
-use tracer_common::{IoStats, PcKey, WatchedFd, io_op};
+use tracer_common::{
+    IO_SAMPLE_BURST, IO_SAMPLE_EVERY_NS, IoStats, PcKey, WatchedFd, io_op, sample_flags,
+};
 
 use crate::{
     filter::{current, read_global},
     maps::STACKS,
+    stack_sample::{Sampled, sample},
 };
 
 /// 1: watch every traced UDP socket from its creation (set by user space before load,
@@ -197,6 +200,19 @@ pub fn sockscope_io_exit(ctx: TracePointContext) -> u32 {
         stats.last_stack_after_end = ctx
             .get_stackid(&STACKS, BPF_F_USER_STACK as u64)
             .map_or(-1, |id| id as i32);
+        // DWARF mode (a process being judged, without frame pointers): its registers
+        // and stack too, rate-limited per socket (a token bucket).
+        let refill = now.wrapping_sub(stats.sample_refill_ns) / IO_SAMPLE_EVERY_NS;
+        if refill > 0 {
+            let tokens = u64::from(stats.sample_tokens) + refill;
+            stats.sample_tokens = tokens.min(u64::from(IO_SAMPLE_BURST)) as u32;
+            stats.sample_refill_ns = now;
+        }
+        if stats.sample_tokens > 0
+            && let Sampled::Sent = sample(tgid, tid, cookie, sample_flags::FOR_IO, now)
+        {
+            stats.sample_tokens -= 1;
+        }
     }
     0
 }

@@ -3,11 +3,12 @@
 //! has no CO-RE for Rust programs). What both backends do with a socket is here; they
 //! differ only in how they get the pointer and which identity they give the socket.
 use aya_ebpf::{helpers::bpf_probe_read_kernel, programs::tracing::StackIdContext};
-use tracer_common::IPPROTO_UDP;
+use tracer_common::{IPPROTO_UDP, sample_flags};
 
 use crate::{
     emit::{StackIds, emit_bind, emit_release, stash_create},
-    filter::{current_is_kthread, read_global},
+    filter::{current, current_exiting, current_is_kthread, read_global},
+    stack_sample::sample,
 };
 
 /// `sock_common.skc_family` (u16).
@@ -111,10 +112,19 @@ pub fn on_port(sk: KernelSock, identity: impl FnOnce() -> u64) {
 }
 
 /// The socket is being destroyed (`udp_destroy_sock`, `udpv6_destroy_sock`, called
-/// when its last reference is closed), with the releasing stacks.
+/// when its last reference is closed), with the releasing stacks; in DWARF mode the
+/// registers and stack of the releasing thread too (not of an exiting process: the
+/// kernel is closing its files, its user stack is gone).
 #[inline(always)]
 pub fn on_destroy<C: StackIdContext>(ctx: &C, sk: KernelSock, identity: impl FnOnce() -> u64) {
     if let Some(family) = sk.udp_family() {
-        emit_release(identity(), family, || StackIds::current(ctx));
+        let cookie = identity();
+        emit_release(cookie, family, || {
+            if current_exiting() == 0 {
+                let (tgid, tid) = current();
+                sample(tgid, tid, cookie, sample_flags::FOR_RELEASE, 0);
+            }
+            StackIds::current(ctx)
+        });
     }
 }

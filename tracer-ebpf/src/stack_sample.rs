@@ -5,7 +5,8 @@
 //! record; user space unwinds it with the objects' CFI (`.eh_frame`, `.debug_frame`).
 //!
 //! Only tasks that pass the filters (`--pid`, `--comm`, `check`'s cgroup) are ever
-//! sampled, and never without a filter: a host-wide trace stays frame-pointer only. In
+//! sampled, or the processes user space lists (the daemon's marked processes, see
+//! [`SAMPLE_TGIDS`]); never host-wide: a host-wide trace stays frame-pointer only. In
 //! `auto` mode user space tells, per process, whether its frame pointers suffice
 //! ([`STACK_MODES`]); a process it has not judged yet is sampled (correctness first).
 use aya_ebpf::{
@@ -77,30 +78,46 @@ const REG_OFFSETS: [usize; sample_reg::COUNT] = [256, 248, 29 * 8, 30 * 8];
 #[cfg(not(bpf_target_arch = "aarch64"))]
 const REG_OFFSETS: [usize; sample_reg::COUNT] = [128, 152, 32, usize::MAX];
 
+/// 1: besides the processes the filters select, sample those user space lists in
+/// [`SAMPLE_TGIDS`] (the daemon: the processes it found carrying markers).
+#[unsafe(no_mangle)]
+static SAMPLE_LISTED: u8 = 0;
+
+/// With [`SAMPLE_LISTED`]: the processes (tgids) being judged, whose stacks are sampled.
+#[map]
+pub static SAMPLE_TGIDS: HashMap<u32, u8> = HashMap::with_max_entries(4096, BPF_F_NO_PREALLOC);
+
+/// Whether the process is one being judged: under a filter, or listed.
+#[inline(always)]
+fn targeted(tgid: u32) -> bool {
+    filters_active() || (read_global(&SAMPLE_LISTED) != 0 && SAMPLE_TGIDS.get_ptr(tgid).is_some())
+}
+
 #[inline(always)]
 fn wanted(tgid: u32) -> bool {
     match read_global(&STACK_MODE) {
         0 => false,
-        1 => filters_active(),
+        1 => targeted(tgid),
         // SAFETY: copied out at once.
-        _ => filters_active() && unsafe { STACK_MODES.get(tgid) }.copied() != Some(0),
+        _ => targeted(tgid) && unsafe { STACK_MODES.get(tgid) }.copied() != Some(0),
     }
 }
 
 /// What [`sample`] did.
 pub enum Sampled {
-    /// Not wanted for this task.
+    /// Not wanted for this task, or not sent (a full ring counts a loss).
     No,
-    /// Sent; `first` for the first sample of the process (the create record that
-    /// follows then wakes the reader at once, so it reads the process's memory map
-    /// while the process lives).
-    Sent { first: bool },
+    /// On the ring.
+    Sent,
 }
 
 /// Copies the current thread's user registers and the top of its user stack into a
-/// [`StackSample`] record on the ring, for the create record of `cookie` that follows.
+/// [`StackSample`] record on the ring, for the record that follows: the create record
+/// of `cookie`, or with `purpose` [`sample_flags::FOR_MARKER`] the marker record; with
+/// [`sample_flags::FOR_IO`] the sample stands alone (a send or receive on `cookie` at
+/// `ts_ns`).
 #[inline(always)]
-pub fn sample(tgid: u32, tid: u32, cookie: u64) -> Sampled {
+pub fn sample(tgid: u32, tid: u32, cookie: u64, purpose: u16, ts_ns: u64) -> Sampled {
     if !wanted(tgid) {
         return Sampled::No;
     }
@@ -176,7 +193,8 @@ pub fn sample(tgid: u32, tid: u32, cookie: u64) -> Sampled {
             regs,
             read_error: if got == 0 { read_error } else { 0 },
             wanted: want as u16,
-            flags: if stop { sample_flags::STOPPED } else { 0 },
+            flags: purpose | if stop { sample_flags::STOPPED } else { 0 },
+            ts_ns,
         };
     }
     let total = size_of::<StackSample>() + (core::hint::black_box(got) & LEN_MASK) as usize;
@@ -197,5 +215,5 @@ pub fn sample(tgid: u32, tid: u32, cookie: u64) -> Sampled {
         // SAFETY: signals the current process only.
         unsafe { bpf_send_signal(SIGSTOP) };
     }
-    Sampled::Sent { first }
+    Sampled::Sent
 }

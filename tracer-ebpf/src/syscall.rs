@@ -31,6 +31,12 @@ pub fn sockscope_socket_exit(ctx: TracePointContext) -> u32 {
     let _ = PENDING.remove(tid);
     // SAFETY: `ret` is a long at this offset of every sys_exit record.
     let ret: i64 = unsafe { ctx.read_at(RET_OFFSET) }.unwrap_or(-1);
+    // DWARF mode: registers and stack first, so the reader has them with the create.
+    // Taken before the walk, and its outcome not kept: the verifier then walks the
+    // sampling code once, not once per way the walk can end (6.1's verifier gave up on
+    // the program otherwise). A process's first sample comes with a stack new to it,
+    // whose create record wakes the reader at once anyway.
+    let _ = crate::stack_sample::sample(tgid, tid, pending.cookie, 0, 0);
     // The user stack: walked here (see walk.rs), or by the kernel into `STACKS`.
     let walked = if crate::walk::enabled() {
         crate::walk::walk(tgid)
@@ -45,8 +51,6 @@ pub fn sockscope_socket_exit(ctx: TracePointContext) -> u32 {
     // SAFETY: copied out at once.
     let pc_id = unsafe { CURRENT_PC.get(tid) }.copied().unwrap_or(0);
     crate::io::watch_new_socket(tgid, ret, pending.cookie, pc_id);
-    // DWARF mode: registers and stack first, so the reader has them with the create.
-    let sampled = crate::stack_sample::sample(tgid, tid, pending.cookie);
     if let Some(mut entry) = reserve::<CreateEvent>() {
         entry.write(CreateEvent {
             kind: EventKind::Create as u32,
@@ -66,11 +70,10 @@ pub fn sockscope_socket_exit(ctx: TracePointContext) -> u32 {
         });
         // The first record of each (process, stack) wakes the reader at once (see
         // `stack_wakeup`).
-        let flags = match (sampled, &walked) {
-            (crate::stack_sample::Sampled::Sent { first: true }, _) => BPF_RB_FORCE_WAKEUP as u64,
-            (_, Some(w)) if w.first => BPF_RB_FORCE_WAKEUP as u64,
-            (_, Some(_)) => wakeup(),
-            _ => stack_wakeup(tgid, user_stack),
+        let flags = match &walked {
+            Some(w) if w.first => BPF_RB_FORCE_WAKEUP as u64,
+            Some(_) => wakeup(),
+            None => stack_wakeup(tgid, user_stack),
         };
         entry.submit(flags);
     }

@@ -14,7 +14,7 @@ use aya_ebpf::{
     programs::ProbeContext,
 };
 use tracer_common::{
-    EventKind, MARKER_MAX_ARGS, MarkerEvent, UsdtArg, UsdtSpec, usdt_action, usdt_arg,
+    EventKind, MARKER_MAX_ARGS, MarkerEvent, UsdtArg, UsdtSpec, sample_flags, usdt_action, usdt_arg,
 };
 
 use crate::{
@@ -126,6 +126,14 @@ pub fn sockscope_usdt(ctx: ProbeContext) -> u32 {
     let (tgid, tid) = current();
     if !current_task_wanted(tgid) {
         return 0;
+    }
+    // Where the application made the PeerConnection: in DWARF mode its registers and
+    // stack go first (before the marker record, as for a creating stack). Taken before
+    // the arguments are read, and its outcome not kept: the verifier then walks the
+    // sampling code once, not once per way the arguments can be read (6.1's verifier
+    // gave up on the program otherwise).
+    if spec.action == usdt_action::PC_OPEN {
+        let _ = crate::stack_sample::sample(tgid, tid, 0, sample_flags::FOR_MARKER, 0);
     }
     let mut args = [0u64; MARKER_MAX_ARGS];
     for (i, slot) in args.iter_mut().enumerate() {

@@ -224,6 +224,17 @@ pub struct DaemonArgs {
     /// are lost on a busy host.
     #[arg(long)]
     pub ring_bytes: Option<u32>,
+    /// How the stacks of the processes found carrying markers are taken: fp (the
+    /// default here: the kernel's frame-pointer walk), auto or dwarf (copy registers and
+    /// the top of the user stack of those processes only, unwind with their CFI; see
+    /// README, "Stacks of programs built without frame pointers": opt-in for the daemon,
+    /// whose ring reader then reads each sampled process's objects).
+    #[arg(long = "stacks", value_enum, default_value_t = crate::unwind::StackMode::Fp, value_name = "MODE")]
+    pub stacks: crate::unwind::StackMode,
+    /// Bytes of user stack copied per sample with --stacks auto|dwarf (default 16384, at
+    /// most 32704).
+    #[arg(long, value_name = "BYTES")]
+    pub stack_bytes: Option<u32>,
 }
 
 #[derive(Debug, clap::Args)]

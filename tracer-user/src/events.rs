@@ -16,6 +16,22 @@ pub enum KernelEvent {
     Exit(ProcessEvent),
     /// Only when following execs (`check`): the process is stopped until continued.
     Exec(ProcessEvent),
+    /// Made by the ring reader, not sent as such by the kernel: a DWARF-mode sample of
+    /// a send or receive after the socket's PeerConnection ended, unwound (see
+    /// [`crate::unwind`]); the record's user stack is that stack.
+    IoStack(IoStackEvent),
+}
+
+/// A send or receive on a watched socket after its PeerConnection ended, with the id
+/// its unwound user stack got (see [`crate::unwind::DWARF_STACK_ID_BASE`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IoStackEvent {
+    pub pid: u32,
+    pub tid: u32,
+    pub cookie: u64,
+    /// The operation's time (`bpf_ktime_get_ns`), as the I/O hooks recorded it.
+    pub ts_ns: u64,
+    pub user_stack: i32,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

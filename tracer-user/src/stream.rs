@@ -213,7 +213,12 @@ fn read(
                 break;
             };
             if Sample::is_sample(&item) {
-                dwarf.sample(&item);
+                if let Some((io, raw)) = dwarf.sample(&item) {
+                    records.push(Record {
+                        event: KernelEvent::IoStack(io),
+                        user_stack: Some(raw),
+                    });
+                }
                 continue;
             }
             if WalkedStacks::is_walked(&item) {
@@ -258,7 +263,15 @@ fn read(
                     dwarf.create(c, || normalize(pid, id))
                 }
                 KernelEvent::Create(c) => normalize(c.pid, c.user_stack),
+                KernelEvent::Release(r) if dwarf.active() => {
+                    let (pid, id) = (r.pid, r.user_stack);
+                    dwarf.release(r, || normalize(pid, id))
+                }
                 KernelEvent::Release(r) => normalize(r.pid, r.user_stack),
+                KernelEvent::Marker(m) if dwarf.active() => {
+                    let (pid, id) = (m.pid, m.user_stack);
+                    dwarf.marker(m, || normalize(pid, id))
+                }
                 KernelEvent::Marker(m) => normalize(m.pid, m.user_stack),
                 KernelEvent::Exit(e) => {
                     let mut gone = Vec::new();

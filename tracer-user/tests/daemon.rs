@@ -460,6 +460,86 @@ fn daemon_watches_a_program_whose_first_process_exited_during_the_attach() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// DWARF stacks in the daemon (#15): a marked program built without frame pointers,
+/// found by the daemon, gets its creating stack unwound (`--stacks auto`, which samples
+/// only the processes found carrying markers): the same stack as `check` gives the same
+/// build, down to the thread's root with no stop note.
+#[test]
+fn daemon_unwinds_the_stacks_of_a_marked_program_built_without_frame_pointers() {
+    let test = "daemon_unwinds_the_stacks_of_a_marked_program_built_without_frame_pointers";
+    if !require_root(test) {
+        return;
+    }
+    let in_ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+    let Some((_, nofp)) = pc_sim_builds(test, in_ci) else {
+        return;
+    };
+    let sim_args = [
+        "--pcs",
+        "1",
+        "--sockets",
+        "2",
+        "--leak",
+        "1",
+        "--linger",
+        "1000",
+    ];
+    let reference = run_check(&["--stacks", "auto", "--grace", "300ms"], &nofp, &sim_args);
+    assert_eq!(reference.code, Some(1), "{}", reference.stderr);
+    let want = stack_functions(&by_event(&reference.ours, "leak")[0]["stack"]);
+    assert!(
+        want.iter().any(|f| f.contains("pc_sim_create_sockets"))
+            && want.last().is_some_and(|f| f.starts_with("clone3")),
+        "check unwinds the build without frame pointers: {want:#?}"
+    );
+
+    let _serial = serial();
+    let dir = std::env::temp_dir().join(format!("sockscope-daemon-dwarf-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let output = dir.join("findings.jsonl");
+    let _ = std::fs::remove_file(&output);
+    let mut daemon = Command::new(sockscope_bin())
+        .args(["daemon", "--stacks", "auto", "--grace", "300ms"])
+        .arg("--output")
+        .arg(&output)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the daemon");
+    let d_err = Lines::new(daemon.stderr.take().unwrap());
+    d_err.wait_for("daemon judging", Duration::from_secs(30));
+    let mut sim = Command::new(&nofp)
+        .arg("--wait")
+        .args(sim_args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start pc_sim");
+    let sim_out = Lines::new(sim.stdout.take().unwrap());
+    let ready: Value =
+        serde_json::from_str(&sim_out.wait_for("ready", Duration::from_secs(10))).unwrap();
+    let pid = ready["pid"].as_u64().unwrap();
+    found(&output, "pc_sim without frame pointers", |p| {
+        p["host_pid"].as_u64() == Some(pid)
+    });
+    go(&mut sim);
+    let leak = wait_record(&output, "its leak", |v| {
+        v["event"] == "leak" && v["pid"].as_u64() == Some(pid)
+    });
+    let _ = sim.wait();
+    // SAFETY: our own child.
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    assert!(daemon.wait().unwrap().success());
+    let got = stack_functions(&leak["stack"]);
+    assert_eq!(
+        got, want,
+        "the daemon's stack is check's (file:line included)"
+    );
+    assert_eq!(leak["site"], by_event(&reference.ours, "leak")[0]["site"]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Kernel attachments the daemon holds: its perf event and BPF link fds (each marker
 /// is a uprobe: one of them), read from /proc, not from what sockscope says.
 fn attachment_fds(pid: u32) -> usize {

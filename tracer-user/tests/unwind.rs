@@ -83,6 +83,64 @@ fn gdb_backtrace(test: &str, bin: &Path) -> Option<Vec<(String, String, u32)>> {
     Some(frames)
 }
 
+/// The functions of the user stack `perf record --call-graph dwarf` takes at the C
+/// fixture's `socket(2)` (the syscall tracepoint; tracefs must be mounted: sockscope
+/// mounts it), innermost first, as `perf script` names them.
+fn perf_backtrace(test: &str, bin: &Path) -> Option<Vec<String>> {
+    let data = std::env::temp_dir().join(format!("sockscope-perf-{}.data", std::process::id()));
+    let record = Command::new("perf")
+        .args([
+            "record",
+            "-q",
+            "-e",
+            "syscalls:sys_enter_socket",
+            "--call-graph",
+            "dwarf",
+        ])
+        .arg("-o")
+        .arg(&data)
+        .arg("--")
+        .arg(bin)
+        .arg("--now")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .output();
+    match record {
+        Ok(o) => assert!(
+            o.status.success(),
+            "perf record failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        ),
+        Err(e) => {
+            missing(test, &format!("no perf ({e}): apt-get install linux-perf"));
+            return None;
+        }
+    }
+    let script = Command::new("perf")
+        .args(["script", "-F", "ip,sym", "-i"])
+        .arg(&data)
+        .output()
+        .expect("perf script");
+    let _ = std::fs::remove_file(&data);
+    assert!(script.status.success(), "perf script failed");
+    // `            13d3 level_six+0x13 (/tmp/x)` after the sample's header line.
+    let text = String::from_utf8_lossy(&script.stdout);
+    let frames: Vec<String> = text
+        .lines()
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            let _ip = u64::from_str_radix(words.next()?, 16).ok()?;
+            let sym = words.next()?;
+            Some(sym.split('+').next().unwrap_or(sym).to_owned())
+        })
+        .collect();
+    assert!(
+        frames.iter().any(|f| f == "main"),
+        "perf's stack should reach main: {text}"
+    );
+    Some(frames)
+}
+
 /// Runs the C fixture under `sockscope trace --format json --stacks MODE --pid P` and
 /// returns the user frames of its one creating stack.
 fn trace_c_fixture(bin: &Path, mode: &str) -> Vec<Value> {
@@ -111,10 +169,6 @@ fn trace_c_fixture(bin: &Path, mode: &str) -> Vec<Value> {
         .as_array()
         .unwrap_or_else(|| panic!("no user stack: {:#}", creates[0]))
         .clone()
-}
-
-fn symbol(f: &Value) -> &str {
-    f["symbol"].as_str().unwrap_or("[unknown]")
 }
 
 #[test]
@@ -156,6 +210,23 @@ fn dwarf_stack_of_c_program_without_frame_pointers_matches_gdb() {
         "down through libc's start code: {user:#?}"
     );
 
+    // A second reference: `perf record --call-graph dwarf` (its own unwinder, over
+    // the same kind of copied stack): the same functions from the caller of `socket`
+    // down through libc's start code.
+    if let Some(perf) = perf_backtrace(test, &bin) {
+        let from = |s: &[String]| -> Vec<String> {
+            s.iter()
+                .skip_while(|f| **f != gdb[0].0)
+                .take_while(|f| !f.starts_with("_start"))
+                .cloned()
+                .collect()
+        };
+        let ours_names: Vec<String> = user.iter().map(|f| symbol(f).to_owned()).collect();
+        let (ours, theirs) = (from(&ours_names), from(&perf));
+        assert!(theirs.len() > gdb.len(), "perf's stack: {perf:#?}");
+        assert_eq!(ours, theirs, "DWARF stack vs perf --call-graph dwarf");
+    }
+
     // auto picks DWARF for this program: the same stack.
     let auto = trace_c_fixture(&bin, "auto");
     let names = |s: &[Value]| s.iter().map(|f| symbol(f).to_owned()).collect::<Vec<_>>();
@@ -194,28 +265,6 @@ fn dwarf_stack_of_c_program_without_frame_pointers_matches_gdb() {
     assert!(line.contains("dwarf"), "{line}");
 }
 
-/// The release builds of `pc_sim` with and without frame pointers (`cargo xtask test`
-/// builds them, see xtask/src/unwind_bins.rs).
-fn pc_sim_builds(test: &str) -> Option<(PathBuf, PathBuf)> {
-    let dir = std::env::var_os("SOCKSCOPE_UNWIND_BINS").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/unwind"),
-        PathBuf::from,
-    );
-    let fp = dir.join("fp/pc_sim");
-    let nofp = dir.join("nofp/pc_sim");
-    if fp.exists() && nofp.exists() {
-        return Some((fp, nofp));
-    }
-    missing(
-        test,
-        &format!(
-            "{} missing: `cargo xtask test` builds pc_sim with and without frame pointers",
-            nofp.display()
-        ),
-    );
-    None
-}
-
 /// The one leak `check --stacks MODE` finds in `pc_sim --pcs 1 --leak 1` (which exits
 /// right after its sockets are made and closed, leaving the leaked one to the exit: its
 /// maps must be read before then).
@@ -239,35 +288,13 @@ fn check_leak(bin: &Path, mode: &str) -> Value {
     leaks[0].clone()
 }
 
-/// Every function of a stack (inlined ones first, as frames list them), with file:line.
-fn functions(stack: &Value) -> Vec<String> {
-    let mut out = Vec::new();
-    for f in stack.as_array().map(Vec::as_slice).unwrap_or_default() {
-        let inlined = f["inlined"].as_array().cloned().unwrap_or_default();
-        let at = f["inlined_at"].as_array().cloned().unwrap_or_default();
-        for (i, name) in inlined.iter().enumerate() {
-            let where_ = at.get(i).map_or(String::new(), |a| {
-                format!(" {}:{}", a["file"].as_str().unwrap_or("?"), a["line"])
-            });
-            out.push(format!("{}{where_}", name.as_str().unwrap_or("?")));
-        }
-        out.push(format!(
-            "{} {}:{}",
-            symbol(f),
-            f["file"].as_str().unwrap_or("?"),
-            f["line"]
-        ));
-    }
-    out
-}
-
 #[test]
 fn check_on_rust_release_build_without_frame_pointers_matches_the_frame_pointer_build() {
     let test = "check_on_rust_release_build_without_frame_pointers_matches_the_frame_pointer_build";
     if !require_root(test) {
         return;
     }
-    let Some((fp_bin, nofp_bin)) = pc_sim_builds(test) else {
+    let Some((fp_bin, nofp_bin)) = pc_sim_builds(test, in_ci()) else {
         return;
     };
     // The frame-pointer build as users run it today (frame pointers), and unwound with
@@ -278,8 +305,8 @@ fn check_on_rust_release_build_without_frame_pointers_matches_the_frame_pointer_
     // The release build without frame pointers, with the default `--stacks auto`.
     let without = check_leak(&nofp_bin, "auto");
     let (a, b) = (
-        functions(&with_fp_dwarf["stack"]),
-        functions(&without["stack"]),
+        stack_functions(&with_fp_dwarf["stack"]),
+        stack_functions(&without["stack"]),
     );
     assert!(
         a.iter().any(|f| f.contains("pc_sim_create_sockets")),
@@ -297,7 +324,7 @@ fn check_on_rust_release_build_without_frame_pointers_matches_the_frame_pointer_
     // (Frames the fp run could not name are left out: in fp mode nothing holds a
     // process that exits at once until its maps are read, and now and then that race
     // is lost; dwarf and auto stop it for its maps under `check`.)
-    let fp_names = functions(&with_fp["stack"]);
+    let fp_names = stack_functions(&with_fp["stack"]);
     let missing_frames: Vec<&String> = fp_names
         .iter()
         .filter(|f| !f.starts_with("[unknown]"))
@@ -327,7 +354,88 @@ fn check_on_rust_release_build_without_frame_pointers_matches_the_frame_pointer_
 
     // Without DWARF the same build's stack stops short (or this proves nothing).
     let short = check_leak(&nofp_bin, "fp");
-    let c = functions(&short["stack"]);
+    let c = stack_functions(&short["stack"]);
+    assert!(
+        c.len() < a.len(),
+        "frame pointers alone lose frames in the build without them: {c:#?}"
+    );
+}
+
+/// The one leak of `pc_sim --pcs 1 --leak 1 --keep-sending` under `check --stacks MODE`:
+/// its leaked socket keeps sending every 50 ms after the close, from a thread of its own.
+fn check_active_leak(bin: &Path, mode: &str) -> Value {
+    let run = run_check(
+        &["--stacks", mode, "--grace", "1s"],
+        bin,
+        &[
+            "--pcs",
+            "1",
+            "--sockets",
+            "2",
+            "--leak",
+            "1",
+            "--keep-sending",
+            "--linger",
+            "2500",
+        ],
+    );
+    assert_eq!(run.code, Some(1), "a leak: {}", run.stderr);
+    let leaks = by_event(&run.ours, "leak");
+    assert_eq!(leaks.len(), 1, "one leak: {:#?}", run.ours);
+    let leak = leaks[0].clone();
+    assert_eq!(leak["kind"], "active", "it keeps sending: {leak}");
+    leak
+}
+
+/// The last-I/O stack of the leak explanation (#15, DWARF for stacks besides the
+/// creating one): a release build without frame pointers names the same stack as the
+/// frame-pointer build of the same source, down to the thread's root; the sample it
+/// comes from is of a send after the end, no later than the last one.
+#[test]
+fn last_io_stack_of_rust_release_build_without_frame_pointers_matches_the_frame_pointer_build() {
+    let test = "last_io_stack_of_rust_release_build_without_frame_pointers_matches_the_frame_pointer_build";
+    if !require_root(test) {
+        return;
+    }
+    let Some((fp_bin, nofp_bin)) = pc_sim_builds(test, in_ci()) else {
+        return;
+    };
+    let with_fp = check_active_leak(&fp_bin, "dwarf");
+    let without = check_active_leak(&nofp_bin, "auto");
+    let (a, b) = (
+        stack_functions(&with_fp["io"]["last_stack"]),
+        stack_functions(&without["io"]["last_stack"]),
+    );
+    assert!(
+        a.iter().any(|f| f.contains("pc_sim_keep_sending")),
+        "the frame-pointer build's last send names its sender: {a:#?}"
+    );
+    assert!(
+        a.last().is_some_and(|f| f.starts_with("clone3")),
+        "down to the thread's root: {a:#?}"
+    );
+    assert_eq!(
+        b, a,
+        "the last-I/O stack of the build without frame pointers is the frame-pointer build's (file:line included)"
+    );
+    for leak in [&with_fp, &without] {
+        let io = &leak["io"];
+        assert_eq!(io["last_op"], "send", "{io}");
+        let (ended, sampled, last) = (
+            leak["ended_ns"].as_u64().expect("ended_ns"),
+            io["last_stack_at_ns"].as_u64().expect("last_stack_at_ns"),
+            io["last_at_ns"].as_u64().expect("last_at_ns"),
+        );
+        assert!(
+            ended <= sampled && sampled <= last,
+            "a send after the end, not after the last: {io}"
+        );
+    }
+
+    // Frame pointers alone lose frames in the build without them (or this proves
+    // nothing).
+    let short = check_active_leak(&nofp_bin, "fp");
+    let c = stack_functions(&short["io"]["last_stack"]);
     assert!(
         c.len() < a.len(),
         "frame pointers alone lose frames in the build without them: {c:#?}"

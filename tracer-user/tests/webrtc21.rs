@@ -17,11 +17,16 @@ fn check21(test: &str, check_args: &[&str], args: &[&str]) -> Option<CheckRun> {
         return None;
     }
     let bin = example_bin(test, BIN)?;
+    Some(check21_with(&bin, check_args, args))
+}
+
+/// [`check21`] of a given build of the example.
+fn check21_with(bin: &std::path::Path, check_args: &[&str], args: &[&str]) -> CheckRun {
     let mut proxy_args = vec!["--netns", "--linger", "1500"];
     proxy_args.extend_from_slice(args);
     let mut check_args = check_args.to_vec();
     check_args.extend(["--grace", "1s"]);
-    Some(run_check(&check_args, &bin, &proxy_args))
+    run_check(&check_args, bin, &proxy_args)
 }
 
 /// Per PeerConnection (from the program): every socket cookie its runtime wrapped.
@@ -316,4 +321,118 @@ fn watch_attached_mid_session_never_calls_a_connection_in_flight_clean() {
         assert_eq!(verdict(&run, pc)["outcome"], "clean");
     }
     assert_eq!(run.code, Some(1));
+}
+
+/// The frames of a stack that are the application's or webrtc-rs's own (the example,
+/// its runtime wrapper in tracer-usdt, the `webrtc` and `rtc` crates), as
+/// `function file:line`.
+fn app_and_webrtc_frames(stack: &Value) -> Vec<String> {
+    stack_functions(stack)
+        .into_iter()
+        .filter(|f| {
+            [
+                "/webrtc21-proxy/src/",
+                "/tracer-usdt/src/",
+                "/webrtc-0.",
+                "/rtc-",
+            ]
+            .iter()
+            .any(|dir| f.contains(dir))
+        })
+        .collect()
+}
+
+/// What a leak says of its creation: (pc_id, subsystem, confidence, site, pc_site).
+fn creation(l: &Value) -> (Value, Value, Value, Value, Value) {
+    (
+        l["pc_id"].clone(),
+        l["subsystem"].clone(),
+        l["confidence"].clone(),
+        l["site"].clone(),
+        l["pc_site"].clone(),
+    )
+}
+
+/// Per leaked socket's subsystem, its creation facts and the application and webrtc-rs
+/// frames of its creating stack (sorted, so runs compare whatever order the sockets
+/// were made in).
+fn leak_stacks(run: &CheckRun) -> Vec<(String, Vec<String>)> {
+    let mut out: Vec<(String, Vec<String>)> = by_event(&run.ours, "leak")
+        .into_iter()
+        .map(|l| {
+            (
+                format!("{:?}", creation(l)),
+                app_and_webrtc_frames(&l["stack"]),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// DWARF unwinding (#15) on the real program: the example built in release without
+/// frame pointers, under `check --stacks dwarf` and the default `auto`, reports the
+/// same leaks with the same creating stacks (application and webrtc-rs frames, file:line
+/// included), site, subsystem and attribution as the frame-pointer build of the same
+/// source under `--stacks fp`; and its stacks reach the tokio worker's root.
+#[test]
+fn release_build_without_frame_pointers_gets_the_frame_pointer_builds_creating_stacks() {
+    let test = "release_build_without_frame_pointers_gets_the_frame_pointer_builds_creating_stacks";
+    if !require_root(test) {
+        return;
+    }
+    let (Some(fp_bin), Some(nofp_bin)) = (
+        example_bin(test, BIN),
+        example_bin(test, &format!("nofp/{BIN}")),
+    ) else {
+        return;
+    };
+    // One session whose offerer is dropped without close(): its driver task keeps its
+    // host and mDNS sockets, both created by webrtc-rs on a tokio worker.
+    let args = [
+        "--sessions",
+        "1",
+        "--drop-without-close",
+        "--self-check",
+        "1500",
+    ];
+    let reference = check21_with(&fp_bin, &["--stacks", "fp"], &args);
+    assert_eq!(reference.code, Some(1), "{}", reference.stderr);
+    let want = leak_stacks(&reference);
+    assert!(!want.is_empty(), "the frame-pointer build leaks");
+    for (_, frames) in &want {
+        assert!(
+            frames.iter().any(|f| f.contains("/webrtc-0.")),
+            "the frame-pointer walk names webrtc-rs frames: {frames:#?}"
+        );
+    }
+    for mode in ["dwarf", "auto"] {
+        let run = check21_with(&nofp_bin, &["--stacks", mode], &args);
+        assert_eq!(run.code, Some(1), "--stacks {mode}: {}", run.stderr);
+        assert_eq!(
+            leak_stacks(&run),
+            want,
+            "--stacks {mode}: the build without frame pointers names what the frame-pointer build names"
+        );
+        assert_flagged_matches_the_end(&run, &[1]);
+        for l in by_event(&run.ours, "leak") {
+            let all = stack_functions(&l["stack"]);
+            assert!(
+                all.iter()
+                    .any(|f| f.contains("/src/runtime/scheduler/multi_thread/worker.rs")),
+                "--stacks {mode}: down to the tokio worker: {all:#?}"
+            );
+            assert!(
+                !all.iter().any(|f| f.starts_with("[unwinding stopped")),
+                "--stacks {mode}: unwinding reached the thread's root: {all:#?}"
+            );
+        }
+    }
+    // Frame pointers alone lose those frames in this build (or this proves nothing).
+    let short = check21_with(&nofp_bin, &["--stacks", "fp"], &args);
+    assert_ne!(
+        leak_stacks(&short),
+        want,
+        "the frame-pointer walk of the build without frame pointers should lose frames"
+    );
 }

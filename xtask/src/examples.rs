@@ -4,6 +4,11 @@
 //! every submission in a fresh clone on the same machine, and rebuilding webrtc-rs each
 //! time would cost minutes. Their binaries are copied to `target/examples/`, where the
 //! tests (`SOCKSCOPE_EXAMPLES`) and the demo find them.
+//!
+//! The 0.21 example is built once more without frame pointers (as release builds are by
+//! default), into a target directory of its own under the same cache, for the DWARF
+//! unwinding test that compares its creating stacks with the frame-pointer build's
+//! (`target/examples/nofp/`).
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
@@ -79,6 +84,47 @@ pub fn build_all() -> anyhow::Result<PathBuf> {
         copy(&target.join("release").join(e.bin), &bins.join(e.bin))?;
     }
     Ok(bins)
+}
+
+/// The example built a second time, without frame pointers (see the module doc).
+pub const NOFP_EXAMPLE: &str = "webrtc21-proxy";
+
+/// Builds [`NOFP_EXAMPLE`] in release without frame pointers (the root
+/// `.cargo/config.toml` forces them on; `CARGO_ENCODED_RUSTFLAGS` overrides it, with the
+/// same features and lockfile as [`build_all`]) and copies it to `nofp/` under
+/// [`bin_dir`].
+pub fn build_without_frame_pointers() -> anyhow::Result<()> {
+    let Some(e) = EXAMPLES.iter().find(|e| e.bin == NOFP_EXAMPLE) else {
+        anyhow::bail!("{NOFP_EXAMPLE} is not among the examples");
+    };
+    // A directory of its own: other rustflags in the same one would rebuild both
+    // variants each time.
+    let target = build_dir().join("nofp");
+    let bins = bin_dir()?.join("nofp");
+    std::fs::create_dir_all(&bins).with_context(|| format!("cannot create {}", bins.display()))?;
+    println!(
+        "xtask: building {} without frame pointers (into {})",
+        e.bin,
+        target.display()
+    );
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = std::process::Command::new(cargo);
+    cmd.args([
+        "build",
+        "--release",
+        "--locked",
+        "--manifest-path",
+        e.manifest,
+    ])
+    .arg("--target-dir")
+    .arg(&target)
+    .env("CARGO_ENCODED_RUSTFLAGS", "-Cforce-frame-pointers=no")
+    .env_remove("RUSTFLAGS");
+    if !e.features.is_empty() {
+        cmd.args(["--features", e.features]);
+    }
+    util::run_ok(&mut cmd)?;
+    copy(&target.join("release").join(e.bin), &bins.join(e.bin))
 }
 
 fn copy(from: &Path, to: &Path) -> anyhow::Result<()> {

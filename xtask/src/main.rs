@@ -142,6 +142,7 @@ fn test(args: &[String]) -> anyhow::Result<()> {
     // Every binary the tests run: sockscope, the workloads, the webrtc-rs examples.
     util::cargo(&["build", "--workspace", "--bins"])?;
     let examples = examples::build_all()?;
+    examples::build_without_frame_pointers()?;
     let unwind_bins = unwind_bins::build()?;
     let linters = setup::ci_linters()?;
     let mut cmd = vec!["test"];

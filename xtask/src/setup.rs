@@ -9,9 +9,13 @@ use crate::util::{self, output, run_ok};
 const BPF_LINKER_VERSION: &str = "0.13.0";
 /// Debian packages and a command each provides.
 /// (package, a command it installs, or an absolute path of a file it installs).
-const APT_PACKAGES: [(&str, &str); 5] = [
+const APT_PACKAGES: [(&str, &str); 7] = [
     ("iproute2", "ss"),
     ("util-linux", "unshare"),
+    // The DWARF unwinding test compares its stacks with gdb's backtrace and with
+    // `perf record --call-graph dwarf`.
+    ("gdb", "gdb"),
+    ("linux-perf", "perf"),
     // The JUnit test reads `check --junit` with a maintained parser and checks the XML.
     ("python3-junitparser", JUNITPARSER),
     ("libxml2-utils", "xmllint"),

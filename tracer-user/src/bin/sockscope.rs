@@ -156,6 +156,10 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 bpf_stats: a.bpf_stats,
                 ring_bytes: a.ring_bytes,
                 backend: a.backend.backend,
+                stacks: tracer_user::unwind::StackArgs {
+                    mode: a.stacks,
+                    stack_bytes: a.stack_bytes,
+                },
             })
             .await?;
             Ok(ExitCode::SUCCESS)

@@ -187,7 +187,10 @@ fn apply(
             }
             KernelEvent::Exit(e) if Some(e.pid) == target => exited = true,
             // Exec records come only to `check`, which follows execs.
-            KernelEvent::Marker(_) | KernelEvent::Exit(_) | KernelEvent::Exec(_) => {}
+            KernelEvent::Marker(_)
+            | KernelEvent::Exit(_)
+            | KernelEvent::Exec(_)
+            | KernelEvent::IoStack(_) => {}
         }
     }
     exited

@@ -373,8 +373,9 @@ impl TraceState {
             }
             // Only processes whose sockets or markers we saw: a host-wide trace would
             // otherwise list every process exit.
-            // Only `check` follows execs.
-            KernelEvent::Exec(_) => None,
+            // Only `check` follows execs; I/O is watched only by `check`, `watch` and
+            // `daemon`.
+            KernelEvent::Exec(_) | KernelEvent::IoStack(_) => None,
             KernelEvent::Exit(e) if !self.seen.contains(&e.pid) => None,
             KernelEvent::Exit(e) => Some({
                 if let Some(cache) = self.stacks.as_mut() {

@@ -80,4 +80,10 @@ pub struct IoEvidence {
     pub last_tid: Option<u32>,
     /// The user stack of the last operation after the end, innermost first.
     pub last_stack: Vec<Frame>,
+    /// When the operation `last_stack` belongs to happened (CLOCK_MONOTONIC ns):
+    /// `last_at_ns` as a rule; earlier when the process's stacks are DWARF-unwound
+    /// samples, which are rate-limited per socket (4 back to back, then one every
+    /// 250 ms: the last operation's own was not sampled then). `None`: no stack.
+    #[serde(default)]
+    pub last_stack_at_ns: Option<u64>,
 }

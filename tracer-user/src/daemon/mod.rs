@@ -46,6 +46,9 @@ pub struct DaemonOptions {
     pub bpf_stats: bool,
     pub ring_bytes: Option<u32>,
     pub backend: Option<crate::backend::Backend>,
+    /// Stacks of the marked processes (`--stacks`, `--stack-bytes`): DWARF samples are
+    /// taken only for the processes found carrying markers.
+    pub stacks: crate::unwind::StackArgs,
 }
 
 /// Sockets held at most by default: a few hundred bytes each, some hundreds of MB in
@@ -189,7 +192,10 @@ pub async fn run(opts: DaemonOptions) -> anyhow::Result<()> {
         .exec_all(true)
         .io_watch(true)
         .ring_bytes(opts.ring_bytes)
-        .backend(opts.backend);
+        .backend(opts.backend)
+        .stack_mode(opts.stacks.mode)
+        .stack_bytes(opts.stacks.stack_bytes)
+        .sample_listed(true);
     let tracer = crate::cmd::attach(builder).await?;
     let mut session = LeakSession::new(tracer, opts.grace.as_nanos() as u64)?;
     session.host_wide();

@@ -48,6 +48,7 @@ pub fn leak_kind(
         last_ok_at_ns: (s.last_ok_ts_ns != 0).then_some(s.last_ok_ts_ns),
         last_tid: (s.last_op != 0).then_some(s.last_tid),
         last_stack: Vec::new(),
+        last_stack_at_ns: None,
     };
     (Some(kind), Some(evidence))
 }

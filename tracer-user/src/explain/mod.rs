@@ -15,13 +15,19 @@ use crate::{backend::SocketIdentity, correlate::Finding, inventory, loader::IoWa
 
 /// Adds to each leak what keeps it open now: its holders and epoll sets (leaks judged
 /// when their process already exited get none: its fds are gone from /proc), and what
-/// its I/O says (`io`: the I/O hooks' records, `last_stack` names a stack id).
+/// its I/O says (`io`: the I/O hooks' records; `last_stack` gives the stack of the
+/// last operation after the end of socket (pid, cookie) and when that operation was,
+/// from the hooks' record).
 pub fn explain_leaks(
     findings: &mut [Finding],
     identity: SocketIdentity,
     io: Option<&IoWatch>,
     now_ns: u64,
-    mut last_stack: impl FnMut(u32, i32) -> Vec<crate::symbolize::Frame>,
+    mut last_stack: impl FnMut(
+        u32,
+        u64,
+        &tracer_common::IoStats,
+    ) -> (Vec<crate::symbolize::Frame>, Option<u64>),
 ) {
     // One look at each process's sockets per batch of findings.
     let mut sockets_of: HashMap<u32, Vec<inventory::HeldSocket>> = HashMap::new();
@@ -31,7 +37,7 @@ pub fn explain_leaks(
             let stats = io.stats(leak.cookie);
             let (kind, mut evidence) = leak_kind(stats.as_ref(), leak.ended_ns, now_ns);
             if let (Some(e), Some(s)) = (evidence.as_mut(), stats) {
-                e.last_stack = last_stack(leak.pid, s.last_stack_after_end);
+                (e.last_stack, e.last_stack_at_ns) = last_stack(leak.pid, leak.cookie, &s);
             }
             leak.kind = kind;
             leak.io = evidence;

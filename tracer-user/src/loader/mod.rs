@@ -52,6 +52,7 @@ pub struct TracerBuilder {
     backend: Option<Backend>,
     stack_mode: StackMode,
     stack_bytes: Option<u32>,
+    sample_listed: bool,
     helper_stacks: bool,
 }
 
@@ -147,9 +148,21 @@ impl TracerBuilder {
         cfg!(target_arch = "x86_64") && !self.helper_stacks && kernel_copies_user_stacks()
     }
 
-    /// The stack mode the kernel will use: samples only where a filter is set.
+    /// Host-wide (the daemon): take DWARF samples of the processes listed with
+    /// [`Tracer::sample_process`] (the ones being judged), as a filter would select them.
+    pub fn sample_listed(mut self, on: bool) -> Self {
+        self.sample_listed = on;
+        self
+    }
+
+    /// The stack mode the kernel will use: samples only where a filter is set or the
+    /// processes are listed ([`Self::sample_listed`]).
     pub fn effective_stack_mode(&self) -> StackMode {
-        if !(self.pid.is_some() || self.comm.is_some() || self.cgroup.is_some()) {
+        if !(self.pid.is_some()
+            || self.comm.is_some()
+            || self.cgroup.is_some()
+            || self.sample_listed)
+        {
             return StackMode::Fp;
         }
         if self.stack_mode != StackMode::Fp && !kernel_copies_user_stacks() {
@@ -204,6 +217,7 @@ impl TracerBuilder {
                 follow_exec: self.follow_exec,
                 exec_all: self.exec_all,
                 walk_stacks: self.walks_stacks(),
+                sample_listed: self.sample_listed && stack_mode != StackMode::Fp,
             },
             &facts,
         )?;
@@ -261,6 +275,15 @@ impl TracerBuilder {
             None
         };
         let usdt_sites = take_map(&mut ebpf, "USDT_SITES", UsdtSites::try_from)?;
+        let sample_tgids = if self.sample_listed && stack_mode != StackMode::Fp {
+            Some(take_map(
+                &mut ebpf,
+                "SAMPLE_TGIDS",
+                aya::maps::HashMap::try_from,
+            )?)
+        } else {
+            None
+        };
         Ok(Tracer {
             ebpf,
             events: Some(events),
@@ -276,6 +299,7 @@ impl TracerBuilder {
             stack_mode,
             stack_modes: Some(stack_modes),
             walked,
+            sample_tgids,
         })
     }
 }
@@ -336,6 +360,8 @@ struct LoadConfig {
     exec_all: bool,
     /// Walk creating user stacks in the create program (see [`TracerBuilder::walks_stacks`]).
     walk_stacks: bool,
+    /// Sample the processes listed in `SAMPLE_TGIDS` (the daemon).
+    sample_listed: bool,
 }
 
 /// Loads the object with its read-only configuration. Shared by tracing and
@@ -383,6 +409,8 @@ fn configured_load(cfg: &LoadConfig, facts: &KernelFacts) -> Result<Ebpf, Tracer
     // sample until the reader has its memory map (a test binary may exit at once).
     let stop_for_maps = u8::from(sampling && cfg.follow_exec && cfg.cgroup_id != 0);
     loader.override_global("STOP_FOR_MAPS", &stop_for_maps, true);
+    let sample_listed = u8::from(sampling && cfg.sample_listed);
+    loader.override_global("SAMPLE_LISTED", &sample_listed, true);
     if sampling {
         // One 32 KiB scratch slot per CPU (one in all when nothing is sampled).
         // A CPU without a slot takes no samples (the program finds no slot).
@@ -463,6 +491,8 @@ pub struct Tracer {
     /// Which (process, walked stack) the kernel sent, for the ring reader (taken
     /// once); `None` when the kernel does not walk stacks.
     walked: Option<crate::walked::WalkedMap>,
+    /// The processes sampled host-wide ([`TracerBuilder::sample_listed`]).
+    sample_tgids: Option<aya::maps::HashMap<MapData, u32, u8>>,
 }
 
 /// The kernel's per-process stack mode in `auto` (see tracer-ebpf/src/stack_sample.rs).
@@ -522,6 +552,24 @@ impl Tracer {
     /// How creating stacks are taken (frame pointers when no filter is set).
     pub fn stack_mode(&self) -> StackMode {
         self.stack_mode
+    }
+
+    /// Host-wide with [`TracerBuilder::sample_listed`]: take (or stop taking) DWARF
+    /// samples of process `pid`. Without it, nothing to do. A full map (4096 processes)
+    /// leaves the process with frame-pointer stacks, and says so.
+    pub fn sample_process(&mut self, pid: u32, on: bool) {
+        let Some(map) = self.sample_tgids.as_mut() else {
+            return;
+        };
+        if on {
+            if let Err(e) = map.insert(pid, 1, 0) {
+                eprintln!(
+                    "sockscope: pid {pid} gets frame-pointer stacks only: cannot list it for DWARF samples ({e})"
+                );
+            }
+        } else {
+            let _ = map.remove(&pid);
+        }
     }
 
     /// The per-process stack-mode map, for the ring reader (taken once).

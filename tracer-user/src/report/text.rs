@@ -129,7 +129,18 @@ fn write_kind(out: &mut dyn Write, l: &Leak) -> io::Result<()> {
     if io.last_stack.is_empty() {
         return Ok(());
     }
-    write_frames(out, "last I/O", &io.last_stack)
+    match (io.last_stack_at_ns, io.last_at_ns) {
+        // A DWARF-mode sample of an earlier operation (they are rate-limited per socket).
+        (Some(at), Some(last)) if at < last => write_frames(
+            out,
+            &format!(
+                "last sampled I/O ({} before the last I/O)",
+                human_ns(last - at)
+            ),
+            &io.last_stack,
+        ),
+        _ => write_frames(out, "last I/O", &io.last_stack),
+    }
 }
 
 /// "    held by pid 12 (proxy) fd 7, pid 40 (worker) fd 3; in epoll pid 12 fd 5 (in, out)".

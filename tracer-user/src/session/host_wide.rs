@@ -97,6 +97,7 @@ impl LeakSession {
             }
         }
         if marked && !known {
+            self.tracer.sample_process(pid, true);
             self.changes.push((self.cursor, ProcessChange::Marked(pid)));
         }
         marked
@@ -157,6 +158,7 @@ impl LeakSession {
     }
 
     pub(super) fn forget_process(&mut self, pid: u32) {
+        self.tracer.sample_process(pid, false);
         self.correlator.forget_process(pid);
         if let Some(d) = self.discovery.as_mut() {
             d.forget(pid);

@@ -55,6 +55,10 @@ pub struct LeakSession {
     /// Records were lost: the processes are to be checked against /proc once the
     /// records have caught up ([`Self::recheck_processes`]).
     recheck_pending: bool,
+    /// DWARF mode: the latest unwound stack of a send or receive after the end, per
+    /// socket (cookie), with the operation's time; kept until the socket is released
+    /// or its leak explained.
+    io_stacks: std::collections::HashMap<u64, (u64, crate::symbolize::Stack)>,
 }
 
 /// Records whose horizon is this close to now are current.
@@ -99,6 +103,7 @@ impl LeakSession {
             released_markers: 0,
             recheck_pending: false,
             capped: 0,
+            io_stacks: Default::default(),
         })
     }
 
@@ -213,13 +218,28 @@ impl LeakSession {
         self.retire(until_ns);
         self.stacks.evict_unused();
         self.cursor = 0;
-        let Self { tracer, stacks, .. } = self;
+        let Self {
+            tracer,
+            stacks,
+            io_stacks,
+            ..
+        } = self;
         crate::explain::explain_leaks(
             &mut out,
             tracer.backend().identity(),
             tracer.io(),
             monotonic_ns(),
-            |pid, id| stacks.user_from_map(tracer.stacks(), pid, id).to_vec(),
+            // The DWARF-unwound stack of its last sampled operation where there is
+            // one, else the kernel's frame-pointer walk of its last operation.
+            |pid, cookie, s| match io_stacks.remove(&cookie) {
+                Some((at, stack)) => (stack.to_vec(), Some(at)),
+                None => {
+                    let id = s.last_stack_after_end;
+                    let stack = stacks.user_from_map(tracer.stacks(), pid, id).to_vec();
+                    let at = (!stack.is_empty()).then_some(s.last_ts_ns);
+                    (stack, at)
+                }
+            },
         );
         Ok(out)
     }
@@ -319,6 +339,7 @@ impl LeakSession {
                 };
                 let late = found.len();
                 found.extend(c.socket_released(e.cookie, e.ts_ns));
+                self.io_stacks.remove(&e.cookie);
                 // A leak released after all: say who did it (rare: worth a symbolization).
                 for f in &mut found[late..] {
                     if let Finding::Late { released_by, .. } = f {
@@ -368,6 +389,15 @@ impl LeakSession {
             KernelEvent::Exit(e) => {
                 self.stacks.forget_process(e.pid);
                 self.correlator.process_exited(e.pid, e.ts_ns)
+            }
+            KernelEvent::IoStack(io) => {
+                if self.wanted(io.pid) {
+                    let stack = self
+                        .stacks
+                        .user(io.pid, io.user_stack, record.user_stack.as_ref());
+                    self.io_stacks.insert(io.cookie, (io.ts_ns, stack));
+                }
+                Vec::new()
             }
         }
     }

@@ -4,8 +4,9 @@
 //!
 //! The BPF side (tracer-ebpf/src/stack_sample.rs) sends a [`StackSample`] — user
 //! registers and the top of the user stack — just before the create record of the
-//! processes being traced. The ring reader ([`crate::stream`]) hands it here with the
-//! create record; it is unwound with framehop over the CFI (`.eh_frame` with its
+//! processes being traced (and before their `pc_open` marker record, whose stack names
+//! where the application made its PeerConnection). The ring reader ([`crate::stream`])
+//! hands it here with that record; it is unwound with framehop over the CFI (`.eh_frame` with its
 //! `.eh_frame_hdr` index, or `.debug_frame`) of the objects the process maps, into the
 //! same [`RawStack`] the frame-pointer path makes, so correlation and symbolization do
 //! not change. The process's maps are read at its first sample (the kernel wakes the
@@ -21,7 +22,8 @@ use std::{collections::HashMap, fmt, sync::Arc};
 use aya::maps::MapData;
 use framehop::{FrameAddress, MayAllocateDuringUnwind, Unwinder as _};
 use tracer_common::{
-    CreateEvent, EventKind, STACK_SAMPLE_MAX, StackSample, sample_flags, sample_reg,
+    CreateEvent, EventKind, MarkerEvent, ReleaseEvent, STACK_SAMPLE_MAX, StackSample, sample_flags,
+    sample_reg,
 };
 
 mod object;
@@ -30,7 +32,10 @@ mod process;
 pub use object::{FramePointers, ObjectCfi};
 pub use process::{Objects, ProcessMaps};
 
-use crate::symbolize::{RawFrame, RawStack};
+use crate::{
+    events::IoStackEvent,
+    symbolize::{RawFrame, RawStack},
+};
 
 /// How creating stacks are taken (`--stacks`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -106,6 +111,10 @@ pub struct Sample {
     pub wanted: u32,
     /// The kernel stopped the process for us (see [`sample_flags::STOPPED`]).
     pub stopped: bool,
+    /// [`sample_flags`] as the kernel sent them.
+    pub flags: u16,
+    /// See [`StackSample::ts_ns`].
+    pub ts_ns: u64,
 }
 
 impl Sample {
@@ -140,6 +149,8 @@ impl Sample {
             read_error: h.read_error,
             wanted: u32::from(h.wanted),
             stopped: h.flags & sample_flags::STOPPED != 0,
+            flags: h.flags,
+            ts_ns: h.ts_ns,
         })
     }
 
@@ -304,7 +315,7 @@ pub struct DwarfStacks {
     /// Processes whose maps could not be read (gone already).
     unreadable: HashMap<u32, ()>,
     cache: Cache,
-    /// The last sample of each thread, until its create record comes.
+    /// The last sample of each thread, until its create (or marker) record comes.
     pending: HashMap<u32, Sample>,
     /// `auto`: the kernel's per-process choice (`STACK_MODES`), and ours.
     modes: Option<aya::maps::HashMap<MapData, u32, u8>>,
@@ -347,19 +358,33 @@ impl DwarfStacks {
         self.mode != StackMode::Fp
     }
 
-    /// A stack sample record from the ring: kept for the create record that follows;
-    /// the process's maps are read now if they were not (it may exit soon).
-    pub fn sample(&mut self, bytes: &[u8]) {
+    /// A stack sample record from the ring: kept for the create (or marker) record
+    /// that follows; the process's maps are read now if they were not (it may exit
+    /// soon). A sample of a send or receive ([`sample_flags::FOR_IO`]) has no record
+    /// after it: it is unwound now and returned as one.
+    pub fn sample(&mut self, bytes: &[u8]) -> Option<(IoStackEvent, RawStack)> {
         let Some(sample) = Sample::decode(bytes) else {
             eprintln!("sockscope: skipped a malformed stack sample record");
-            return;
+            return None;
         };
         let pid = sample.pid;
         self.ensure_maps(pid);
         if sample.stopped {
             self.stopped.push(pid);
         }
+        if sample.flags & sample_flags::FOR_IO != 0 {
+            let (id, raw, _) = self.unwind_sample(&sample);
+            let event = IoStackEvent {
+                pid,
+                tid: sample.tid,
+                cookie: sample.cookie,
+                ts_ns: sample.ts_ns,
+                user_stack: id,
+            };
+            return Some((event, raw));
+        }
         self.pending.insert(sample.tid, sample);
+        None
     }
 
     /// Continues the processes the kernel stopped for us (see [`Sample::stopped`]).
@@ -424,24 +449,93 @@ impl DwarfStacks {
         c: &mut CreateEvent,
         fp: impl FnOnce() -> Option<RawStack>,
     ) -> Option<RawStack> {
-        let sample = match self.pending.remove(&c.tid) {
-            Some(s) if s.pid == c.pid && s.cookie == c.cookie => s,
+        let cookie = c.cookie;
+        self.record(c.pid, c.tid, &mut c.user_stack, fp, |s| {
+            s.cookie == cookie
+                && s.flags & (sample_flags::FOR_MARKER | sample_flags::FOR_RELEASE) == 0
+        })
+    }
+
+    /// The marker record `m` was read (`pc_open` carries a stack): as [`Self::create`],
+    /// with the sample the kernel sent for the marker.
+    pub fn marker(
+        &mut self,
+        m: &mut MarkerEvent,
+        fp: impl FnOnce() -> Option<RawStack>,
+    ) -> Option<RawStack> {
+        if m.user_stack < 0 {
+            return None;
+        }
+        self.record(m.pid, m.tid, &mut m.user_stack, fp, |s| {
+            s.flags & sample_flags::FOR_MARKER != 0
+        })
+    }
+
+    /// The release record `r` was read (fentry and kprobe backends take its stack): as
+    /// [`Self::create`], with the sample the kernel sent for the release.
+    pub fn release(
+        &mut self,
+        r: &mut ReleaseEvent,
+        fp: impl FnOnce() -> Option<RawStack>,
+    ) -> Option<RawStack> {
+        if r.user_stack < 0 && !self.pending.contains_key(&r.tid) {
+            return None;
+        }
+        let cookie = r.cookie;
+        self.record(r.pid, r.tid, &mut r.user_stack, fp, |s| {
+            s.cookie == cookie && s.flags & sample_flags::FOR_RELEASE != 0
+        })
+    }
+
+    /// A record with a user stack (`stack_id`) of thread `tid` of `pid` was read: its
+    /// sample, if the one pending for the thread is its (`belongs`), is unwound and
+    /// `stack_id` set to the unwound stack's id; otherwise the frame-pointer stack
+    /// `fp` stands.
+    fn record(
+        &mut self,
+        pid: u32,
+        tid: u32,
+        stack_id: &mut i32,
+        fp: impl FnOnce() -> Option<RawStack>,
+        belongs: impl Fn(&Sample) -> bool,
+    ) -> Option<RawStack> {
+        let sample = match self.pending.remove(&tid) {
+            Some(s) if s.pid == pid && belongs(&s) => s,
             _ => {
                 let raw = fp();
                 if self.mode == StackMode::Auto
-                    && self.verdicts.get(&c.pid) == Some(&false)
+                    && self.verdicts.get(&pid) == Some(&false)
                     && raw.as_ref().map_or(0, |r| r.len()) < SHORT_FP_STACK
                 {
-                    self.set_verdict(c.pid, true);
+                    self.set_verdict(pid, true);
                 }
                 return raw;
             }
         };
+        let (id, raw, addrs) = self.unwind_sample(&sample);
+        if self.mode == StackMode::Auto && !self.verdicts.contains_key(&pid) {
+            let fp_addrs: Vec<u64> = fp()
+                .map(|raw| raw.iter().map(|f| f.addr).collect())
+                .unwrap_or_default();
+            let reached_root = raw.last().is_some_and(|f| f.note.is_none());
+            let dwarf = !(reached_root && fp_walk_suffices(&fp_addrs, &addrs));
+            self.set_verdict(pid, dwarf);
+        }
+        *stack_id = id;
+        self.continue_stopped();
+        Some(raw)
+    }
+
+    /// Unwinds `sample`: the stack's id (one per distinct stack of the process, see
+    /// [`DWARF_STACK_ID_BASE`]), its frames (ending with a note where unwinding stopped
+    /// early) and their addresses.
+    fn unwind_sample(&mut self, sample: &Sample) -> (i32, RawStack, Vec<u64>) {
+        let pid = sample.pid;
         let started = std::time::Instant::now();
-        self.ensure_maps(c.pid);
-        let (addrs, frames) = match self.processes.get(&c.pid) {
+        self.ensure_maps(pid);
+        let (addrs, frames) = match self.processes.get(&pid) {
             Some(maps) => {
-                let unwound = unwind(maps, &mut self.cache, &sample);
+                let unwound = unwind(maps, &mut self.cache, sample);
                 let addrs: Vec<u64> = unwound.frames.iter().map(|(a, _)| *a).collect();
                 let mut frames: Vec<RawFrame> = unwound
                     .frames
@@ -475,24 +569,17 @@ impl DwarfStacks {
         };
         self.unwound += 1;
         self.unwind_ns += started.elapsed().as_nanos() as u64;
-        if self.mode == StackMode::Auto && !self.verdicts.contains_key(&c.pid) {
-            let fp_addrs: Vec<u64> = fp()
-                .map(|raw| raw.iter().map(|f| f.addr).collect())
-                .unwrap_or_default();
-            let reached_root = frames.last().is_some_and(|f| f.note.is_none());
-            let dwarf = !(reached_root && fp_walk_suffices(&fp_addrs, &addrs));
-            self.set_verdict(c.pid, dwarf);
-        }
         let note = frames.last().and_then(|f| f.note.clone());
         let next = &mut self.next_id;
-        let id = *self.ids.entry((c.pid, addrs, note)).or_insert_with(|| {
-            let id = DWARF_STACK_ID_BASE + *next;
-            *next = (*next + 1) % (i32::MAX - DWARF_STACK_ID_BASE);
-            id
-        });
-        c.user_stack = id;
-        self.continue_stopped();
-        Some(frames.into())
+        let id = *self
+            .ids
+            .entry((pid, addrs.clone(), note))
+            .or_insert_with(|| {
+                let id = DWARF_STACK_ID_BASE + *next;
+                *next = (*next + 1) % (i32::MAX - DWARF_STACK_ID_BASE);
+                id
+            });
+        (id, frames.into(), addrs)
     }
 
     /// The process executed a new program: what was known of it no longer holds.
@@ -603,6 +690,7 @@ mod tests {
             read_error: 0,
             wanted: 16,
             flags: sample_flags::STOPPED,
+            ts_ns: 0,
         };
         let mut bytes = unsafe {
             std::slice::from_raw_parts(
@@ -622,5 +710,64 @@ mod tests {
         assert_eq!(s.read_stack(0x6ff8), Err(()), "below the stack pointer");
         assert!(Sample::decode(&bytes[..bytes.len() - 1]).is_none(), "short");
         assert!(Sample::decode(&bytes[..10]).is_none());
+    }
+
+    fn record_of(h: &StackSample, stack: &[u8]) -> Vec<u8> {
+        // SAFETY: a view of a plain repr(C) record.
+        let mut bytes = unsafe {
+            std::slice::from_raw_parts(
+                (h as *const StackSample).cast::<u8>(),
+                size_of::<StackSample>(),
+            )
+        }
+        .to_vec();
+        bytes.extend_from_slice(stack);
+        bytes
+    }
+
+    /// A sample of a send or receive stands alone: it comes back at once as an I/O
+    /// stack with the operation's socket and time; one for a create record waits for
+    /// it. An instruction pointer in no mapping of this process ends the stack with a
+    /// note saying so, not with invented frames.
+    #[test]
+    fn io_samples_are_unwound_at_once_and_say_where_they_stop() {
+        let pid = std::process::id();
+        let mut dwarf = DwarfStacks::new(StackMode::Dwarf, None);
+        let h = StackSample {
+            kind: EventKind::StackSample as u32,
+            pid,
+            tid: pid,
+            len: 16,
+            cookie: 77,
+            regs: [0x10, 0x7000, 0, 0],
+            read_error: 0,
+            wanted: 16,
+            flags: sample_flags::FOR_IO,
+            ts_ns: 123_456,
+        };
+        let (io, raw) = dwarf
+            .sample(&record_of(&h, &[0; 16]))
+            .expect("an I/O sample is returned at once");
+        assert_eq!(
+            (io.pid, io.tid, io.cookie, io.ts_ns),
+            (pid, pid, 77, 123_456)
+        );
+        assert!(io.user_stack >= DWARF_STACK_ID_BASE);
+        assert_eq!(raw.len(), 2, "the instruction pointer, then the note");
+        assert_eq!(raw[0].addr, 0x10);
+        let note = raw[1].note.as_deref().expect("a note ends it");
+        assert!(
+            note.contains("0x10 is in no file-backed executable mapping"),
+            "{note}"
+        );
+        // The same stack again: the same id.
+        let (again, _) = dwarf.sample(&record_of(&h, &[0; 16])).expect("again");
+        assert_eq!(again.user_stack, io.user_stack);
+
+        let create = StackSample { flags: 0, ..h };
+        assert!(
+            dwarf.sample(&record_of(&create, &[0; 16])).is_none(),
+            "a create record's sample waits for its record"
+        );
     }
 }

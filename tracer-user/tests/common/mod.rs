@@ -495,3 +495,53 @@ pub fn watch_from_pause(program: &std::path::Path, args: &[&str]) -> LateWatch {
         status,
     }
 }
+
+/// A frame's function name as sockscope printed it (`[unknown]` when unnamed).
+pub fn symbol(f: &Value) -> &str {
+    f["symbol"].as_str().unwrap_or("[unknown]")
+}
+
+/// Every function of a JSON stack (inlined ones first, as frames list them), each as
+/// `function file:line`.
+pub fn stack_functions(stack: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    for f in stack.as_array().map(Vec::as_slice).unwrap_or_default() {
+        let inlined = f["inlined"].as_array().cloned().unwrap_or_default();
+        let at = f["inlined_at"].as_array().cloned().unwrap_or_default();
+        for (i, name) in inlined.iter().enumerate() {
+            let where_ = at.get(i).map_or(String::new(), |a| {
+                format!(" {}:{}", a["file"].as_str().unwrap_or("?"), a["line"])
+            });
+            out.push(format!("{}{where_}", name.as_str().unwrap_or("?")));
+        }
+        out.push(format!(
+            "{} {}:{}",
+            symbol(f),
+            f["file"].as_str().unwrap_or("?"),
+            f["line"]
+        ));
+    }
+    out
+}
+
+/// The release builds of `pc_sim` with and without frame pointers (`cargo xtask test`
+/// builds them into `$SOCKSCOPE_UNWIND_BINS`, see xtask/src/unwind_bins.rs). Missing: a
+/// failure in CI, else `None` with the reason printed (the test then skips).
+pub fn pc_sim_builds(test: &str, in_ci: bool) -> Option<(PathBuf, PathBuf)> {
+    let dir = std::env::var_os("SOCKSCOPE_UNWIND_BINS").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/unwind"),
+        PathBuf::from,
+    );
+    let fp = dir.join("fp/pc_sim");
+    let nofp = dir.join("nofp/pc_sim");
+    if fp.exists() && nofp.exists() {
+        return Some((fp, nofp));
+    }
+    let why = format!(
+        "{} missing: `cargo xtask test` builds pc_sim with and without frame pointers",
+        nofp.display()
+    );
+    assert!(!in_ci, "{test}: {why}");
+    eprintln!("SKIP {test}: {why}");
+    None
+}

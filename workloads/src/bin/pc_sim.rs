@@ -4,7 +4,8 @@
 //!
 //! `pc_sim [--pcs N] [--sockets K] [--leak PC_ID]... [--leak-unannounced PC_ID]...
 //!         [--linger D_MS] [--after-span] [--wait] [--pause-after-open PC_ID]
-//!         [--share-leaks] [--exit-without-cleanup] [--first-pc-id ID] [--rate N]`
+//!         [--share-leaks] [--keep-sending] [--exit-without-cleanup] [--first-pc-id ID]
+//!         [--rate N]`
 //! Prints one JSON line per PeerConnection (`pc_id`, ports, leaked ports, and when
 //! `pc_close_end` fired as `close_end_mono_ns`, CLOCK_MONOTONIC) and a final
 //! `{"done":true,...}`. `--after-span` also creates one socket right after the span
@@ -14,6 +15,9 @@
 //! `--share-leaks` hands each leaked socket's fd to a child process (`sleep`) too, as a
 //! descriptor passed to another process would; it prints `{"shared_with": CHILD_PID,
 //! "fd": FD}` and ends the child before exiting.
+//! `--keep-sending` makes each leaked socket active: a thread of its own sends a
+//! datagram to the socket's own address every 50 ms (same descriptor) until the linger
+//! ends, from `pc_sim_keep_sending` (the frame its last-I/O stack must name).
 //! `--first-pc-id ID` numbers the PeerConnections from ID (default 1; `--leak` and the
 //! other PC_ID flags name them by these ids), so runs that share a pid can be told
 //! apart by pc_id. `--rate N` paces socket creation to at most N sockets/s (a
@@ -21,6 +25,10 @@
 use std::{
     io::{BufRead as _, Write as _},
     net::UdpSocket,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -57,6 +65,21 @@ fn pc_sim_create_sockets(pc_id: u64, count: u64) -> Vec<UdpSocket> {
     })
     .join()
     .unwrap_or_default()
+}
+
+/// A leaked socket still in use after its PeerConnection closed: sends to itself every
+/// 50 ms until `stop`.
+#[inline(never)]
+fn pc_sim_keep_sending(s: Arc<UdpSocket>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let Ok(me) = s.local_addr() else {
+            return;
+        };
+        while !stop.load(Ordering::Relaxed) {
+            let _ = s.send_to(b"still here", me);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    })
 }
 
 /// A `sleep` child that inherits `s`'s fd (same number), so two processes hold it.
@@ -106,7 +129,10 @@ fn main() {
     }
 
     let share_leaks = args.iter().any(|a| a == "--share-leaks");
-    let mut kept = Vec::new();
+    let keep_sending = args.iter().any(|a| a == "--keep-sending");
+    let stop_sending = Arc::new(AtomicBool::new(false));
+    let mut senders = Vec::new();
+    let mut kept: Vec<Arc<UdpSocket>> = Vec::new();
     let mut sharers = Vec::new();
     for (i, pc_id) in (first..first.saturating_add(pcs)).enumerate() {
         pacer.wait(i as u64 * per_pc);
@@ -134,6 +160,10 @@ fn main() {
                     if share_leaks {
                         sharers.extend(share_with_child(&s));
                     }
+                    let s = Arc::new(s);
+                    if keep_sending {
+                        senders.push(pc_sim_keep_sending(s.clone(), stop_sending.clone()));
+                    }
                     kept.push(s);
                     p
                 })
@@ -151,19 +181,29 @@ fn main() {
         if pc_id == first && args.iter().any(|a| a == "--after-span") {
             let s = UdpSocket::bind("127.0.0.1:0").ok();
             say(json!({"after_span_port": s.as_ref().map(port)}));
-            kept.extend(s);
+            kept.extend(s.map(Arc::new));
         }
     }
     std::thread::sleep(linger);
+    stop_sending.store(true, Ordering::Relaxed);
+    for t in senders {
+        let _ = t.join();
+    }
     for mut child in sharers {
         let _ = child.kill();
         let _ = child.wait();
     }
     say(
-        json!({"done": true, "pid": std::process::id(), "leaked": kept.iter().map(port).collect::<Vec<_>>()}),
+        json!({"done": true, "pid": std::process::id(), "leaked": kept.iter().map(|s| port(s)).collect::<Vec<_>>()}),
     );
     if args.iter().any(|a| a == "--exit-without-cleanup") {
         // Like a process that dies with the leak: the kernel closes what is left.
         std::process::exit(0);
     }
+    // The program releases its leaked sockets itself (a late release) and goes on a
+    // little, as a server would: a process that exits within a millisecond of a close
+    // can be gone before a tracer without its memory map (frame-pointer mode) names the
+    // releasing stack, and that race is not what the late-release checks are about.
+    drop(kept);
+    std::thread::sleep(Duration::from_millis(50));
 }

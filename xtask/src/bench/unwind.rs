@@ -23,7 +23,7 @@ const DWARF_RATES: [u64; 6] = [2_000, 5_000, 10_000, 20_000, 40_000, 80_000];
 /// header: the sample then carries the stack bytes copied (16 KiB by default, less when
 /// the stack mapping ends sooner).
 const CREATE_RECORD: f64 = 8.0 + 72.0;
-const SAMPLE_HEADER: f64 = 8.0 + 64.0;
+const SAMPLE_HEADER: f64 = 8.0 + 72.0;
 const DEFAULT_STACK_BYTES: f64 = 16384.0;
 
 struct PerSocket {

@@ -24,6 +24,7 @@ const BACKEND_CHECKS: &[&str] = &[
     "check_leak_stack",
     "check_late_released_by",
     "check_late_release_stack",
+    "check_late_release_stack_dwarf",
     "check_clean_exit",
 ];
 
@@ -34,6 +35,9 @@ const REFUSED_CHECKS: &[&str] = &["refused_exit", "refused_one_line"];
 pub(super) struct Expect {
     auto: &'static str,
     working: Vec<&'static str>,
+    /// The kernel copies user registers and stacks for DWARF unwinding
+    /// (`bpf_task_pt_regs`, Linux 5.15): the DWARF-unwound releasing stack is required.
+    dwarf: bool,
 }
 
 impl Expect {
@@ -49,8 +53,9 @@ impl Expect {
                         .filter(|c| {
                             b != "cgroup"
                                 || !(c.starts_with("trace_release_stack")
-                                    || **c == "check_late_release_stack")
+                                    || c.starts_with("check_late_release_stack"))
                         })
+                        .filter(|c| self.dwarf || **c != "check_late_release_stack_dwarf")
                         .map(|c| (b, *c)),
                 );
             } else {
@@ -79,10 +84,12 @@ pub(super) fn guest_expect(kernel: &str) -> Expect {
         "5.10" => Expect {
             auto: "cgroup",
             working: vec!["cgroup", "kprobe"],
+            dwarf: false,
         },
         _ => Expect {
             auto: "fentry",
             working: BACKENDS.to_vec(),
+            dwarf: true,
         },
     }
 }
@@ -102,9 +109,15 @@ pub(super) fn host_expect() -> Expect {
     if !locked && btf && kprobes {
         working.push("kprobe");
     }
+    // bpf_task_pt_regs, looked up as sockscope does (loader: kernel_copies_user_stacks).
+    let btf_text = fs::read("/sys/kernel/btf/vmlinux").unwrap_or_default();
+    let dwarf = btf_text
+        .windows(b"BPF_FUNC_task_pt_regs".len())
+        .any(|w| w == b"BPF_FUNC_task_pt_regs");
     Expect {
         auto: working[0],
         working,
+        dwarf,
     }
 }
 
@@ -214,6 +227,7 @@ mod tests {
         let e = Expect {
             auto: "cgroup",
             working: vec!["cgroup"],
+            dwarf: true,
         };
         assert_eq!(e.args(), ["cgroup", "cgroup", "--", "fentry", "kprobe"]);
         let checks = e.checks();
