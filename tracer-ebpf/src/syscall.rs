@@ -41,7 +41,7 @@ pub fn sockscope_socket_exit(ctx: TracePointContext) -> u32 {
     let walked = if crate::walk::enabled() {
         crate::walk::walk(tgid)
     } else {
-        None
+        crate::walk::Walked::NONE
     };
     let StackIds(kernel_stack, user_stack) = if crate::walk::enabled() {
         StackIds::kernel_only(&ctx)
@@ -66,14 +66,14 @@ pub fn sockscope_socket_exit(ctx: TracePointContext) -> u32 {
             cookie: pending.cookie,
             pc_id,
             comm: current_comm(),
-            user_stack_hash: walked.as_ref().map_or(0, |w| w.hash),
+            user_stack_hash: walked.hash,
         });
         // The first record of each (process, stack) wakes the reader at once (see
         // `stack_wakeup`).
-        let flags = match &walked {
-            Some(w) if w.first => BPF_RB_FORCE_WAKEUP as u64,
-            Some(_) => wakeup(),
-            None => stack_wakeup(tgid, user_stack),
+        let flags = match (walked.hash, walked.first) {
+            (0, _) => stack_wakeup(tgid, user_stack),
+            (_, true) => BPF_RB_FORCE_WAKEUP as u64,
+            (_, false) => wakeup(),
         };
         entry.submit(flags);
     }

@@ -71,18 +71,34 @@ fn mix(h: u64, frame: u64) -> u64 {
     x ^ (x >> 31)
 }
 
-/// What [`walk`] found.
+/// What [`walk`] found. A plain value, never an `Option` on the BPF stack: the
+/// compiler may read an absent payload and select it away, which 5.10's verifier
+/// refuses ("invalid read from stack").
+#[derive(Clone, Copy)]
 pub struct Walked {
-    /// Nonzero.
+    /// Nonzero for a walk; 0 in [`Walked::NONE`].
     pub hash: u64,
     /// This is the first time the process showed this stack (its frames were sent).
     pub first: bool,
 }
 
+impl Walked {
+    /// No walk (not enabled here, or it failed): hash 0.
+    pub const NONE: Self = Self {
+        hash: 0,
+        first: false,
+    };
+}
+
 /// Walks the current thread's user stack; `None` when the registers cannot be read
 /// or the frames could not be handed to user space (the ring is full: counted lost).
 #[inline(always)]
-pub fn walk(tgid: u32) -> Option<Walked> {
+pub fn walk(tgid: u32) -> Walked {
+    walk_or_none(tgid).unwrap_or(Walked::NONE)
+}
+
+#[inline(always)]
+fn walk_or_none(tgid: u32) -> Option<Walked> {
     let scratch = WALK_SCRATCH.get_ptr_mut(0)?;
     // SAFETY: this CPU's slot; no one else uses it while this program runs here.
     let frames = unsafe { &mut (*scratch).frames };
