@@ -330,6 +330,17 @@ fn write_json(buf: &mut Vec<u8>, times: &mut Rfc3339Cache, record: &Record) -> i
 /// Prints JSON into a buffer, field by field, as serde_json's compact form does.
 struct Json<'a>(&'a mut Vec<u8>, &'a mut Rfc3339Cache);
 
+/// An IPv4 address as `Display` prints it, without going through `fmt`.
+fn push_ipv4(out: &mut Vec<u8>, addr: std::net::Ipv4Addr) {
+    let mut digits = itoa::Buffer::new();
+    for (i, octet) in addr.octets().into_iter().enumerate() {
+        if i > 0 {
+            out.push(b'.');
+        }
+        out.extend_from_slice(digits.format(octet).as_bytes());
+    }
+}
+
 impl Json<'_> {
     fn int(&mut self, v: impl itoa::Integer) {
         self.0
@@ -381,14 +392,7 @@ impl Json<'_> {
         self.key(key);
         self.0.push(b'"');
         match addr {
-            IpAddr::V4(a) => {
-                let [a, b, c, d] = a.octets();
-                self.int(a);
-                for o in [b, c, d] {
-                    self.0.push(b'.');
-                    self.int(o);
-                }
-            }
+            IpAddr::V4(a) => push_ipv4(self.0, a),
             // Display is what serde prints; a v6 address needs no escaping.
             IpAddr::V6(a) => {
                 let _ = write!(self.0, "{a}");
@@ -672,14 +676,7 @@ impl TextLine<'_> {
     /// As [`endpoint`].
     fn endpoint(&mut self, addr: IpAddr, port: u16) {
         match addr {
-            IpAddr::V4(a) => {
-                let [a, b, c, d] = a.octets();
-                self.int(a);
-                for o in [b, c, d] {
-                    self.0.push(b'.');
-                    self.int(o);
-                }
-            }
+            IpAddr::V4(a) => push_ipv4(self.0, a),
             IpAddr::V6(a) => {
                 let _ = write!(self.0, "[{a}]");
             }
