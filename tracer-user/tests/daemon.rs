@@ -498,17 +498,7 @@ fn daemon_unwinds_the_stacks_of_a_marked_program_built_without_frame_pointers() 
     std::fs::create_dir_all(&dir).unwrap();
     let output = dir.join("findings.jsonl");
     let _ = std::fs::remove_file(&output);
-    let mut daemon = Command::new(sockscope_bin())
-        .args(["daemon", "--stacks", "auto", "--grace", "300ms"])
-        .arg("--output")
-        .arg(&output)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the daemon");
-    let d_err = Lines::new(daemon.stderr.take().unwrap());
-    d_err.wait_for("daemon judging", Duration::from_secs(30));
+    let (daemon, _d_err) = start_daemon(&["--stacks", "auto", "--grace", "300ms"], &output);
     let mut sim = Command::new(&nofp)
         .arg("--wait")
         .args(sim_args)
@@ -528,9 +518,7 @@ fn daemon_unwinds_the_stacks_of_a_marked_program_built_without_frame_pointers() 
         v["event"] == "leak" && v["pid"].as_u64() == Some(pid)
     });
     let _ = sim.wait();
-    // SAFETY: our own child.
-    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
-    assert!(daemon.wait().unwrap().success());
+    stop_daemon(daemon);
     let got = stack_functions(&leak["stack"]);
     assert_eq!(
         got, want,
