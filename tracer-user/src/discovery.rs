@@ -27,7 +27,8 @@ pub struct Discovery {
 #[derive(Debug)]
 struct Seen {
     objects: Vec<FileId>,
-    /// `starttime` of /proc/PID/stat: tells this process from a later one with its pid.
+    /// `starttime` of /proc/PID/stat (marked processes only): tells this process from a
+    /// later one with its pid.
     started: Option<u64>,
 }
 
@@ -73,7 +74,8 @@ impl Discovery {
             }
         }
         let any = !marked.is_empty();
-        let started = start_time(pid);
+        // Only marked processes are checked again after lost records.
+        let started = if any { start_time(pid) } else { None };
         self.pids.insert(
             pid,
             Seen {

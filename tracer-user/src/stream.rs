@@ -312,9 +312,15 @@ fn read(
         }
         dwarf.continue_stopped();
         let horizon_ns = if emptied { horizon_ns } else { 0 };
-        held.extend(records);
+        // Usually nothing is held: this pass's records go as they are, not copied.
+        let records = if held.is_empty() {
+            records
+        } else {
+            held.extend(records);
+            std::mem::take(&mut held)
+        };
         let batch = Batch {
-            records: std::mem::take(&mut held),
+            records,
             horizon_ns,
         };
         // Hands over what was read; a consumer that is behind gets it later, in one
