@@ -116,12 +116,14 @@ impl LeakSession {
             if self.correlator.exited_at(pid).is_some() {
                 continue;
             }
-            let found = self.correlator.process_exited(pid, now_ns);
-            self.cursor += found.len();
-            out.extend(found);
             if now_started.is_some() {
-                self.forget_process(pid);
+                // Another process has the pid: as at an exec in it.
+                out.extend(self.program_replaced(pid, now_ns));
                 self.wanted(pid);
+            } else {
+                let found = self.correlator.process_exited(pid, now_ns);
+                self.cursor += found.len();
+                out.extend(found);
             }
         }
         out
