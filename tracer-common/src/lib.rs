@@ -157,6 +157,40 @@ pub struct ProcessEvent {
     /// 1 if the kernel stopped the process for user space to continue.
     pub stopped: u32,
     pub ts_ns: u64,
+    /// Which process this is, for user space to tell it from a later one with its pid
+    /// when it reads /proc late (`Exec` only; zeros where unknown).
+    pub identity: ProcessIdentity,
+}
+
+/// What the kernel knows of a process that /proc may no longer show: when it started
+/// and which file it runs. Zeros where the kernel's layout is unknown (no BTF).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct ProcessIdentity {
+    /// `task_struct.start_boottime`: ns since boot, what the `starttime` of
+    /// /proc/PID/stat counts in clock ticks.
+    pub start_boottime_ns: u64,
+    /// The executable's inode number (`mm->exe_file->f_inode->i_ino`).
+    pub exe_ino: u64,
+    /// The kernel's number of the executable's filesystem (`i_sb->s_dev`:
+    /// major << 20 | minor, not stat(2)'s encoding).
+    pub exe_dev: u32,
+    pub _pad: u32,
+}
+
+/// Where the fields of [`ProcessIdentity`] are in the kernel's structs (from its BTF,
+/// set by user space before load); all zeros when one is missing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct ProcessOffsets {
+    pub task_start_boottime: u32,
+    pub task_mm: u32,
+    pub mm_exe_file: u32,
+    pub file_inode: u32,
+    pub inode_ino: u32,
+    pub inode_sb: u32,
+    pub sb_dev: u32,
+    pub _pad: u32,
 }
 
 /// The user registers an unwinder starts from, as [`StackSample::regs`] indexes.
@@ -404,6 +438,7 @@ mod pod {
     unsafe impl aya::Pod for MarkerEvent {}
     unsafe impl aya::Pod for UsdtSpec {}
     unsafe impl aya::Pod for ProcessEvent {}
+    unsafe impl aya::Pod for ProcessOffsets {}
     unsafe impl aya::Pod for WatchedFd {}
     unsafe impl aya::Pod for IoStats {}
     unsafe impl aya::Pod for StackSample {}

@@ -8,6 +8,7 @@
 mod emit;
 mod fentry;
 mod filter;
+mod identity;
 mod io;
 mod kernel_sock;
 mod kprobe;

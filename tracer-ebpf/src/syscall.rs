@@ -9,11 +9,12 @@ use aya_ebpf::{
     bindings::BPF_RB_FORCE_WAKEUP, macros::tracepoint, maps::ring_buf::RingBufEntry,
     programs::TracePointContext,
 };
-use tracer_common::{CreateEvent, EventKind, ProcessEvent};
+use tracer_common::{CreateEvent, EventKind, ProcessEvent, ProcessIdentity};
 
 use crate::{
     emit::StackIds,
     filter::{cgroup_filter_set, current, current_comm, current_task_wanted, read_global},
+    identity::current_identity,
     maps::{CURRENT_PC, PENDING, reserve, stack_wakeup, wakeup},
 };
 
@@ -113,6 +114,12 @@ fn process_event(
     stopped: bool,
 ) -> Option<RingBufEntry<ProcessEvent>> {
     let mut entry = reserve::<ProcessEvent>()?;
+    // Only an exec starts a process user space may not have seen alive.
+    let identity = if matches!(kind, EventKind::Exec) {
+        current_identity()
+    } else {
+        ProcessIdentity::default()
+    };
     entry.write(ProcessEvent {
         kind: kind as u32,
         pid,
@@ -120,6 +127,7 @@ fn process_event(
         stopped: u32::from(stopped),
         // SAFETY: reads the clock only.
         ts_ns: unsafe { bpf_ktime_get_ns() },
+        identity,
     });
     Some(entry)
 }

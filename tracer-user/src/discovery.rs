@@ -5,6 +5,8 @@
 //! file identity, so a thousand processes of one binary cost one parse.
 use std::{collections::HashMap, os::unix::fs::MetadataExt as _, path::PathBuf};
 
+use tracer_common::ProcessIdentity;
+
 use crate::{
     clock::monotonic_ns, markers::PROVIDER, markers::process_objects, stapsdt::read_notes,
 };
@@ -22,6 +24,8 @@ pub struct Discovery {
     /// Objects with markers: how many known processes map each, and since when none
     /// has (monotonic ns).
     users: HashMap<FileId, Users>,
+    /// See [`Self::gone_before_seen`].
+    gone_before_seen: u64,
 }
 
 #[derive(Debug)]
@@ -42,12 +46,56 @@ impl Discovery {
     /// Whether `pid` carries markers. Objects with markers seen for the first time are
     /// added to `new_objects` (with readable paths), for the caller to attach: markers
     /// attached to an object fire in every process that maps it, now and later.
-    pub fn marked(&mut self, pid: u32, new_objects: &mut Vec<(FileId, PathBuf)>) -> bool {
+    ///
+    /// `identity` (from its exec record) says which process the records are about: when
+    /// /proc/PID is no longer that one (it exited before we got to its records, and
+    /// its pid may be another's now), it carries markers if the program it executed is
+    /// one known to, and nothing is read from /proc in its name.
+    pub fn marked(
+        &mut self,
+        pid: u32,
+        identity: Option<&ProcessIdentity>,
+        new_objects: &mut Vec<(FileId, PathBuf)>,
+    ) -> bool {
         if let Some(seen) = self.pids.get(&pid) {
             return !seen.objects.is_empty();
         }
+        let expected = identity.and_then(start_ticks);
         // A process that is gone, or not readable, carries nothing we can attach to.
         let objects = process_objects(pid).unwrap_or_default();
+        // Read after its maps: if it is still the same process, they were its own.
+        let now = start_time(pid);
+        let (marked, started) = if expected.is_some() && now != expected {
+            let exe = identity.and_then(exe_file_id);
+            let known = exe.filter(|id| self.objects.get(id) == Some(&true));
+            self.gone_before_seen += 1;
+            (known.into_iter().collect(), expected)
+        } else {
+            (self.marked_objects(objects, new_objects), now)
+        };
+        for id in &marked {
+            let users = self.users.entry(*id).or_default();
+            users.count += 1;
+            users.idle_since_ns = None;
+        }
+        let any = !marked.is_empty();
+        self.pids.insert(
+            pid,
+            Seen {
+                objects: marked,
+                // Only marked processes are checked again after lost records.
+                started: started.filter(|_| any),
+            },
+        );
+        any
+    }
+
+    /// The objects with markers among a process's mapped `objects`, each read once.
+    fn marked_objects(
+        &mut self,
+        objects: Vec<(PathBuf, PathBuf)>,
+        new_objects: &mut Vec<(FileId, PathBuf)>,
+    ) -> Vec<FileId> {
         let mut marked = Vec::new();
         for (_, readable) in objects {
             let Ok(meta) = std::fs::metadata(&readable) else {
@@ -68,22 +116,22 @@ impl Discovery {
             };
             if has && !marked.contains(&id) {
                 marked.push(id);
-                let users = self.users.entry(id).or_default();
-                users.count += 1;
-                users.idle_since_ns = None;
             }
         }
-        let any = !marked.is_empty();
-        // Only marked processes are checked again after lost records.
-        let started = if any { start_time(pid) } else { None };
-        self.pids.insert(
-            pid,
-            Seen {
-                objects: marked,
-                started,
-            },
-        );
-        any
+        marked
+    }
+
+    /// When the marked process `pid` started (clock ticks since boot, as
+    /// /proc/PID/stat counts), if known: a context read from /proc later is its own
+    /// only if /proc still shows this start time.
+    pub fn started(&self, pid: u32) -> Option<u64> {
+        self.pids.get(&pid).and_then(|s| s.started)
+    }
+
+    /// Processes that had exited (or whose pid was another's already) when first
+    /// looked at; judged only if the program they executed is known to carry markers.
+    pub fn gone_before_seen(&self) -> u64 {
+        self.gone_before_seen
     }
 
     /// The markers of object `id` could not all be attached (the process it was read
@@ -166,9 +214,26 @@ impl Discovery {
     }
 }
 
+/// The start time of an exec record's process in /proc/PID/stat's unit (clock ticks
+/// since boot, the kernel's `nsec_to_clock_t`); `None` if the kernel did not say.
+pub fn start_ticks(identity: &ProcessIdentity) -> Option<u64> {
+    // SAFETY: sysconf has no preconditions.
+    let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).unwrap_or(100);
+    (identity.start_boottime_ns != 0 && hz > 0)
+        .then(|| identity.start_boottime_ns / (1_000_000_000 / hz))
+}
+
+/// The executable of an exec record's process as stat(2) names files; `None` if the
+/// kernel did not say.
+pub fn exe_file_id(identity: &ProcessIdentity) -> Option<FileId> {
+    // The kernel's dev_t is major << 20 | minor; stat(2) encodes it otherwise.
+    let (major, minor) = (identity.exe_dev >> 20, identity.exe_dev & 0xf_ffff);
+    (identity.exe_ino != 0).then(|| (libc::makedev(major, minor), identity.exe_ino))
+}
+
 /// When process `pid` started (field 22 of /proc/PID/stat, in clock ticks since boot);
 /// `None` if it is gone.
-fn start_time(pid: u32) -> Option<u64> {
+pub fn start_time(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     parse_start_time(&stat)
 }

@@ -643,3 +643,110 @@ fn daemon_releases_the_markers_of_a_program_nobody_runs_and_attaches_them_again(
     stop_daemon(daemon);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The daemon may fall behind (a first parse of a large binary, a burst): a process can
+/// exit, and its pid go to another, before the daemon reads its first records. It must
+/// still be judged (its program is known to carry markers), and its findings must not
+/// carry what /proc says of whoever has the pid now: they say the process had exited,
+/// with the start time the kernel gave in its exec record (checked here against the
+/// start time /proc showed while the process lived).
+#[test]
+fn daemon_judges_a_process_that_exited_before_it_got_to_its_records() {
+    if !require_root("daemon_judges_a_process_that_exited_before_it_got_to_its_records") {
+        return;
+    }
+    let _serial = serial();
+    let dir = std::env::temp_dir().join(format!("sockscope-daemon-behind-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let output = dir.join("findings.jsonl");
+    let _ = std::fs::remove_file(&output);
+    let copy = dir.join("pc_sim_behind");
+    std::fs::copy(workload_bin("pc_sim"), &copy).expect("copy pc_sim");
+    // A ring large enough to hold every record of the host while the daemon is stopped.
+    let (daemon, _d_err) = start_daemon(&["--grace", "200ms", "--ring-bytes", "16777216"], &output);
+    // Its program becomes known to carry markers (and they are attached).
+    let (first, _) = run_leaking(&copy, &output);
+
+    // The daemon stops reading; a second process of the program runs whole and is reaped.
+    // SAFETY: our own child.
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGSTOP) };
+    let mut child = Command::new(&copy)
+        .args(["--wait", "--pcs", "2", "--leak", "1", "--linger", "600"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the copy of pc_sim");
+    let out = Lines::new(child.stdout.take().unwrap());
+    let ready: Value =
+        serde_json::from_str(&out.wait_for("ready", Duration::from_secs(10))).unwrap();
+    let pid = ready["pid"].as_u64().unwrap();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let start_ticks: u64 = stat[stat.rfind(')').unwrap() + 1..]
+        .split_whitespace()
+        .nth(19)
+        .and_then(|t| t.parse().ok())
+        .expect("starttime in /proc/PID/stat");
+    go(&mut child);
+    let lines = program_lines(&out);
+    let _ = child.wait();
+    assert!(!Path::new(&format!("/proc/{pid}")).exists(), "reaped");
+    // SAFETY: our own child.
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGCONT) };
+
+    let leak = wait_record(&output, "the gone process's leak", |v| {
+        v["event"] == "leak" && v["pid"].as_u64() == Some(pid)
+    });
+    let want = leaked(&lines);
+    assert_eq!(want.len(), 1, "pc_sim leaked one socket: {lines:#?}");
+    std::thread::sleep(Duration::from_millis(500));
+    let recs = records(&output);
+    assert_eq!(
+        leaks_of(&recs, pid),
+        want,
+        "judged though gone when looked at"
+    );
+    let verdicts: Vec<&Value> = by_event(&recs, "verdict")
+        .into_iter()
+        .filter(|v| v["pid"].as_u64() == Some(pid))
+        .collect();
+    assert_eq!(
+        verdicts.len(),
+        2,
+        "both PeerConnections judged: {verdicts:#?}"
+    );
+    for ctx in [
+        &leak["process"],
+        &found(&output, "the gone process", |p| {
+            p["host_pid"].as_u64() == Some(pid)
+        })["process"],
+    ] {
+        assert_eq!(ctx["exited_before_found"], true, "{ctx}");
+        assert_eq!(
+            ctx["start_ticks"].as_u64(),
+            Some(start_ticks),
+            "the kernel's start time is /proc's: {ctx}"
+        );
+        assert!(
+            ctx["exe"].is_null() && ctx["cgroup"].is_null(),
+            "nothing read from /proc in its name: {ctx}"
+        );
+    }
+    // A process looked at while alive has its whole context, start time included.
+    let alive = found(&output, "the first process", |p| {
+        p["host_pid"].as_u64() == Some(first)
+    });
+    assert!(alive["process"]["exited_before_found"].is_null(), "{alive}");
+    assert!(
+        alive["process"]["start_ticks"].as_u64().is_some(),
+        "{alive}"
+    );
+    assert!(
+        alive["process"]["exe"]
+            .as_str()
+            .is_some_and(|e| e.ends_with("pc_sim_behind")),
+        "{alive}"
+    );
+
+    stop_daemon(daemon);
+    let _ = std::fs::remove_dir_all(&dir);
+}

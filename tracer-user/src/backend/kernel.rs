@@ -169,6 +169,9 @@ pub struct KernelFacts {
     /// Where `task_struct.flags` is (release records say whether the process was
     /// exiting), if the kernel has BTF.
     pub task_flags: Option<u32>,
+    /// Where a process's start time and executable are (exec records carry them), if
+    /// the kernel has BTF.
+    pub process: Option<tracer_common::ProcessOffsets>,
     /// The hooked functions this kernel has (in its BTF).
     functions: Vec<&'static str>,
     /// How USDT markers are told apart; `None`: they cannot be on this kernel.
@@ -182,6 +185,7 @@ impl KernelFacts {
             return Self {
                 offsets: Err(BtfGap::NoBtf),
                 task_flags: None,
+                process: None,
                 functions: Vec::new(),
                 markers: MarkerIds::detect(None),
             };
@@ -189,6 +193,7 @@ impl KernelFacts {
         Self {
             offsets: SockOffsets::from_btf(&btf),
             task_flags: btf.member_offset("task_struct", "flags"),
+            process: process_offsets(&btf),
             functions: super::attach::hooked_functions()
                 .filter(|f| btf.has_function(f))
                 .collect(),
@@ -199,6 +204,23 @@ impl KernelFacts {
     pub(super) fn has_function(&self, name: &str) -> bool {
         self.functions.contains(&name)
     }
+}
+
+/// Where [`tracer_common::ProcessIdentity`]'s fields are; `None` if one is missing.
+fn process_offsets(btf: &Btf) -> Option<tracer_common::ProcessOffsets> {
+    Some(tracer_common::ProcessOffsets {
+        // Named `real_start_time` before Linux 5.5.
+        task_start_boottime: btf
+            .member_offset("task_struct", "start_boottime")
+            .or_else(|| btf.member_offset("task_struct", "real_start_time"))?,
+        task_mm: btf.member_offset("task_struct", "mm")?,
+        mm_exe_file: btf.member_offset("mm_struct", "exe_file")?,
+        file_inode: btf.member_offset("file", "f_inode")?,
+        inode_ino: btf.member_offset("inode", "i_ino")?,
+        inode_sb: btf.member_offset("inode", "i_sb")?,
+        sb_dev: btf.member_offset("super_block", "s_dev")?,
+        _pad: 0,
+    })
 }
 
 #[cfg(test)]

@@ -8,6 +8,9 @@ use std::path::Path;
 pub struct ProcessContext {
     /// The pid as the host sees it (and as every record's `pid` is).
     pub host_pid: u32,
+    /// When it started, in clock ticks since boot (`starttime` of /proc/PID/stat, as
+    /// `ps` reads it): tells it from other processes that had its pid.
+    pub start_ticks: Option<u64>,
     /// The pid inside its PID namespace (the innermost); equal to `host_pid` outside
     /// containers.
     pub ns_pid: Option<u32>,
@@ -18,16 +21,41 @@ pub struct ProcessContext {
     pub cgroup: Option<String>,
     /// The container id in the cgroup path, if it has one.
     pub container_id: Option<String>,
+    /// It had exited (its pid perhaps another process's already) before the daemon got
+    /// to its records: only its host pid is known.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub exited_before_found: bool,
 }
 
 impl ProcessContext {
-    pub fn read(pid: u32) -> Self {
+    /// Reads the context of `pid` from /proc; `started` (clock ticks since boot), if
+    /// known, is when the process the records are about started: what /proc shows is
+    /// its own only if its start time, read after the rest, is still that.
+    pub fn read(pid: u32, started: Option<u64>) -> Self {
+        let ctx = Self::read_proc(pid);
+        let now = crate::discovery::start_time(pid);
+        if started.is_some() && now != started {
+            return Self {
+                host_pid: pid,
+                start_ticks: started,
+                exited_before_found: true,
+                ..Self::default()
+            };
+        }
+        Self {
+            start_ticks: now,
+            ..ctx
+        }
+    }
+
+    fn read_proc(pid: u32) -> Self {
         let proc = format!("/proc/{pid}");
         let status = std::fs::read_to_string(format!("{proc}/status")).unwrap_or_default();
         let cgroups = std::fs::read_to_string(format!("{proc}/cgroup")).unwrap_or_default();
         let cgroup = cgroup_path(&cgroups);
         Self {
             host_pid: pid,
+            start_ticks: None,
             ns_pid: innermost_ns_pid(&status),
             comm: std::fs::read_to_string(format!("{proc}/comm"))
                 .map(|c| c.trim().to_owned())
@@ -39,6 +67,7 @@ impl ProcessContext {
                 .lines()
                 .find_map(|l| container_id(l.splitn(3, ':').nth(2)?)),
             cgroup,
+            exited_before_found: false,
         }
     }
 }

@@ -80,6 +80,8 @@ pub struct Gauges {
     /// Markers attached now, and released so far (programs no process runs any more).
     pub markers_attached: usize,
     pub markers_released: usize,
+    /// Processes that had exited when the daemon first looked at them.
+    pub gone_before_found: u64,
     pub events: u64,
     pub lost: u64,
     pub capped: u64,
@@ -202,6 +204,11 @@ pub fn render(c: &Counters, g: &Gauges) -> String {
             "sockscope_markers_released_total",
             "USDT markers detached because no process had mapped their program for a while.",
             g.markers_released as u64,
+        ),
+        (
+            "sockscope_processes_gone_before_found_total",
+            "Processes that had exited before the daemon got to their first records (it fell behind): judged only if their program is known to carry markers, their findings without container context.",
+            g.gone_before_found,
         ),
         (
             "sockscope_late_releases_total",

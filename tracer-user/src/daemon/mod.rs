@@ -91,8 +91,8 @@ impl Daemon {
             self.emit(found.by_ref().take(before).collect())?;
             emitted += before;
             match change {
-                ProcessChange::Marked(pid) => {
-                    let ctx = ProcessContext::read(pid);
+                ProcessChange::Marked { pid, started } => {
+                    let ctx = ProcessContext::read(pid, started);
                     self.process_record("found", &ctx)?;
                     self.contexts.insert(pid, ctx);
                 }
@@ -141,6 +141,7 @@ impl Daemon {
             tracked_pcs,
             markers_attached: self.session.markers.len(),
             markers_released: self.session.released_markers,
+            gone_before_found: self.session.gone_before_found(),
             events: self.session.events,
             lost: self.session.lost(),
             capped: self.session.capped,

@@ -389,6 +389,9 @@ fn configured_load(cfg: &LoadConfig, facts: &KernelFacts) -> Result<Ebpf, Tracer
     // Lets release events say whether a dying process's files are being closed.
     let task_flags = facts.task_flags.unwrap_or(0);
     loader.override_global("TASK_FLAGS_OFFSET", &task_flags, true);
+    // Lets exec records say which process they are about (see `ProcessIdentity`).
+    let process = facts.process.unwrap_or_default();
+    loader.override_global("PROCESS_OFFSETS", &process, true);
     let sizes = sizes::MapSizes::new(
         cfg.walk_stacks,
         cfg.pid,

@@ -4,6 +4,8 @@
 //! state follow what is alive.
 use std::time::Duration;
 
+use tracer_common::ProcessIdentity;
+
 use super::{LeakSession, ProcessChange, RETIRE_AFTER_NS};
 use crate::{
     correlate::Finding,
@@ -34,6 +36,14 @@ impl LeakSession {
         self.retire_after_ns = Some(RETIRE_AFTER_NS);
     }
 
+    /// Processes that had exited when first looked at (see
+    /// [`Discovery::gone_before_seen`]).
+    pub fn gone_before_found(&self) -> u64 {
+        self.discovery
+            .as_ref()
+            .map_or(0, Discovery::gone_before_seen)
+    }
+
     /// Looks at a process now (the daemon, for those running when it starts): whether
     /// it carries markers, attaching them if they are new.
     pub fn consider(&mut self, pid: u32) -> bool {
@@ -51,12 +61,19 @@ impl LeakSession {
     /// Whether records of `pid` are judged: always, unless host-wide, where only
     /// processes with markers are (their new marked objects attached on the way).
     pub(super) fn wanted(&mut self, pid: u32) -> bool {
+        self.wanted_as(pid, None)
+    }
+
+    /// [`Self::wanted`], for the process of an exec record (`identity`), which may have
+    /// exited by the time its records are judged.
+    pub(super) fn wanted_as(&mut self, pid: u32, identity: Option<&ProcessIdentity>) -> bool {
         let Some(discovery) = self.discovery.as_mut() else {
             return true;
         };
         let known = discovery.known_marked(pid);
         let mut new_objects = Vec::new();
-        let marked = discovery.marked(pid, &mut new_objects);
+        let marked = discovery.marked(pid, identity, &mut new_objects);
+        let started = discovery.started(pid);
         for (id, object) in new_objects {
             let attached = self.markers.attach(
                 &mut self.tracer,
@@ -98,7 +115,8 @@ impl LeakSession {
         }
         if marked && !known {
             self.tracer.sample_process(pid, true);
-            self.changes.push((self.cursor, ProcessChange::Marked(pid)));
+            self.changes
+                .push((self.cursor, ProcessChange::Marked { pid, started }));
         }
         marked
     }

@@ -71,8 +71,10 @@ const RETIRE_AFTER_NS: u64 = 2_000_000_000;
 /// A process the session began or stopped judging (host-wide).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ProcessChange {
-    /// Found carrying markers: judged from now on.
-    Marked(u32),
+    /// Found carrying markers: judged from now on. With when it started (clock ticks
+    /// since boot), if known: /proc/PID shows this process only while its start time
+    /// is that.
+    Marked { pid: u32, started: Option<u64> },
     /// Forgotten: it exited a while ago, or its pid now belongs to another process.
     Retired(u32),
 }
@@ -378,9 +380,10 @@ impl LeakSession {
                 let found = self.program_replaced(e.pid, e.ts_ns);
                 self.reborn(e.pid, e.ts_ns);
                 if let Some(d) = self.discovery.as_mut() {
-                    // Another program in the same process: look again.
+                    // Another program in the same process: look again, at this process
+                    // (its pid may be another's by now).
                     d.forget(e.pid);
-                    self.wanted(e.pid);
+                    self.wanted_as(e.pid, Some(&e.identity));
                 } else {
                     self.executed(e.pid, e.stopped != 0);
                 }

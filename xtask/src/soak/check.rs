@@ -37,6 +37,9 @@ pub struct Checked {
     pub processes_exited: u64,
     /// Findings whose `process` context names another instance (or none).
     pub context_mismatches: u64,
+    /// Findings of an instance that had exited before the daemon got to its records:
+    /// their context says so (and gives its pid and start time) instead of naming it.
+    pub contexts_exited_before_found: u64,
     /// Leaks whose creating stack is empty.
     pub leaks_without_stack: u64,
     /// How far a leak's `ended_ns` was from pc_sim's own clock read after the marker.
@@ -102,8 +105,23 @@ pub fn check(findings: &Path, instances: &[Instance]) -> anyhow::Result<Checked>
             .with_context(|| format!("{}:{n} is not JSON: {line}", findings.display()))?;
         let event = v["event"].as_str().unwrap_or("");
         let exe = v["process"]["exe"].as_str().map(str::to_owned);
+        let gone = v["process"]["exited_before_found"].as_bool() == Some(true);
+        let start_ticks = v["process"]["start_ticks"].as_u64();
+        // A process gone before the daemon read /proc is named by pid and start time.
+        let by_start = |pid: Option<u64>| {
+            instances.iter().position(|inst| {
+                Some(u64::from(inst.pid)) == pid
+                    && inst.start_ticks.is_some()
+                    && inst.start_ticks == start_ticks
+            })
+        };
         if event == "process" {
-            let Some(i) = exe.as_deref().and_then(|e| by_exe.get(e)).copied() else {
+            let named = match exe.as_deref() {
+                Some(e) => by_exe.get(e).copied(),
+                None if gone => by_start(v["process"]["host_pid"].as_u64()),
+                None => None,
+            };
+            let Some(i) = named else {
                 c.others += 1;
                 continue;
             };
@@ -183,7 +201,9 @@ pub fn check(findings: &Path, instances: &[Instance]) -> anyhow::Result<Checked>
         };
         let inst = &instances[i];
         seen[i].at(n);
-        if exe.as_deref() != Some(&inst.plan.exe.display().to_string()) {
+        if gone && by_start(Some(u64::from(pid))) == Some(i) {
+            c.contexts_exited_before_found += 1;
+        } else if exe.as_deref() != Some(&inst.plan.exe.display().to_string()) {
             c.context_mismatches += 1;
             fail(
                 &mut c,

@@ -95,6 +95,9 @@ pub struct Instance {
     /// CLOCK_MONOTONIC ns just before it was started and just after it was reaped.
     pub started_ns: u64,
     pub reaped_ns: u64,
+    /// `starttime` of its /proc/PID/stat (clock ticks since boot), read while it was
+    /// ours to reap: what the daemon's `process.start_ticks` must say.
+    pub start_ticks: Option<u64>,
     #[serde(skip)]
     pub pcs: BTreeMap<u64, PcOut>,
     pub done: bool,
@@ -415,6 +418,7 @@ pub fn drive(
                 origin,
                 started_ns,
                 reaped_ns: 0,
+                start_ticks: start_ticks(pid),
                 pcs: BTreeMap::new(),
                 done: false,
                 exit: None,
@@ -472,4 +476,14 @@ pub fn drive(
     finished.sort_by_key(|i| i.plan.index);
     out.instances = finished;
     Ok(out)
+}
+
+/// `starttime` of /proc/PID/stat: the 20th field after the parenthesised name.
+fn start_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 1..]
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()
 }

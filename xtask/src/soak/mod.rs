@@ -386,14 +386,15 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         (
             "leaks injected / found",
             format!(
-                "{} / {} (missing {}, extra {}; late releases {}, without stack {}, wrong process context {})",
+                "{} / {} (missing {}, extra {}; late releases {}, without stack {}, wrong process context {}, context of a process gone before found {})",
                 checked.leaks_injected,
                 checked.leaks_found,
                 checked.leaks_missing,
                 checked.leaks_extra,
                 checked.late,
                 checked.leaks_without_stack,
-                checked.context_mismatches
+                checked.context_mismatches,
+                checked.contexts_exited_before_found
             ),
         ),
         (

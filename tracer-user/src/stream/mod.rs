@@ -18,6 +18,10 @@ use anyhow::Context as _;
 use aya::maps::{MapData, RingBuf, StackTraceMap};
 use tokio::sync::mpsc;
 
+mod slow;
+
+use slow::{PassTimer, Step};
+
 use crate::{
     clock::monotonic_ns,
     events::KernelEvent,
@@ -191,7 +195,9 @@ fn read(
     let mut last_close = std::time::Instant::now();
     // Read but not yet handed over (the consumer is behind).
     let mut held: Vec<Record> = Vec::new();
+    let mut timer = PassTimer::default();
     loop {
+        timer.begin();
         if last_close.elapsed() >= crate::symbolize::EVICT_EVERY {
             last_close = std::time::Instant::now();
             // Only what no stack holds any more (the symbolizer holds what it parsed
@@ -213,7 +219,7 @@ fn read(
                 break;
             };
             if Sample::is_sample(&item) {
-                if let Some((io, raw)) = dwarf.sample(&item) {
+                if let Some((io, raw)) = timer.time(Step::Unwind, || dwarf.sample(&item)) {
                     records.push(Record {
                         event: KernelEvent::IoStack(io),
                         user_stack: Some(raw),
@@ -226,9 +232,9 @@ fn read(
                 match WalkedStacks::decode(&item) {
                     Some(f) => {
                         if let Some(id) = walked.id(f.pid, f.hash) {
-                            normalized
-                                .entry((f.pid, id))
-                                .or_insert_with(|| normalizer.user(f.pid, &f.addrs));
+                            normalized.entry((f.pid, id)).or_insert_with(|| {
+                                timer.time(Step::Normalize, || normalizer.user(f.pid, &f.addrs))
+                            });
                         }
                     }
                     None => eprintln!("sockscope: skipped a malformed walked stack record"),
@@ -247,7 +253,11 @@ fn read(
                 (id >= 0).then(|| {
                     normalized
                         .entry((pid, id))
-                        .or_insert_with(|| normalizer.user(pid, &stack_addrs(stacks, id)))
+                        .or_insert_with(|| {
+                            timer.time(Step::Normalize, || {
+                                normalizer.user(pid, &stack_addrs(stacks, id))
+                            })
+                        })
                         .clone()
                 })
             };
@@ -273,7 +283,7 @@ fn read(
                     dwarf.marker(m, || normalize(pid, id))
                 }
                 KernelEvent::Marker(m) => normalize(m.pid, m.user_stack),
-                KernelEvent::Exit(e) => {
+                KernelEvent::Exit(e) => timer.time(Step::Exit, || {
                     let mut gone = Vec::new();
                     normalized.retain(|&(pid, id), _| {
                         let keep = pid != e.pid;
@@ -299,7 +309,7 @@ fn read(
                     dwarf.exited(e.pid);
                     walked.exited(e.pid);
                     None
-                }
+                }),
                 KernelEvent::Exec(e) => {
                     dwarf.exec(e.pid);
                     // Same addresses, other code: its stacks are walked and named anew.
@@ -312,6 +322,7 @@ fn read(
         }
         dwarf.continue_stopped();
         let horizon_ns = if emptied { horizon_ns } else { 0 };
+        let read = records.len();
         // Usually nothing is held: this pass's records go as they are, not copied.
         let records = if held.is_empty() {
             records
@@ -339,6 +350,9 @@ fn read(
         };
         if handed.is_err() || (last && emptied) {
             return;
+        }
+        if let Some(report) = timer.end(read, emptied.then_some(POLL)) {
+            eprintln!("{report}");
         }
         if emptied {
             wait_readable(&ring);
