@@ -104,6 +104,9 @@ impl StackIds {
 /// sockets, so the rest of the host does not pay for stack walks.
 #[inline(always)]
 pub fn emit_release(cookie: u64, family: u16, stacks: impl FnOnce() -> StackIds) {
+    // Whoever releases it (another process it was passed to, say): one failed lookup
+    // for sockets never watched.
+    crate::io::forget_released(cookie);
     let (tgid, tid) = current();
     if !socket_wanted(cookie, tgid) {
         return;

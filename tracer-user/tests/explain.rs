@@ -530,3 +530,91 @@ fn a_socket_nothing_touches_is_held() {
         "an epoll set watches the held socket: {epoll:?}"
     );
 }
+
+/// Entries of BPF map `name` held by process `pid` (found through its fds in /proc and
+/// read from the kernel): the keys of a `u64 -> V` hash map.
+fn map_keys<V: aya::Pod>(pid: u32, name: &str) -> Vec<u64> {
+    let dir = format!("/proc/{pid}/fdinfo");
+    let ids: Vec<u32> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("read {dir}: {e}"))
+        .filter_map(Result::ok)
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .filter_map(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix("map_id:"))
+                .and_then(|id| id.trim().parse().ok())
+        })
+        .collect();
+    for id in ids {
+        let Ok(info) = aya::maps::MapInfo::from_id(id) else {
+            continue;
+        };
+        if info.name_as_str() != Some(name) {
+            continue;
+        }
+        let data = aya::maps::MapData::from_id(id).expect("open the map by id");
+        let map = aya::maps::HashMap::<_, u64, V>::try_from(aya::maps::Map::HashMap(data))
+            .expect("a u64-keyed hash map");
+        return map.keys().filter_map(Result::ok).collect();
+    }
+    panic!("process {pid} holds no map {name}")
+}
+
+/// Every socket `watch` traces is watched by the I/O hooks from its creation; its
+/// release must take it out of their maps (the kernel does it, not user space), or a
+/// process that churns sockets would fill them: after thousands of sockets made and
+/// closed, the maps hold exactly the ones still open, under their fds.
+#[test]
+fn released_sockets_leave_the_io_hooks_maps() {
+    if !require_root("released_sockets_leave_the_io_hooks_maps") {
+        return;
+    }
+    let _serial = serial();
+    let me = std::process::id();
+    let mut watch = std::process::Command::new(sockscope_bin())
+        .args([
+            "watch",
+            "--pid",
+            &me.to_string(),
+            "--grace",
+            "1s",
+            "-f",
+            "json",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start watch");
+    let err = Lines::new(watch.stderr.take().expect("stderr"));
+    err.wait_for("watching pid", Duration::from_secs(30));
+    for _ in 0..3000 {
+        drop(std::net::UdpSocket::bind("127.0.0.1:0").expect("bind a loopback socket"));
+    }
+    let kept: Vec<std::net::UdpSocket> = (0..3)
+        .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").expect("bind"))
+        .collect();
+    use std::os::fd::AsRawFd as _;
+    let mut want: Vec<u64> = kept
+        .iter()
+        .map(|s| (u64::from(me) << 32) | s.as_raw_fd() as u64)
+        .collect();
+    want.sort();
+    // The kernel writes and removes as the calls happen: no waiting for user space.
+    let mut watched = map_keys::<tracer_common::WatchedFd>(watch.id(), "WATCHED_FDS");
+    watched.sort();
+    let key_of = map_keys::<u64>(watch.id(), "WATCH_KEY_OF");
+    // SAFETY: our own child.
+    unsafe { libc::kill(watch.id() as i32, libc::SIGINT) };
+    let _ = watch.wait();
+    assert_eq!(
+        watched, want,
+        "the I/O hooks watch exactly our open sockets, by fd"
+    );
+    assert_eq!(
+        key_of.len(),
+        3,
+        "and know where each is: entries for released sockets stay"
+    );
+    drop(kept);
+    assert_nothing_attached("after watch");
+}

@@ -2,11 +2,13 @@
 //! says which sockets belong to which PeerConnection and when each ended; the session
 //! hands that to the kernel.
 use super::{Correlator, PeerConnectionId};
+use crate::sockets::Origin;
 
 /// What the kernel's I/O hooks should watch, by the fd a process holds a socket under:
-/// the kernel watches every socket it traces from its creation; these add the sockets
-/// of PeerConnections from before the attach, say when a PeerConnection ended, and
-/// forget released sockets.
+/// the kernel watches every socket it traces from its creation and forgets each at its
+/// release; these add the sockets of PeerConnections from before the attach (and
+/// forget them: they may be released before they are added), and say which
+/// PeerConnection a socket belongs to and when it ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IoRequest {
     Watch {
@@ -16,6 +18,9 @@ pub enum IoRequest {
         pc_id: u64,
         /// 0 while its PeerConnection lives.
         ended_ns: u64,
+        /// The kernel watches it since its creation (and forgets it at its release):
+        /// only update what it has, never add (the socket may be released already).
+        traced: bool,
     },
     Forget {
         pid: u32,
@@ -53,6 +58,7 @@ impl Correlator {
             cookie,
             pc_id: a.pc_id,
             ended_ns,
+            traced: sock.origin == Origin::Traced,
         });
     }
 }

@@ -20,11 +20,11 @@ mod subsystem;
 mod timeline;
 mod verdict;
 
-use std::{
-    collections::{HashMap, HashSet},
-    net::IpAddr,
-    sync::Arc,
-};
+use std::{net::IpAddr, sync::Arc};
+
+// Keys are the kernel's socket cookies, pids and small ids: a fast hash, not SipHash
+// (a third of the correlator's time per socket).
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 pub use evidence::{EpollWatch, Holder, IoEvidence, LeakKind};
 pub use io_requests::IoRequest;
@@ -156,14 +156,14 @@ impl Correlator {
         Self {
             grace_ns,
             sockets: socket_table::SocketTable::default(),
-            pcs: HashMap::new(),
+            pcs: HashMap::default(),
             lost: Vec::new(),
-            exited: HashMap::new(),
+            exited: HashMap::default(),
             leaks: 0,
-            joined_running: HashMap::new(),
-            announced_cookies: HashMap::new(),
+            joined_running: HashMap::default(),
+            announced_cookies: HashMap::default(),
             io_requests: Vec::new(),
-            stack_classes: HashMap::new(),
+            stack_classes: HashMap::default(),
             timeline: None,
         }
     }
@@ -314,8 +314,8 @@ impl Correlator {
         let Some(sock) = self.sockets.remove(&cookie) else {
             return out;
         };
-        // Every traced socket is watched from its creation (see `IoRequest`).
-        if let Some(fd) = sock.info.fd {
+        // The kernel forgets the sockets it traced at their release (see `IoRequest`).
+        if let (Some(fd), Origin::Preexisting) = (sock.info.fd, sock.origin) {
             self.io_requests.push(IoRequest::Forget {
                 pid: sock.info.pid,
                 fd,

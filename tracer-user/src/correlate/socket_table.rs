@@ -3,7 +3,8 @@
 //! and the new one is half empty, which at the daemon's scale is most of its memory.
 //! Here records sit in fixed-size chunks (freed slots reused) and only a small index
 //! (cookie → slot) is a hash table.
-use std::collections::HashMap;
+// Keys are the kernel's socket cookies, pids and small ids: a fast hash, not SipHash.
+use rustc_hash::FxHashMap as HashMap;
 
 use super::Socket;
 

@@ -10,6 +10,9 @@ use tracer_common::{IoStats, WatchedFd};
 use super::{prog_err, program, take_map};
 use crate::error::TracerError;
 
+/// `BPF_EXIST`: update an entry, never add one.
+const BPF_EXIST: u64 = 2;
+
 const SEND_PROGRAM: &str = "sockscope_io_send";
 const RECV_PROGRAM: &str = "sockscope_io_recv";
 const EXIT_PROGRAM: &str = "sockscope_io_exit";
@@ -20,6 +23,8 @@ const RECVS: [&str; 3] = ["recvfrom", "recvmsg", "recvmmsg"];
 /// Watched sockets and their I/O records in the kernel.
 pub struct IoWatch {
     watched: HashMap<MapData, u64, WatchedFd>,
+    /// `WATCH_KEY_OF`: where each watched socket is in `watched`, by cookie.
+    key_of: HashMap<MapData, u64, u64>,
     stats: HashMap<MapData, u64, IoStats>,
 }
 
@@ -63,6 +68,7 @@ impl IoWatch {
         attach_each(ebpf, EXIT_PROGRAM, &exits, "ret")?;
         Ok(Self {
             watched: take_map(ebpf, "WATCHED_FDS", HashMap::try_from)?,
+            key_of: take_map(ebpf, "WATCH_KEY_OF", HashMap::try_from)?,
             stats: take_map(ebpf, "IO_STATS", HashMap::try_from)?,
         })
     }
@@ -73,9 +79,22 @@ impl IoWatch {
     /// socket (reused since this one's release, which user space may not have read
     /// yet) is left alone. A full map is not an error: that socket's I/O is then not
     /// seen.
-    pub fn watch(&mut self, pid: u32, fd: i32, cookie: u64, pc_id: u64, ended_ns: u64) {
+    ///
+    /// `traced`: the kernel watches it since its creation and forgets it at its
+    /// release, so only an entry still there is updated (one added after the release
+    /// would stay forever).
+    pub fn watch(
+        &mut self,
+        pid: u32,
+        fd: i32,
+        cookie: u64,
+        pc_id: u64,
+        ended_ns: u64,
+        traced: bool,
+    ) {
         let key = fd_key(pid, fd);
-        if self.watched.get(&key, 0).is_ok_and(|w| w.cookie != cookie) {
+        let current = self.watched.get(&key, 0);
+        if current.as_ref().is_ok_and(|w| w.cookie != cookie) || (traced && current.is_err()) {
             return;
         }
         let watched = WatchedFd {
@@ -83,16 +102,22 @@ impl IoWatch {
             pc_id,
             ended_ns,
         };
-        let _ = self.watched.insert(key, watched, 0);
+        if traced {
+            let _ = self.watched.insert(key, watched, BPF_EXIST);
+        } else if self.watched.insert(key, watched, 0).is_ok() {
+            // For the kernel to forget it at its release.
+            let _ = self.key_of.insert(cookie, key, 0);
+        }
     }
 
-    /// The socket was released: forget it and what was seen of it (its fd only if it
-    /// was not reused by a newer socket meanwhile).
+    /// A socket watched from user space (it predates the tracer) was released: forget
+    /// it, in case it was added after its release (the kernel forgets the rest).
     pub fn forget(&mut self, pid: u32, fd: i32, cookie: u64) {
         let key = fd_key(pid, fd);
         if self.watched.get(&key, 0).is_ok_and(|w| w.cookie == cookie) {
             let _ = self.watched.remove(&key);
         }
+        let _ = self.key_of.remove(&cookie);
         let _ = self.stats.remove(&cookie);
     }
 

@@ -260,7 +260,8 @@ impl LeakSession {
                     cookie,
                     pc_id,
                     ended_ns,
-                } => io.watch(pid, fd, cookie, pc_id, ended_ns),
+                    traced,
+                } => io.watch(pid, fd, cookie, pc_id, ended_ns, traced),
                 IoRequest::Forget { pid, fd, cookie } => io.forget(pid, fd, cookie),
             }
         }

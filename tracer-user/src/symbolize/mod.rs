@@ -398,8 +398,9 @@ pub struct StackCache {
     symbolizer: Symbolizer,
     last_evict: Instant,
     object_idle: Duration,
-    user: HashMap<(u32, i32), Stack>,
-    kernel: HashMap<i32, Stack>,
+    /// Looked up once per record: keyed by the kernel's ids, so a fast hash.
+    user: rustc_hash::FxHashMap<(u32, i32), Stack>,
+    kernel: rustc_hash::FxHashMap<i32, Stack>,
     empty: Stack,
 }
 
@@ -415,8 +416,8 @@ impl StackCache {
             symbolizer: Symbolizer::new(),
             last_evict: Instant::now(),
             object_idle: OBJECT_IDLE,
-            user: HashMap::new(),
-            kernel: HashMap::new(),
+            user: Default::default(),
+            kernel: Default::default(),
             empty: Arc::from(Vec::new()),
         }
     }
