@@ -87,6 +87,15 @@ fn found(file: &Path, what: &str, pid_is: impl Fn(&Value) -> bool) -> Value {
     })
 }
 
+/// A directory of the test's own and the daemon's findings file in it (emptied).
+fn test_dir(name: &str) -> (PathBuf, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("sockscope-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let output = dir.join("findings.jsonl");
+    let _ = std::fs::remove_file(&output);
+    (dir, output)
+}
+
 /// Starts `sockscope daemon` with `args`, its findings to `output`, and waits until it
 /// judges: (the daemon, its stderr lines).
 fn start_daemon(args: &[&str], output: &Path) -> (Child, Lines) {
@@ -193,10 +202,7 @@ fn daemon_judges_every_marked_process_before_after_and_in_containers() {
         return;
     }
     let _serial = serial();
-    let dir = std::env::temp_dir().join(format!("sockscope-daemon-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let output = dir.join("findings.jsonl");
-    let _ = std::fs::remove_file(&output);
+    let (dir, output) = test_dir("daemon");
     let sim = workload_bin("pc_sim");
 
     // A: running before the daemon, paused with PeerConnection 1 open.
@@ -417,10 +423,7 @@ fn daemon_watches_a_program_whose_first_process_exited_during_the_attach() {
         return;
     }
     let _serial = serial();
-    let dir = std::env::temp_dir().join(format!("sockscope-daemon-short-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let output = dir.join("findings.jsonl");
-    let _ = std::fs::remove_file(&output);
+    let (dir, output) = test_dir("daemon-short");
     let (daemon, _d_err) = start_daemon(&["--grace", "300ms"], &output);
     for _ in 0..5 {
         let status = Command::new(workload_bin("pc_sim"))
@@ -494,10 +497,7 @@ fn daemon_unwinds_the_stacks_of_a_marked_program_built_without_frame_pointers() 
     );
 
     let _serial = serial();
-    let dir = std::env::temp_dir().join(format!("sockscope-daemon-dwarf-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let output = dir.join("findings.jsonl");
-    let _ = std::fs::remove_file(&output);
+    let (dir, output) = test_dir("daemon-dwarf");
     let (daemon, _d_err) = start_daemon(&["--stacks", "auto", "--grace", "300ms"], &output);
     let mut sim = Command::new(&nofp)
         .arg("--wait")
@@ -546,16 +546,11 @@ fn attachment_fds(pid: u32) -> usize {
 
 /// Runs a marked program that leaks one socket; returns its pid and leaked pairs.
 fn run_leaking(bin: &Path, output: &Path) -> (u64, Vec<(u64, u64)>) {
-    let mut child = Command::new(bin)
-        .args(["--wait", "--pcs", "1", "--leak", "1", "--linger", "600"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start the copy of pc_sim");
-    let out = Lines::new(child.stdout.take().unwrap());
-    let ready: Value =
-        serde_json::from_str(&out.wait_for("ready", Duration::from_secs(10))).unwrap();
-    let pid = ready["pid"].as_u64().unwrap();
+    let (mut child, out, pid) = spawn_waiting_at(
+        bin,
+        &["--wait", "--pcs", "1", "--leak", "1", "--linger", "600"],
+    );
+    let pid = u64::from(pid);
     found(output, "the copy", |p| p["host_pid"].as_u64() == Some(pid));
     go(&mut child);
     let lines = program_lines(&out);
@@ -576,10 +571,7 @@ fn daemon_releases_the_markers_of_a_program_nobody_runs_and_attaches_them_again(
         return;
     }
     let _serial = serial();
-    let dir = std::env::temp_dir().join(format!("sockscope-daemon-release-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let output = dir.join("findings.jsonl");
-    let _ = std::fs::remove_file(&output);
+    let (dir, output) = test_dir("daemon-release");
     // A binary of its own (a file no other test's process maps).
     let copy = dir.join("pc_sim_release");
     std::fs::copy(workload_bin("pc_sim"), &copy).expect("copy pc_sim");
@@ -656,10 +648,7 @@ fn daemon_judges_a_process_that_exited_before_it_got_to_its_records() {
         return;
     }
     let _serial = serial();
-    let dir = std::env::temp_dir().join(format!("sockscope-daemon-behind-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let output = dir.join("findings.jsonl");
-    let _ = std::fs::remove_file(&output);
+    let (dir, output) = test_dir("daemon-behind");
     let copy = dir.join("pc_sim_behind");
     std::fs::copy(workload_bin("pc_sim"), &copy).expect("copy pc_sim");
     // A ring large enough to hold every record of the host while the daemon is stopped.
@@ -670,16 +659,11 @@ fn daemon_judges_a_process_that_exited_before_it_got_to_its_records() {
     // The daemon stops reading; a second process of the program runs whole and is reaped.
     // SAFETY: our own child.
     unsafe { libc::kill(daemon.id() as i32, libc::SIGSTOP) };
-    let mut child = Command::new(&copy)
-        .args(["--wait", "--pcs", "2", "--leak", "1", "--linger", "600"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start the copy of pc_sim");
-    let out = Lines::new(child.stdout.take().unwrap());
-    let ready: Value =
-        serde_json::from_str(&out.wait_for("ready", Duration::from_secs(10))).unwrap();
-    let pid = ready["pid"].as_u64().unwrap();
+    let (mut child, out, pid) = spawn_waiting_at(
+        &copy,
+        &["--wait", "--pcs", "2", "--leak", "1", "--linger", "600"],
+    );
+    let pid = u64::from(pid);
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
     let start_ticks: u64 = stat[stat.rfind(')').unwrap() + 1..]
         .split_whitespace()

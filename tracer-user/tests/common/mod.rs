@@ -3,7 +3,7 @@
 
 use std::{
     io::{BufRead, BufReader, Write},
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, ChildStdin, Command, ExitStatus, Stdio},
     sync::{Mutex, MutexGuard, mpsc},
     time::{Duration, Instant},
@@ -401,12 +401,17 @@ pub fn exit_within(child: &mut Child, within: Duration) -> Option<ExitStatus> {
 /// Starts a workload that prints `{"ready":true,"pid":P}` and waits for a line on
 /// stdin: (child, its stdout lines, P).
 pub fn spawn_waiting(bin: &str, args: &[&str]) -> (Child, Lines, u32) {
-    let mut child = Command::new(workload_bin(bin))
+    spawn_waiting_at(&workload_bin(bin), args)
+}
+
+/// [`spawn_waiting`] for a program at `path` (a copy of a workload, say).
+pub fn spawn_waiting_at(path: &Path, args: &[&str]) -> (Child, Lines, u32) {
+    let mut child = Command::new(path)
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("start {bin}: {e}"));
+        .unwrap_or_else(|e| panic!("start {}: {e}", path.display()));
     let out = Lines::new(child.stdout.take().expect("stdout"));
     let ready: Value =
         serde_json::from_str(&out.wait_for("ready", Duration::from_secs(10))).unwrap();
