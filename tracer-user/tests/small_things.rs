@@ -362,3 +362,19 @@ fn watch_ends_when_its_process_is_a_zombie() {
     assert_eq!(status.code(), Some(0), "exit 0 when the process ends");
     assert_nothing_attached("after watch on a zombie");
 }
+
+/// `sockscope ... 2>&1 | head`: once `head` has what it wants, stderr is a closed pipe.
+/// What sockscope then says is lost, but it must not panic (exit 101) over it: the
+/// exit code keeps its meaning (here 2, a usage error).
+#[test]
+fn a_closed_stderr_does_not_turn_an_error_into_a_panic() {
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    let status = std::process::Command::new(sockscope_bin())
+        .args(["watch", "--pid", "999999999"])
+        .stdout(std::process::Stdio::null())
+        .stderr(writer)
+        .status()
+        .expect("run sockscope");
+    assert_eq!(status.code(), Some(2), "{status:?}");
+}

@@ -230,7 +230,7 @@ mod tests {
     #[test]
     fn sock_offsets_of_the_running_kernel() {
         let Some(raw) = system::kernel_btf() else {
-            eprintln!("SKIP: no kernel BTF");
+            crate::say!("SKIP: no kernel BTF");
             return;
         };
         let btf = Btf::parse(&raw).expect("kernel BTF parses");

@@ -33,7 +33,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            eprintln!("sockscope: {}", tracer_user::cli::one_line_error(&e));
+            tracer_user::say!("sockscope: {}", tracer_user::cli::one_line_error(&e));
             return ExitCode::from(EXIT_ENV);
         }
     };
@@ -44,14 +44,14 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("sockscope: cannot start the async runtime: {e}");
+            tracer_user::say!("sockscope: cannot start the async runtime: {e}");
             return ExitCode::from(EXIT_ENV);
         }
     };
     match runtime.block_on(run(cli.command)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("sockscope: {e:#}");
+            tracer_user::say!("sockscope: {e:#}");
             ExitCode::from(EXIT_ENV)
         }
     }
@@ -89,13 +89,15 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             if to_file {
                 // The summary record went to the file; the user watching the
                 // terminal still wants it.
-                eprintln!(
+                tracer_user::say!(
                     "sockscope: {} events, {} lost, {} UDP sockets still open",
-                    summary.events, summary.lost, summary.open_sockets
+                    summary.events,
+                    summary.lost,
+                    summary.open_sockets
                 );
             }
             if summary.lost > 0 {
-                eprintln!(
+                tracer_user::say!(
                     "sockscope: {} events were lost: the trace is incomplete",
                     summary.lost
                 );

@@ -140,14 +140,14 @@ pub async fn run(opts: CheckOptions) -> anyhow::Result<Outcome> {
     let markers_attached = match report {
         Ok(r) => {
             for why in &r.skipped {
-                eprintln!("sockscope: marker not attached: {why}");
+                crate::say!("sockscope: marker not attached: {why}");
             }
             r.attached
         }
         Err(e) => bail!("cannot read the markers of {}: {e}", exe.display()),
     };
     if markers_attached == 0 {
-        eprintln!(
+        crate::say!(
             "sockscope: {} has no sockscope markers; those of the programs it runs are attached as they start (add the tracer-usdt crate where PeerConnections live)",
             exe.display()
         );
@@ -158,7 +158,7 @@ pub async fn run(opts: CheckOptions) -> anyhow::Result<Outcome> {
     let guard = crate::system::exec_guard::ExecGuard::start(cgroup.path())
         .context("cannot start the exec guard (a copy of sockscope)")?;
     let mut child = spawn(&opts, &exe, &cgroup)?;
-    eprintln!(
+    crate::say!(
         "sockscope: checking `{}` (pid {}), grace {:?}",
         opts.command.join(" "),
         child.id().unwrap_or(0),
@@ -215,14 +215,14 @@ pub async fn run(opts: CheckOptions) -> anyhow::Result<Outcome> {
     super::warn_unclosed(&summary, opts.strict);
     let outcome = match summary.outcome(opts.strict) {
         Outcome::Inconclusive => {
-            eprintln!(
+            crate::say!(
                 "sockscope: {} events were lost: no clean verdict can be given (raise --ring-bytes)",
                 summary.lost
             );
             Outcome::Inconclusive
         }
         Outcome::Clean if !status.success() => {
-            eprintln!(
+            crate::say!(
                 "sockscope: the command {}: no leaks found in what ran, but the check is not clean",
                 describe(&status)
             );

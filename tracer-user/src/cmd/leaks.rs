@@ -76,7 +76,7 @@ pub async fn run(opts: LeaksOptions) -> anyhow::Result<()> {
     let mut tracer = super::attach(builder).await?;
     let mut stream = EventStream::new(&mut tracer)?;
     let mut live = preexisting(opts.pid, tracer.backend().identity());
-    eprintln!(
+    crate::say!(
         "sockscope: tracking UDP sockets of {}; listing those older than {:?} every {:?}; Ctrl-C to stop{}",
         opts.pid
             .map_or("all processes".into(), |p| format!("pid {p}")),
@@ -114,13 +114,13 @@ pub async fn run(opts: LeaksOptions) -> anyhow::Result<()> {
     let lost = tracer.stats()?.lost;
     drop(tracer); // detaches
     if lost > 0 {
-        eprintln!(
+        crate::say!(
             "sockscope: {lost} events were lost: the listing may miss sockets or list closed ones"
         );
     }
     if let (true, Some(pid)) = (exited, opts.pid) {
         let open: usize = live.values().filter(|s| s.pid == pid).count();
-        eprintln!(
+        crate::say!(
             "sockscope: pid {pid} exited, with {open} UDP sockets still open (closed by its exit): the listing above is the final one"
         );
     }

@@ -13,7 +13,7 @@ pub mod watch;
 /// on stderr which backend traces and why the ones before it were passed over.
 pub(crate) async fn attach(builder: TracerBuilder) -> anyhow::Result<Tracer> {
     let tracer = tokio::task::spawn_blocking(move || builder.attach()).await??;
-    eprintln!("{}", tracer.backend_line());
+    crate::say!("{}", tracer.backend_line());
     Ok(tracer)
 }
 
@@ -23,7 +23,7 @@ pub(crate) async fn attach(builder: TracerBuilder) -> anyhow::Result<Tracer> {
 fn warn_unclosed(summary: &crate::report::Summary, strict: bool) {
     let n = summary.unclosed_with_sockets;
     if n > 0 && !strict {
-        eprintln!(
+        crate::say!(
             "sockscope: warning: {n} PeerConnection(s) were never closed nor dropped and still held sockets when their process exited (see the `unclosed` records; --strict makes this a failure)"
         );
     }

@@ -96,7 +96,7 @@ pub async fn run(opts: TraceOptions) -> anyhow::Result<TraceSummary> {
     let mut state = TraceState::new(&opts, markers, tracer.backend().identity());
     // After attaching, so no socket falls between the inventory and the hooks.
     state.inventory(&mut sink)?;
-    eprintln!("{}", attached_message(&opts));
+    crate::say!("{}", attached_message(&opts));
 
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
@@ -142,7 +142,7 @@ fn attach_markers(opts: &TraceOptions, tracer: &mut Tracer) -> anyhow::Result<Ma
     for target in &targets {
         let report = table.attach(tracer, target, &opts.usdt_providers)?;
         for why in &report.skipped {
-            eprintln!("sockscope: marker not attached: {why}");
+            crate::say!("sockscope: marker not attached: {why}");
         }
         if report.attached == 0 && matches!(target, MarkerTarget::Binary(_)) {
             anyhow::bail!(
@@ -400,7 +400,9 @@ impl TraceState {
                 count,
                 total: stats.lost,
             })?;
-            eprintln!("sockscope: lost {count} events (ring buffer full): the trace is incomplete");
+            crate::say!(
+                "sockscope: lost {count} events (ring buffer full): the trace is incomplete"
+            );
         }
         Ok(())
     }

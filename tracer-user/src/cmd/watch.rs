@@ -48,17 +48,19 @@ pub async fn run(opts: WatchOptions) -> anyhow::Result<Outcome> {
     let report =
         session.attach_markers(&MarkerTarget::Process(opts.pid), &[PROVIDER.to_owned()])?;
     for why in &report.skipped {
-        eprintln!("sockscope: marker not attached: {why}");
+        crate::say!("sockscope: marker not attached: {why}");
     }
     if report.attached == 0 {
-        eprintln!(
+        crate::say!(
             "sockscope: process {} has no sockscope markers: only sockets, no PeerConnection verdicts",
             opts.pid
         );
     }
-    eprintln!(
+    crate::say!(
         "sockscope: watching pid {} ({} markers), grace {:?}; Ctrl-C to stop",
-        opts.pid, report.attached, opts.grace
+        opts.pid,
+        report.attached,
+        opts.grace
     );
 
     let mut log = FindingLog::new(opts.format);

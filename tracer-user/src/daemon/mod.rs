@@ -214,7 +214,7 @@ pub async fn run(opts: DaemonOptions) -> anyhow::Result<()> {
             joined += 1;
         }
     }
-    eprintln!(
+    crate::say!(
         "sockscope: daemon judging every process with sockscope markers ({joined} of {} running now; later ones as they start), grace {:?}{}",
         running.len(),
         opts.grace,
@@ -236,7 +236,7 @@ pub async fn run(opts: DaemonOptions) -> anyhow::Result<()> {
     }
     // Under systemd (Type=notify): started means judging, with a page to scrape.
     if let Err(e) = crate::system::service::notify("READY=1") {
-        eprintln!("sockscope: cannot tell the service manager the daemon is ready: {e}");
+        crate::say!("sockscope: cannot tell the service manager the daemon is ready: {e}");
     }
     let mut refresh = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -256,7 +256,7 @@ pub async fn run(opts: DaemonOptions) -> anyhow::Result<()> {
             }
             _ = hangup.recv() => {
                 d.sink.reopen().context("cannot reopen the output file")?;
-                eprintln!("sockscope: SIGHUP: output reopened");
+                crate::say!("sockscope: SIGHUP: output reopened");
             }
             _ = stop.changed() => break,
         }
@@ -264,7 +264,7 @@ pub async fn run(opts: DaemonOptions) -> anyhow::Result<()> {
     let _ = crate::system::service::notify("STOPPING=1");
     let found = d.session.finish()?;
     d.pass(found)?;
-    eprintln!(
+    crate::say!(
         "sockscope: daemon stopped: {} events, {} lost, {} PeerConnections judged",
         d.session.events,
         d.session.lost(),

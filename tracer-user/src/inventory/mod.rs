@@ -51,7 +51,7 @@ fn cookie_of(id: &SocketId) -> u64 {
 /// unknown to it.
 pub fn udp_sockets_or_warn() -> Vec<LiveSocket> {
     udp_sockets().unwrap_or_else(|e| {
-        eprintln!(
+        crate::say!(
             "sockscope: sockets that predate sockscope are not listed ({e}): load the kernel's udp_diag module (`modprobe udp_diag`)"
         );
         Vec::new()
@@ -255,7 +255,7 @@ pub fn udp_inventory(only_pid: Option<u32>) -> Vec<FoundSocket> {
                 .map(|(s, family)| FoundSocket::from_held(pid, s, family))
                 .collect(),
             Err(e) => {
-                eprintln!(
+                crate::say!(
                     "sockscope: cannot read pid {pid}'s sockets through its fds ({e}); listing only its bound sockets in this network namespace"
                 );
                 held_udp_sockets(Some(pid))
@@ -301,7 +301,7 @@ pub fn udp_inventory(only_pid: Option<u32>) -> Vec<FoundSocket> {
         }
     }
     if unreadable > 0 {
-        eprintln!(
+        crate::say!(
             "sockscope: the unbound UDP sockets of {unreadable} processes could not be read (no ptrace rights over them): they are not listed"
         );
     }

@@ -166,7 +166,7 @@ impl TracerBuilder {
             return StackMode::Fp;
         }
         if self.stack_mode != StackMode::Fp && !kernel_copies_user_stacks() {
-            eprintln!(
+            crate::say!(
                 "sockscope: this kernel cannot copy user registers and stacks for DWARF unwinding (bpf_task_pt_regs, Linux 5.15): frame-pointer stacks only"
             );
             return StackMode::Fp;
@@ -566,7 +566,7 @@ impl Tracer {
         };
         if on {
             if let Err(e) = map.insert(pid, 1, 0) {
-                eprintln!(
+                crate::say!(
                     "sockscope: pid {pid} gets frame-pointer stacks only: cannot list it for DWARF samples ({e})"
                 );
             }

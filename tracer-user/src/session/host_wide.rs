@@ -93,7 +93,7 @@ impl LeakSession {
             match attached {
                 Ok(r) => {
                     self.exec_markers += r.attached;
-                    eprintln!(
+                    crate::say!(
                         "sockscope: attached {} markers of {} (found in pid {pid}){}{again}",
                         r.attached,
                         object.display(),
@@ -104,7 +104,7 @@ impl LeakSession {
                         }
                     );
                 }
-                Err(e) => eprintln!(
+                Err(e) => crate::say!(
                     "sockscope: markers of {} (pid {pid}) not attached: {e}{again}",
                     object.display()
                 ),
@@ -168,7 +168,7 @@ impl LeakSession {
         for id in discovery.idle_objects(self.release_markers_after_ns) {
             if let Some((path, n)) = self.markers.release_object(&mut self.tracer, id) {
                 self.released_markers += n;
-                eprintln!(
+                crate::say!(
                     "sockscope: released {n} markers of {} (no process has mapped it for {:?})",
                     path.display(),
                     Duration::from_nanos(self.release_markers_after_ns)

@@ -133,7 +133,7 @@ impl LeakSession {
             Ok(held) => held,
             Err(e) => {
                 // sock_diag sees only bound sockets in sockscope's own network namespace.
-                eprintln!(
+                crate::say!(
                     "sockscope: cannot read pid {pid}'s sockets through its fds ({e}); listing its bound sockets in this network namespace instead"
                 );
                 crate::inventory::held_udp_sockets(Some(pid))
@@ -276,7 +276,7 @@ impl LeakSession {
         let lost = stats.lost > self.lost;
         if lost {
             self.correlator.events_lost(self.last_tick_ns, now);
-            eprintln!(
+            crate::say!(
                 "sockscope: lost {} events (ring buffer full): verdicts of PeerConnections alive meanwhile are incomplete",
                 stats.lost - self.lost
             );
@@ -297,7 +297,7 @@ impl LeakSession {
                     .is_some_and(|cap| self.correlator.sizes().0 >= cap)
                 {
                     if self.capped == 0 {
-                        eprintln!(
+                        crate::say!(
                             "sockscope: warning: {} sockets tracked, the cap (--max-sockets): new sockets are not tracked until some are released; PeerConnections alive meanwhile are judged incomplete",
                             self.correlator.sizes().0
                         );
@@ -423,14 +423,14 @@ impl LeakSession {
             ) {
                 Ok(r) if r.attached > 0 => {
                     self.exec_markers += r.attached;
-                    eprintln!(
+                    crate::say!(
                         "sockscope: attached {} markers of {} (pid {pid})",
                         r.attached,
                         shown.display()
                     );
                 }
                 Ok(_) => {}
-                Err(e) => eprintln!(
+                Err(e) => crate::say!(
                     "sockscope: markers of {} (pid {pid}) not attached: {e}",
                     shown.display()
                 ),

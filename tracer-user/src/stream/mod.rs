@@ -140,7 +140,7 @@ impl EventStream {
                 }
             }
             if reader.join().is_err() {
-                eprintln!("sockscope: the ring buffer reader failed; records may be missing");
+                crate::say!("sockscope: the ring buffer reader failed; records may be missing");
             }
         }
         self.drain()
@@ -163,7 +163,7 @@ impl EventStream {
         if let Some(reader) = self.reader.take()
             && reader.join().is_err()
         {
-            eprintln!("sockscope: the ring buffer reader failed; records may be missing");
+            crate::say!("sockscope: the ring buffer reader failed; records may be missing");
         }
     }
 }
@@ -237,14 +237,14 @@ fn read(
                             });
                         }
                     }
-                    None => eprintln!("sockscope: skipped a malformed walked stack record"),
+                    None => crate::say!("sockscope: skipped a malformed walked stack record"),
                 }
                 continue;
             }
             let mut event = match KernelEvent::decode(&item) {
                 Ok(event) => event,
                 Err(e) => {
-                    eprintln!("sockscope: skipped a malformed kernel record: {e}");
+                    crate::say!("sockscope: skipped a malformed kernel record: {e}");
                     continue;
                 }
             };
@@ -352,7 +352,7 @@ fn read(
             return;
         }
         if let Some(report) = timer.end(read, emptied.then_some(POLL)) {
-            eprintln!("{report}");
+            crate::say!("{report}");
         }
         if emptied {
             wait_readable(&ring);

@@ -155,7 +155,7 @@ mod tests {
     #[test]
     fn finds_members_of_the_running_kernel() {
         let Ok(btf) = fs::read("/sys/kernel/btf/vmlinux") else {
-            eprintln!("SKIP: no kernel BTF");
+            crate::say!("SKIP: no kernel BTF");
             return;
         };
         // Layouts fixed for decades: the oracle.
@@ -177,7 +177,7 @@ mod tests {
     #[test]
     fn finds_members_of_anonymous_unions_and_functions() {
         let Ok(raw) = fs::read("/sys/kernel/btf/vmlinux") else {
-            eprintln!("SKIP: no kernel BTF");
+            crate::say!("SKIP: no kernel BTF");
             return;
         };
         let btf = Btf::parse(&raw).expect("kernel BTF parses");

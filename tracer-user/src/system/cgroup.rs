@@ -54,7 +54,7 @@ impl Drop for ScopedCgroup {
                 Err(_) => std::thread::sleep(Duration::from_millis(20)),
             }
         }
-        eprintln!(
+        crate::say!(
             "sockscope: cgroup {} still has processes ({:?}); left in place",
             self.path.display(),
             self.pids()

@@ -74,7 +74,7 @@ pub fn run(cgroup: &Path) -> std::io::Result<()> {
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    eprintln!(
+    crate::say!(
         "sockscope: check ended abruptly; continued the {} process(es) of {}",
         continued.len(),
         cgroup.display()

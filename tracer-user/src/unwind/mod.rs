@@ -364,7 +364,7 @@ impl DwarfStacks {
     /// after it: it is unwound now and returned as one.
     pub fn sample(&mut self, bytes: &[u8]) -> Option<(IoStackEvent, RawStack)> {
         let Some(sample) = Sample::decode(bytes) else {
-            eprintln!("sockscope: skipped a malformed stack sample record");
+            crate::say!("sockscope: skipped a malformed stack sample record");
             return None;
         };
         let pid = sample.pid;
@@ -436,7 +436,7 @@ impl DwarfStacks {
         if let Some(modes) = self.modes.as_mut()
             && let Err(e) = modes.insert(pid, u8::from(dwarf), 0)
         {
-            eprintln!("sockscope: cannot record the stack mode of pid {pid}: {e}");
+            crate::say!("sockscope: cannot record the stack mode of pid {pid}: {e}");
         }
     }
 
