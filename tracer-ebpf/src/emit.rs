@@ -32,7 +32,8 @@ pub fn stash_create(cookie: u64, family: u16) {
     if PENDING.insert(tid, pending, 0).is_err() {
         count(stats::PENDING_FULL);
     }
-    if filters_active() && TRACKED.insert(cookie, ts_ns, 0).is_err() {
+    // Its value: where the I/O hooks watch it, once they do (0 until then).
+    if filters_active() && TRACKED.insert(cookie, 0, 0).is_err() {
         count(stats::TRACK_FULL);
     }
 }
@@ -104,14 +105,17 @@ impl StackIds {
 /// sockets, so the rest of the host does not pay for stack walks.
 #[inline(always)]
 pub fn emit_release(cookie: u64, family: u16, stacks: impl FnOnce() -> StackIds) {
-    // Whoever releases it (another process it was passed to, say): one failed lookup
-    // for sockets never watched.
-    crate::io::forget_released(cookie);
+    // SAFETY: copied out at once.
+    let tracked = unsafe { TRACKED.get(&cookie) }.copied();
+    // Whoever releases it (another process it was passed to, say).
+    crate::io::forget_released(cookie, tracked.unwrap_or(0));
     let (tgid, tid) = current();
-    if !socket_wanted(cookie, tgid) {
+    if filters_active() && tracked.is_none() && !current_task_wanted(tgid) {
         return;
     }
-    let _ = TRACKED.remove(cookie);
+    if tracked.is_some() {
+        let _ = TRACKED.remove(cookie);
+    }
     let StackIds(kernel_stack, user_stack) = stacks();
     if let Some(mut entry) = reserve::<ReleaseEvent>() {
         entry.write(ReleaseEvent {

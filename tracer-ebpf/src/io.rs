@@ -25,7 +25,7 @@ use tracer_common::{
 
 use crate::{
     filter::{current, read_global},
-    maps::STACKS,
+    maps::{STACKS, TRACKED},
     stack_sample::{Sampled, sample},
 };
 
@@ -48,28 +48,48 @@ pub fn watch_new_socket(tgid: u32, fd: i64, cookie: u64, pc_id: u64) {
         ended_ns: 0,
     };
     if WATCHED_FDS.insert(key, socket, 0).is_ok() {
-        let _ = WATCH_KEY_OF.insert(cookie, key, 0);
+        remember_key(cookie, key);
     }
+}
+
+/// Notes under which key socket `cookie` is watched, for its release. A scoped session
+/// (`watch`, `check`) tracks each of its sockets in `TRACKED` already: the key goes in
+/// that entry, at no memory cost; host-wide (the daemon), in `WATCH_KEY_OF`.
+#[inline(always)]
+fn remember_key(cookie: u64, key: u64) {
+    if let Some(slot) = TRACKED.get_ptr_mut(cookie) {
+        // SAFETY: this socket's entry, written only by its creation and release.
+        unsafe { *slot = key };
+        return;
+    }
+    let _ = WATCH_KEY_OF.insert(cookie, key, 0);
 }
 
 /// Socket `cookie` is released: it is no longer watched under its fd (unless a newer
 /// socket has the fd already), and what was seen of it goes. Done here, where it costs
 /// a few map operations, rather than by user space: three syscalls per socket were
 /// most of `watch`'s cost on a host that churns sockets.
+///
+/// `tracked_key`: the socket's `TRACKED` value (0: not tracked there, or not watched).
 #[inline(always)]
-pub fn forget_released(cookie: u64) {
+pub fn forget_released(cookie: u64, tracked_key: u64) {
     if read_global(&IO_WATCH) == 0 {
         return;
     }
-    // SAFETY: copied out at once.
-    let Some(key) = (unsafe { WATCH_KEY_OF.get(&cookie) }).copied() else {
-        return;
+    let key = if tracked_key != 0 {
+        tracked_key
+    } else {
+        // SAFETY: copied out at once.
+        let Some(key) = (unsafe { WATCH_KEY_OF.get(&cookie) }).copied() else {
+            return;
+        };
+        let _ = WATCH_KEY_OF.remove(&cookie);
+        key
     };
     // SAFETY: copied out at once.
     if (unsafe { WATCHED_FDS.get(&key) }).is_some_and(|w| w.cookie == cookie) {
         let _ = WATCHED_FDS.remove(&key);
     }
-    let _ = WATCH_KEY_OF.remove(&cookie);
     let _ = IO_STATS.remove(&cookie);
 }
 
@@ -117,7 +137,8 @@ pub static WATCHED_FDS: HashMap<u64, WatchedFd> =
     HashMap::with_max_entries(16384, BPF_F_NO_PREALLOC);
 
 /// The key of `WATCHED_FDS` each watched socket is under, by cookie (written with it,
-/// by the kernel or by user space), for its release to find.
+/// by the kernel or by user space), for its release to find; sockets of a scoped
+/// session keep theirs in `TRACKED` instead (see `remember_key`).
 #[map]
 pub static WATCH_KEY_OF: HashMap<u64, u64> = HashMap::with_max_entries(16384, BPF_F_NO_PREALLOC);
 

@@ -40,7 +40,8 @@ pub static PENDING: HashMap<u32, PendingCreate> = HashMap::with_max_entries(2048
 
 /// Sockets whose create passed the filters, so their release is reported even when the
 /// releasing task would not pass them (e.g. another process closed the last reference).
-/// Value: creation time. Not preallocated, so it takes memory for the sockets really
+/// Value: its key in the I/O hooks' `WATCHED_FDS` once watched (0 before, or never):
+/// what its release removes there. Not preallocated, so it takes memory for the sockets really
 /// open, but its hash buckets are: sized at load from what the filter can reach
 /// (loader/sizes.rs), one entry when there is no filter (it is not used then).
 #[map]

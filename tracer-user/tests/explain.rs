@@ -531,9 +531,9 @@ fn a_socket_nothing_touches_is_held() {
     );
 }
 
-/// Entries of BPF map `name` held by process `pid` (found through its fds in /proc and
-/// read from the kernel): the keys of a `u64 -> V` hash map.
-fn map_keys<V: aya::Pod>(pid: u32, name: &str) -> Vec<u64> {
+/// The entries of BPF map `name` held by process `pid` (found through its fds in /proc
+/// and read from the kernel), a `u64 -> V` hash map.
+fn map_entries<V: aya::Pod>(pid: u32, name: &str) -> Vec<(u64, V)> {
     let dir = format!("/proc/{pid}/fdinfo");
     let ids: Vec<u32> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("read {dir}: {e}"))
@@ -555,66 +555,107 @@ fn map_keys<V: aya::Pod>(pid: u32, name: &str) -> Vec<u64> {
         let data = aya::maps::MapData::from_id(id).expect("open the map by id");
         let map = aya::maps::HashMap::<_, u64, V>::try_from(aya::maps::Map::HashMap(data))
             .expect("a u64-keyed hash map");
-        return map.keys().filter_map(Result::ok).collect();
+        return map.iter().filter_map(Result::ok).collect();
     }
     panic!("process {pid} holds no map {name}")
 }
 
-/// Every socket `watch` traces is watched by the I/O hooks from its creation; its
-/// release must take it out of their maps (the kernel does it, not user space), or a
-/// process that churns sockets would fill them: after thousands of sockets made and
-/// closed, the maps hold exactly the ones still open, under their fds.
-#[test]
-fn released_sockets_leave_the_io_hooks_maps() {
-    if !require_root("released_sockets_leave_the_io_hooks_maps") {
-        return;
-    }
+/// Under `sockscope ARGS` (ready when its stderr says `ready`), this process makes and
+/// closes 3000 UDP sockets and keeps 3: returns the keys (`pid << 32 | fd`) of the 3
+/// and, of the I/O hooks' maps, the `WATCHED_FDS` keys of this process, and the keys
+/// `TRACKED` and `WATCH_KEY_OF` hold for its sockets.
+fn io_maps_after_churn(args: &[&str], ready: &str) -> [Vec<u64>; 4] {
+    use std::os::fd::AsRawFd as _;
     let _serial = serial();
-    let me = std::process::id();
-    let mut watch = std::process::Command::new(sockscope_bin())
-        .args([
-            "watch",
-            "--pid",
-            &me.to_string(),
-            "--grace",
-            "1s",
-            "-f",
-            "json",
-        ])
+    let me = u64::from(std::process::id());
+    let mut tracer = std::process::Command::new(sockscope_bin())
+        .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("start watch");
-    let err = Lines::new(watch.stderr.take().expect("stderr"));
-    err.wait_for("watching pid", Duration::from_secs(30));
+        .expect("start sockscope");
+    let err = Lines::new(tracer.stderr.take().expect("stderr"));
+    err.wait_for(ready, Duration::from_secs(30));
     for _ in 0..3000 {
         drop(std::net::UdpSocket::bind("127.0.0.1:0").expect("bind a loopback socket"));
     }
     let kept: Vec<std::net::UdpSocket> = (0..3)
         .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").expect("bind"))
         .collect();
-    use std::os::fd::AsRawFd as _;
-    let mut want: Vec<u64> = kept
-        .iter()
-        .map(|s| (u64::from(me) << 32) | s.as_raw_fd() as u64)
-        .collect();
-    want.sort();
+    let mine = |keys: Vec<u64>| -> Vec<u64> {
+        let mut k: Vec<u64> = keys.into_iter().filter(|k| k >> 32 == me).collect();
+        k.sort();
+        k
+    };
+    let want = mine(
+        kept.iter()
+            .map(|s| (me << 32) | s.as_raw_fd() as u64)
+            .collect(),
+    );
     // The kernel writes and removes as the calls happen: no waiting for user space.
-    let mut watched = map_keys::<tracer_common::WatchedFd>(watch.id(), "WATCHED_FDS");
-    watched.sort();
-    let key_of = map_keys::<u64>(watch.id(), "WATCH_KEY_OF");
+    let pid = tracer.id();
+    let watched = mine(
+        map_entries::<tracer_common::WatchedFd>(pid, "WATCHED_FDS")
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect(),
+    );
+    let tracked = mine(
+        map_entries::<u64>(pid, "TRACKED")
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect(),
+    );
+    let key_of = mine(
+        map_entries::<u64>(pid, "WATCH_KEY_OF")
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect(),
+    );
     // SAFETY: our own child.
-    unsafe { libc::kill(watch.id() as i32, libc::SIGINT) };
-    let _ = watch.wait();
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let _ = tracer.wait();
+    drop(kept);
+    assert_nothing_attached("after sockscope");
+    [want, watched, tracked, key_of]
+}
+
+/// Every socket `watch` traces is watched by the I/O hooks from its creation; its
+/// release must take it out of their maps (the kernel does it, not user space), or a
+/// process that churns sockets would fill them: after thousands of sockets made and
+/// closed, the maps hold exactly the ones still open, under their fds. `watch` keeps
+/// where each is in its `TRACKED` entry, the daemon (which has none) in `WATCH_KEY_OF`.
+#[test]
+fn released_sockets_leave_the_io_hooks_maps() {
+    if !require_root("released_sockets_leave_the_io_hooks_maps") {
+        return;
+    }
+    let me = std::process::id().to_string();
+    let [want, watched, tracked, key_of] = io_maps_after_churn(
+        &["watch", "--pid", &me, "--grace", "1s", "-f", "json"],
+        "watching pid",
+    );
     assert_eq!(
         watched, want,
-        "the I/O hooks watch exactly our open sockets, by fd"
+        "watch: exactly our open sockets are watched, by fd"
+    );
+    assert_eq!(tracked, want, "watch: and TRACKED knows where each is");
+    assert!(
+        key_of.is_empty(),
+        "watch: nothing in WATCH_KEY_OF ({} entries)",
+        key_of.len()
+    );
+
+    let [want, watched, _, key_of] =
+        io_maps_after_churn(&["daemon", "--output", "/dev/null"], "daemon judging");
+    assert_eq!(
+        watched, want,
+        "daemon: exactly our open sockets are watched, by fd"
     );
     assert_eq!(
         key_of.len(),
-        3,
-        "and know where each is: entries for released sockets stay"
+        want.len(),
+        "daemon: WATCH_KEY_OF knows where each is, released ones are gone"
     );
-    drop(kept);
-    assert_nothing_attached("after watch");
+    assert_eq!(key_of, want);
 }

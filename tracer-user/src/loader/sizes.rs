@@ -13,6 +13,11 @@ pub const STACKS_HELPER: u32 = 16384;
 /// Tracked sockets (released by another task) under a comm or cgroup filter.
 pub const TRACKED_SCOPED: u32 = 65536;
 pub const TRACKED_MAX: u32 = 262_144;
+/// `WATCH_KEY_OF` entries host-wide (the daemon: every watched socket of the host).
+pub const WATCH_KEYS_HOST: u32 = 16384;
+/// In a scoped session the kernel's sockets keep their key in `TRACKED`: only the
+/// sockets user space watches itself (from before the attach) are here.
+pub const WATCH_KEYS_SCOPED: u32 = 1024;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MapSizes {
@@ -20,6 +25,8 @@ pub struct MapSizes {
     pub stacks: u32,
     /// `TRACKED` entries: sockets of the traced scope open at once.
     pub tracked: u32,
+    /// `WATCH_KEY_OF` entries.
+    pub watch_keys: u32,
 }
 
 impl MapSizes {
@@ -41,12 +48,18 @@ impl MapSizes {
                 STACKS_HELPER
             },
             tracked,
+            watch_keys: if tracked > 1 {
+                WATCH_KEYS_SCOPED
+            } else {
+                WATCH_KEYS_HOST
+            },
         }
     }
 
     pub fn apply(&self, loader: &mut EbpfLoader) {
         loader.map_max_entries("STACKS", self.stacks);
         loader.map_max_entries("TRACKED", self.tracked);
+        loader.map_max_entries("WATCH_KEY_OF", self.watch_keys);
     }
 }
 
@@ -95,9 +108,11 @@ mod tests {
             MapSizes::new(false, 0, false),
             MapSizes {
                 stacks: STACKS_HELPER,
-                tracked: 1
+                tracked: 1,
+                watch_keys: WATCH_KEYS_HOST,
             }
         );
         assert_eq!(MapSizes::new(true, 0, true).tracked, TRACKED_SCOPED);
+        assert_eq!(by_pid.watch_keys, WATCH_KEYS_SCOPED);
     }
 }
