@@ -93,6 +93,16 @@ pub fn probe_programs() -> Result<Probes, TracerError> {
         },
         optional: true,
     });
+    // Before the I/O hooks take their maps out of the object: the backends' release
+    // programs use those maps too (they forget released sockets there).
+    let backends = Backend::AUTO_ORDER
+        .into_iter()
+        .map(|b| {
+            let result = backend::attach(&mut ebpf, b, &facts, None);
+            backend::detach(&mut ebpf, b);
+            (b, result)
+        })
+        .collect();
     // The send/receive hooks that tell a leak's kind (check and watch attach them);
     // detached with the rest when this object is dropped.
     programs.push(ProgramProbe {
@@ -102,13 +112,5 @@ pub fn probe_programs() -> Result<Probes, TracerError> {
         note: None,
         optional: false,
     });
-    let backends = Backend::AUTO_ORDER
-        .into_iter()
-        .map(|b| {
-            let result = backend::attach(&mut ebpf, b, &facts, None);
-            backend::detach(&mut ebpf, b);
-            (b, result)
-        })
-        .collect();
     Ok(Probes { programs, backends })
 }
