@@ -5,7 +5,7 @@ mod common;
 
 use std::{
     io::Write as _,
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
@@ -377,4 +377,74 @@ fn a_closed_stderr_does_not_turn_an_error_into_a_panic() {
         .status()
         .expect("run sockscope");
     assert_eq!(status.code(), Some(2), "{status:?}");
+}
+
+/// A `check` killed by SIGKILL leaves its cgroup (`sockscope-check-PID`) behind; the
+/// next `check` removes those of dead runs that are empty, and leaves one that still
+/// holds a process.
+#[test]
+fn check_removes_empty_cgroups_left_by_killed_runs() {
+    if !require_root("check_removes_empty_cgroups_left_by_killed_runs") {
+        return;
+    }
+    let mounts = std::fs::read_to_string("/proc/mounts").expect("read /proc/mounts");
+    let root = mounts
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(f[1]))
+        })
+        .expect("cgroup v2 is mounted");
+    // Pids of processes that are gone: as a killed run's would be.
+    let dead = |_| {
+        let mut c = std::process::Command::new("true")
+            .spawn()
+            .expect("run true");
+        let pid = c.id();
+        c.wait().expect("reap it");
+        pid
+    };
+    let (empty, busy) = (dead(0), dead(1));
+    let left = root.join(format!("sockscope-check-{empty}"));
+    let held = root.join(format!("sockscope-check-{busy}"));
+    std::fs::create_dir_all(&left).expect("a leftover cgroup");
+    std::fs::create_dir_all(&held).expect("a leftover cgroup with a process");
+    let mut sleeper = std::process::Command::new("sh")
+        .args([
+            "-c",
+            &format!(
+                "echo $$ > {} && exec sleep 30",
+                held.join("cgroup.procs").display()
+            ),
+        ])
+        .spawn()
+        .expect("start a process in the leftover cgroup");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::fs::read_to_string(held.join("cgroup.procs"))
+        .unwrap_or_default()
+        .trim()
+        .is_empty()
+    {
+        assert!(Instant::now() < deadline, "the process joined its cgroup");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let run = run_check(&[], Path::new("/bin/true"), &[]);
+    let removed = !left.exists();
+    let kept = held.exists();
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+    for _ in 0..50 {
+        if std::fs::remove_dir(&held).is_ok() || !held.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = std::fs::remove_dir(&left);
+    assert!(removed, "the empty leftover is removed: {}", run.stderr);
+    assert!(kept, "the one with a process is left alone");
+    assert!(
+        run.stderr.contains("left by runs that were killed"),
+        "and says so: {}",
+        run.stderr
+    );
 }
