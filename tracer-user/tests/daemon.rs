@@ -473,8 +473,7 @@ fn daemon_unwinds_the_stacks_of_a_marked_program_built_without_frame_pointers() 
     if !require_root(test) {
         return;
     }
-    let in_ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-    let Some((_, nofp)) = pc_sim_builds(test, in_ci) else {
+    let Some((_, nofp)) = pc_sim_builds(test) else {
         return;
     };
     let sim_args = [
@@ -499,17 +498,8 @@ fn daemon_unwinds_the_stacks_of_a_marked_program_built_without_frame_pointers() 
     let _serial = serial();
     let (dir, output) = test_dir("daemon-dwarf");
     let (daemon, _d_err) = start_daemon(&["--stacks", "auto", "--grace", "300ms"], &output);
-    let mut sim = Command::new(&nofp)
-        .arg("--wait")
-        .args(sim_args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start pc_sim");
-    let sim_out = Lines::new(sim.stdout.take().unwrap());
-    let ready: Value =
-        serde_json::from_str(&sim_out.wait_for("ready", Duration::from_secs(10))).unwrap();
-    let pid = ready["pid"].as_u64().unwrap();
+    let (mut sim, _sim_out, pid) = spawn_waiting_at(&nofp, &[&["--wait"], &sim_args[..]].concat());
+    let pid = u64::from(pid);
     found(&output, "pc_sim without frame pointers", |p| {
         p["host_pid"].as_u64() == Some(pid)
     });

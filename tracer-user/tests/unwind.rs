@@ -13,16 +13,6 @@ use std::{
 use common::*;
 use serde_json::Value;
 
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
-}
-
-/// A missing prerequisite: a failure in CI, a skip with the reason elsewhere.
-fn missing(test: &str, why: &str) {
-    assert!(!in_ci(), "{test}: {why}");
-    eprintln!("SKIP {test}: {why}");
-}
-
 /// The C fixture, built now without frame pointers (with line tables).
 fn build_c_fixture(test: &str) -> Option<PathBuf> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/deep_socket.c");
@@ -265,27 +255,24 @@ fn dwarf_stack_of_c_program_without_frame_pointers_matches_gdb() {
     assert!(line.contains("dwarf"), "{line}");
 }
 
-/// The one leak `check --stacks MODE` finds in `pc_sim --pcs 1 --leak 1` (which exits
-/// right after its sockets are made and closed, leaving the leaked one to the exit: its
-/// maps must be read before then).
-fn check_leak(bin: &Path, mode: &str) -> Value {
+/// The one leak `check --stacks MODE --grace 1s` finds in `pc_sim --pcs 1 --sockets 2
+/// --leak 1 SIM_ARGS`.
+fn only_leak(bin: &Path, mode: &str, sim_args: &[&str]) -> Value {
     let run = run_check(
         &["--stacks", mode, "--grace", "1s"],
         bin,
-        &[
-            "--pcs",
-            "1",
-            "--sockets",
-            "2",
-            "--leak",
-            "1",
-            "--exit-without-cleanup",
-        ],
+        &[&["--pcs", "1", "--sockets", "2", "--leak", "1"], sim_args].concat(),
     );
     assert_eq!(run.code, Some(1), "a leak: {}", run.stderr);
     let leaks = by_event(&run.ours, "leak");
     assert_eq!(leaks.len(), 1, "one leak: {:#?}", run.ours);
     leaks[0].clone()
+}
+
+/// The leak of a `pc_sim` that exits right after its sockets are made and closed,
+/// leaving the leaked one to the exit: its maps must be read before then.
+fn check_leak(bin: &Path, mode: &str) -> Value {
+    only_leak(bin, mode, &["--exit-without-cleanup"])
 }
 
 #[test]
@@ -294,7 +281,7 @@ fn check_on_rust_release_build_without_frame_pointers_matches_the_frame_pointer_
     if !require_root(test) {
         return;
     }
-    let Some((fp_bin, nofp_bin)) = pc_sim_builds(test, in_ci()) else {
+    let Some((fp_bin, nofp_bin)) = pc_sim_builds(test) else {
         return;
     };
     // The frame-pointer build as users run it today (frame pointers), and unwound with
@@ -361,28 +348,10 @@ fn check_on_rust_release_build_without_frame_pointers_matches_the_frame_pointer_
     );
 }
 
-/// The one leak of `pc_sim --pcs 1 --leak 1 --keep-sending` under `check --stacks MODE`:
-/// its leaked socket keeps sending every 50 ms after the close, from a thread of its own.
+/// The leak of a `pc_sim` whose leaked socket keeps sending every 50 ms after the close,
+/// from a thread of its own.
 fn check_active_leak(bin: &Path, mode: &str) -> Value {
-    let run = run_check(
-        &["--stacks", mode, "--grace", "1s"],
-        bin,
-        &[
-            "--pcs",
-            "1",
-            "--sockets",
-            "2",
-            "--leak",
-            "1",
-            "--keep-sending",
-            "--linger",
-            "2500",
-        ],
-    );
-    assert_eq!(run.code, Some(1), "a leak: {}", run.stderr);
-    let leaks = by_event(&run.ours, "leak");
-    assert_eq!(leaks.len(), 1, "one leak: {:#?}", run.ours);
-    let leak = leaks[0].clone();
+    let leak = only_leak(bin, mode, &["--keep-sending", "--linger", "2500"]);
     assert_eq!(leak["kind"], "active", "it keeps sending: {leak}");
     leak
 }
@@ -397,7 +366,7 @@ fn last_io_stack_of_rust_release_build_without_frame_pointers_matches_the_frame_
     if !require_root(test) {
         return;
     }
-    let Some((fp_bin, nofp_bin)) = pc_sim_builds(test, in_ci()) else {
+    let Some((fp_bin, nofp_bin)) = pc_sim_builds(test) else {
         return;
     };
     let with_fp = check_active_leak(&fp_bin, "dwarf");

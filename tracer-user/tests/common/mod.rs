@@ -18,6 +18,17 @@ pub fn serial() -> MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Whether the tests run in CI (`CI=true`): there a missing prerequisite fails.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// A missing prerequisite: a failure in CI, a skip with the reason elsewhere.
+pub fn missing(test: &str, why: &str) {
+    assert!(!in_ci(), "{test}: {why}");
+    eprintln!("SKIP {test}: {why}");
+}
+
 /// True when the test can run. Outside CI a non-root run skips with a reason; in CI
 /// (CI=true) it fails, because a skipped test there would hide a broken tracer.
 pub fn require_root(test: &str) -> bool {
@@ -25,7 +36,7 @@ pub fn require_root(test: &str) -> bool {
     if unsafe { libc::geteuid() } == 0 {
         return true;
     }
-    if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+    if in_ci() {
         panic!("{test}: must run as root in CI (loads BPF programs)");
     }
     eprintln!("SKIP {test}: needs root (loads BPF programs)");
@@ -532,7 +543,7 @@ pub fn stack_functions(stack: &Value) -> Vec<String> {
 /// The release builds of `pc_sim` with and without frame pointers (`cargo xtask test`
 /// builds them into `$SOCKSCOPE_UNWIND_BINS`, see xtask/src/unwind_bins.rs). Missing: a
 /// failure in CI, else `None` with the reason printed (the test then skips).
-pub fn pc_sim_builds(test: &str, in_ci: bool) -> Option<(PathBuf, PathBuf)> {
+pub fn pc_sim_builds(test: &str) -> Option<(PathBuf, PathBuf)> {
     let dir = std::env::var_os("SOCKSCOPE_UNWIND_BINS").map_or_else(
         || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/unwind"),
         PathBuf::from,
@@ -546,7 +557,6 @@ pub fn pc_sim_builds(test: &str, in_ci: bool) -> Option<(PathBuf, PathBuf)> {
         "{} missing: `cargo xtask test` builds pc_sim with and without frame pointers",
         nofp.display()
     );
-    assert!(!in_ci, "{test}: {why}");
-    eprintln!("SKIP {test}: {why}");
+    missing(test, &why);
     None
 }
