@@ -38,48 +38,18 @@ pub fn stash_create(cookie: u64, family: u16) {
     }
 }
 
-/// What `TRACKED` says of a socket. A plain value, never an `Option`: the compiler may
-/// read an absent payload and select it away, which the verifier refuses ("R6
-/// !read_ok").
-#[derive(Clone, Copy)]
-struct Tracked {
-    /// It was tracked at creation.
-    found: bool,
-    /// Its value: where the I/O hooks watch it (0: they do not).
-    watch_key: u64,
-}
-
-/// What `TRACKED` says of `cookie` (only under a filter: without one the map is not
-/// used, and not looked up).
+/// Whether events about an existing socket concern us: it was tracked at creation, or
+/// (for sockets that predate the tracer) the current task passes the filters.
 #[inline(always)]
-fn tracked(cookie: u64) -> Tracked {
-    let mut t = Tracked {
-        found: false,
-        watch_key: 0,
-    };
-    if filters_active() {
-        // SAFETY: read at once.
-        if let Some(v) = unsafe { TRACKED.get(&cookie) } {
-            t.found = true;
-            t.watch_key = *v;
-        }
-    }
-    t
-}
-
-/// Whether events about an existing socket concern us: no filter, it was tracked at
-/// creation, or (for sockets that predate the tracer) the current task passes the
-/// filters.
-#[inline(always)]
-fn socket_wanted(tracked: Tracked, tgid: u32) -> bool {
-    !filters_active() || tracked.found || current_task_wanted(tgid)
+fn socket_wanted(cookie: u64, tgid: u32) -> bool {
+    !filters_active() || TRACKED.get_ptr(cookie).is_some() || current_task_wanted(tgid)
 }
 
 /// The socket got a local address: `port` in host order, `addr` as [`BindEvent::addr`].
 #[inline(always)]
 pub fn emit_bind(cookie: u64, family: u16, port: u16, addr: [u8; 16]) {
     let (tgid, tid) = current();
-    if !socket_wanted(tracked(cookie), tgid) {
+    if !socket_wanted(cookie, tgid) {
         return;
     }
     if let Some(mut entry) = reserve::<BindEvent>() {
@@ -135,14 +105,15 @@ impl StackIds {
 /// sockets, so the rest of the host does not pay for stack walks.
 #[inline(always)]
 pub fn emit_release(cookie: u64, family: u16, stacks: impl FnOnce() -> StackIds) {
-    let tracked = tracked(cookie);
+    // SAFETY: copied out at once.
+    let tracked = unsafe { TRACKED.get(&cookie) }.copied();
     // Whoever releases it (another process it was passed to, say).
-    crate::io::forget_released(cookie, tracked.watch_key);
+    crate::io::forget_released(cookie, tracked.unwrap_or(0));
     let (tgid, tid) = current();
-    if !socket_wanted(tracked, tgid) {
+    if filters_active() && tracked.is_none() && !current_task_wanted(tgid) {
         return;
     }
-    if tracked.found {
+    if tracked.is_some() {
         let _ = TRACKED.remove(cookie);
     }
     let StackIds(kernel_stack, user_stack) = stacks();

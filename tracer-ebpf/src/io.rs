@@ -24,7 +24,7 @@ use tracer_common::{
 };
 
 use crate::{
-    filter::{current, filters_active, read_global},
+    filter::{current, read_global},
     maps::{STACKS, TRACKED},
     stack_sample::{Sampled, sample},
 };
@@ -57,9 +57,7 @@ pub fn watch_new_socket(tgid: u32, fd: i64, cookie: u64, pc_id: u64) {
 /// that entry, at no memory cost; host-wide (the daemon), in `WATCH_KEY_OF`.
 #[inline(always)]
 fn remember_key(cookie: u64, key: u64) {
-    if filters_active()
-        && let Some(slot) = TRACKED.get_ptr_mut(cookie)
-    {
+    if let Some(slot) = TRACKED.get_ptr_mut(cookie) {
         // SAFETY: this socket's entry, written only by its creation and release.
         unsafe { *slot = key };
         return;

@@ -24,8 +24,8 @@ pub struct Discovery {
     /// Objects with markers: how many known processes map each, and since when none
     /// has (monotonic ns).
     users: HashMap<FileId, Users>,
-    /// See [`Self::gone_before_found`].
-    gone_before_found: u64,
+    /// See [`Self::gone_before_seen`].
+    gone_before_seen: u64,
 }
 
 #[derive(Debug)]
@@ -68,7 +68,7 @@ impl Discovery {
         let (marked, started) = if expected.is_some() && now != expected {
             let exe = identity.and_then(exe_file_id);
             let known = exe.filter(|id| self.objects.get(id) == Some(&true));
-            self.gone_before_found += 1;
+            self.gone_before_seen += 1;
             (known.into_iter().collect(), expected)
         } else {
             (self.marked_objects(objects, new_objects), now)
@@ -130,8 +130,8 @@ impl Discovery {
 
     /// Processes that had exited (or whose pid was another's already) when first
     /// looked at; judged only if the program they executed is known to carry markers.
-    pub fn gone_before_found(&self) -> u64 {
-        self.gone_before_found
+    pub fn gone_before_seen(&self) -> u64 {
+        self.gone_before_seen
     }
 
     /// The markers of object `id` could not all be attached (the process it was read

@@ -158,6 +158,19 @@ fn program_lines(out: &Lines) -> Vec<Value> {
 /// A cgroup named as Docker names a container's, removed when dropped.
 struct ContainerCgroup(PathBuf);
 
+/// Where cgroup v2 is mounted (/sys/fs/cgroup, or /sys/fs/cgroup/unified on hybrid
+/// hosts).
+fn cgroup2_root() -> PathBuf {
+    let mounts = std::fs::read_to_string("/proc/mounts").expect("read /proc/mounts");
+    mounts
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(f[1]))
+        })
+        .expect("cgroup v2 is mounted")
+}
+
 impl ContainerCgroup {
     fn create() -> Self {
         let path = cgroup2_root()
@@ -641,8 +654,12 @@ fn daemon_judges_a_process_that_exited_before_it_got_to_its_records() {
         &["--wait", "--pcs", "2", "--leak", "1", "--linger", "600"],
     );
     let pid = u64::from(pid);
-    let start_ticks =
-        tracer_user::discovery::start_time(pid as u32).expect("starttime in /proc/PID/stat");
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let start_ticks: u64 = stat[stat.rfind(')').unwrap() + 1..]
+        .split_whitespace()
+        .nth(19)
+        .and_then(|t| t.parse().ok())
+        .expect("starttime in /proc/PID/stat");
     go(&mut child);
     let lines = program_lines(&out);
     let _ = child.wait();

@@ -387,7 +387,14 @@ fn check_removes_empty_cgroups_left_by_killed_runs() {
     if !require_root("check_removes_empty_cgroups_left_by_killed_runs") {
         return;
     }
-    let root = cgroup2_root();
+    let mounts = std::fs::read_to_string("/proc/mounts").expect("read /proc/mounts");
+    let root = mounts
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(f[1]))
+        })
+        .expect("cgroup v2 is mounted");
     // Pids of processes that are gone: as a killed run's would be.
     let dead = |_| {
         let mut c = std::process::Command::new("true")

@@ -37,11 +37,11 @@ impl LeakSession {
     }
 
     /// Processes that had exited when first looked at (see
-    /// [`Discovery::gone_before_found`]).
+    /// [`Discovery::gone_before_seen`]).
     pub fn gone_before_found(&self) -> u64 {
         self.discovery
             .as_ref()
-            .map_or(0, Discovery::gone_before_found)
+            .map_or(0, Discovery::gone_before_seen)
     }
 
     /// Looks at a process now (the daemon, for those running when it starts): whether

@@ -322,7 +322,7 @@ fn read(
         }
         dwarf.continue_stopped();
         let horizon_ns = if emptied { horizon_ns } else { 0 };
-        let taken = records.len();
+        let read = records.len();
         // Usually nothing is held: this pass's records go as they are, not copied.
         let records = if held.is_empty() {
             records
@@ -351,7 +351,7 @@ fn read(
         if handed.is_err() || (last && emptied) {
             return;
         }
-        if let Some(report) = timer.end(taken, emptied.then_some(POLL)) {
+        if let Some(report) = timer.end(read, emptied.then_some(POLL)) {
             crate::say!("{report}");
         }
         if emptied {

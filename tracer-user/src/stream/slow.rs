@@ -36,6 +36,7 @@ pub struct PassTimer {
     /// When the current pass began.
     began: Instant,
     steps: [(Duration, u32); 3],
+    records: usize,
     last_report: Option<Instant>,
     /// Slow passes not reported yet (rate limit).
     unreported: u32,
@@ -47,6 +48,7 @@ impl Default for PassTimer {
             slept: None,
             began: Instant::now(),
             steps: [(Duration::ZERO, 0); 3],
+            records: 0,
             last_report: None,
             unreported: 0,
         }
@@ -58,6 +60,7 @@ impl PassTimer {
     pub fn begin(&mut self) {
         self.began = Instant::now();
         self.steps = [(Duration::ZERO, 0); 3];
+        self.records = 0;
     }
 
     /// Runs `f` as one `step` of the pass.
@@ -70,11 +73,11 @@ impl PassTimer {
         out
     }
 
-    /// The pass read `records` and is over; the reader now sleeps `sleeps_for` at most
-    /// (`None`: it goes on at once).
+    /// The pass read `records` and is over; the reader now sleeps `timeout` at most.
     /// Returns the report to print, if the pass or the wake-up before it was slow.
     pub fn end(&mut self, records: usize, sleeps_for: Option<Duration>) -> Option<String> {
         let now = Instant::now();
+        self.records = records;
         let took = now - self.began;
         let woke_late = self
             .slept
@@ -93,10 +96,10 @@ impl PassTimer {
         }
         self.last_report = Some(now);
         let others = std::mem::take(&mut self.unreported);
-        Some(self.describe(records, took, woke_late, others))
+        Some(self.describe(took, woke_late, others))
     }
 
-    fn describe(&self, records: usize, took: Duration, woke_late: Duration, others: u32) -> String {
+    fn describe(&self, took: Duration, woke_late: Duration, others: u32) -> String {
         let mut why = Vec::new();
         if woke_late >= SLOW {
             why.push(format!(
@@ -119,7 +122,7 @@ impl PassTimer {
             why.push(format!(
                 "took {} ms to read {} records: {}",
                 took.as_millis(),
-                records,
+                self.records,
                 steps.join(", ")
             ));
         }

@@ -560,16 +560,3 @@ pub fn pc_sim_builds(test: &str) -> Option<(PathBuf, PathBuf)> {
     missing(test, &why);
     None
 }
-
-/// Where cgroup v2 is mounted (/sys/fs/cgroup, or /sys/fs/cgroup/unified on hybrid
-/// hosts).
-pub fn cgroup2_root() -> PathBuf {
-    let mounts = std::fs::read_to_string("/proc/mounts").expect("read /proc/mounts");
-    mounts
-        .lines()
-        .find_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(f[1]))
-        })
-        .expect("cgroup v2 is mounted")
-}
