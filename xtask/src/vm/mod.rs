@@ -180,6 +180,7 @@ pub fn run(kernel: &str) -> anyhow::Result<()> {
         println!();
     }
     if !failed.is_empty() {
+        print_failed_consoles(&work, &failed);
         bail!("vm-test failed: {}", failed.join(", "));
     }
     println!(
@@ -220,4 +221,31 @@ fn run_on_host(work: &Path, bins: &Path, expect: &Expect) -> anyhow::Result<Stri
     text.push_str(&String::from_utf8_lossy(&out.stderr));
     fs::write(&log, &text).context("cannot write the host log")?;
     Ok(text)
+}
+
+/// How much of a failed guest's console the log shows: the systemd guest's ends with
+/// the unit's journal, the others with the checks' own output.
+const CONSOLE_TAIL_LINES: usize = 80;
+
+/// The end of the console of every guest with a failed check ("NAME/..."), into the
+/// log itself: on a CI machine the console files are gone with the machine.
+fn print_failed_consoles(work: &Path, failed: &[String]) {
+    let mut guests: Vec<&str> = failed.iter().filter_map(|f| f.split('/').next()).collect();
+    guests.dedup();
+    for g in guests {
+        let path = work.join(format!("console-{g}.log"));
+        let Ok(bytes) = fs::read(&path) else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&bytes);
+        let lines: Vec<&str> = text.lines().collect();
+        println!(
+            "xtask: the last {} lines of {}:",
+            CONSOLE_TAIL_LINES.min(lines.len()),
+            path.display()
+        );
+        for l in &lines[lines.len().saturating_sub(CONSOLE_TAIL_LINES)..] {
+            println!("  {}", l.trim_end_matches('\r'));
+        }
+    }
 }
