@@ -13,14 +13,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope};
+use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope};
 use tracer_common::{MARKER_MAX_ARGS, UsdtArg, UsdtSpec, usdt_action, usdt_arg};
 
 use crate::{
     backend::MarkerIds,
     correlate::PcMarker,
     error::TracerError,
-    loader::{Tracer, USDT_PROGRAM},
+    loader::{LinkSlot, Tracer, USDT_PROGRAM},
     stapsdt::{ArgKind, ArgSpec, UsdtError, UsdtProbe, read_notes},
 };
 
@@ -118,7 +118,7 @@ pub struct MarkerTable {
 #[derive(Debug)]
 struct ObjectMarkers {
     path: PathBuf,
-    links: Vec<(u32, UProbeLinkId)>,
+    links: Vec<(u32, Option<LinkSlot>)>,
 }
 
 impl MarkerTable {
@@ -149,8 +149,10 @@ impl MarkerTable {
         let now = Instant::now();
         let count = object.links.len();
         for (cookie, link) in object.links {
-            // A link the kernel already dropped is detached all the same.
-            let _ = parts.program.detach(link);
+            // Without a slot the link stayed with the program: detached at the end.
+            if let Some(slot) = link {
+                parts.links.detach(slot);
+            }
             let _ = parts.specs.remove(&cookie);
             if let Some(slot) = self.markers.get_mut(cookie as usize) {
                 *slot = None;
@@ -256,7 +258,7 @@ impl MarkerTable {
         probe: &UsdtProbe,
         object: &Path,
         scope: UProbeScope,
-    ) -> Result<Option<(u32, UProbeLinkId)>, String> {
+    ) -> Result<Option<(u32, Option<LinkSlot>)>, String> {
         if probe.semaphore != 0 {
             return Err(
                 "uses a semaphore, which sockscope cannot enable (use probe! without one)".into(),
@@ -318,6 +320,7 @@ impl MarkerTable {
                 return Err(format!("{USDT_PROGRAM} could not be attached: {e}"));
             }
         };
+        let slot = parts.links.adopt(parts.program.take_link(link));
         if shared.is_some() {
             return Ok(None);
         }
@@ -332,7 +335,7 @@ impl MarkerTable {
             spec,
         };
         self.store(cookie, reused, marker);
-        Ok(by_cookie.then_some((cookie, link)))
+        Ok(by_cookie.then_some((cookie, slot)))
     }
 }
 

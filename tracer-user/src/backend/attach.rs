@@ -9,7 +9,7 @@ use aya::{
 use super::{Backend, KernelFacts, Unavailable};
 use crate::{
     error::TracerError,
-    loader::{prog_err, program},
+    loader::{Links, prog_err, program},
     system,
 };
 
@@ -156,23 +156,27 @@ fn cgroup_target(path: Option<&PathBuf>) -> Result<File, TracerError> {
 /// unloaded again, so another backend can be tried on the same object.
 pub fn attach(
     ebpf: &mut Ebpf,
+    links: &mut Links,
     backend: Backend,
     facts: &KernelFacts,
     cgroup: Option<&PathBuf>,
 ) -> Result<(), Unavailable> {
+    let mark = links.mark();
     let result = match backend {
-        Backend::Cgroup => attach_cgroup(ebpf, cgroup),
-        Backend::Fentry => attach_hooks(ebpf, &FENTRY_HOOKS, facts),
-        Backend::Kprobe => attach_hooks(ebpf, &KPROBE_HOOKS, facts),
+        Backend::Cgroup => attach_cgroup(ebpf, links, cgroup),
+        Backend::Fentry => attach_hooks(ebpf, links, &FENTRY_HOOKS, facts),
+        Backend::Kprobe => attach_hooks(ebpf, links, &KPROBE_HOOKS, facts),
     };
     if result.is_err() {
-        detach(ebpf, backend);
+        links.detach_since(mark);
+        unload(ebpf, backend);
     }
     result
 }
 
-/// Detaches and unloads `backend`'s programs (those that were loaded).
-pub fn detach(ebpf: &mut Ebpf, backend: Backend) {
+/// Unloads `backend`'s programs (those that were loaded); their links in [`Links`]
+/// must be detached first.
+pub fn unload(ebpf: &mut Ebpf, backend: Backend) {
     // Not loaded (or already unloaded) is the only error: nothing to undo.
     match backend {
         Backend::Cgroup => {
@@ -196,19 +200,30 @@ pub fn detach(ebpf: &mut Ebpf, backend: Backend) {
     }
 }
 
-fn attach_cgroup(ebpf: &mut Ebpf, cgroup: Option<&PathBuf>) -> Result<(), Unavailable> {
+fn attach_cgroup(
+    ebpf: &mut Ebpf,
+    links: &mut Links,
+    cgroup: Option<&PathBuf>,
+) -> Result<(), Unavailable> {
     let file = cgroup_target(cgroup)?;
     for name in CGROUP_PROGRAMS {
         let prog: &mut CgroupSock = program(ebpf, name)?;
         prog.load().map_err(prog_err(name, "loaded"))?;
         // `Single`: this kernel rejects the multi-attach flag (PLATFORM.md).
-        prog.attach(&file, CgroupAttachMode::Single)
+        let id = prog
+            .attach(&file, CgroupAttachMode::Single)
             .map_err(prog_err(name, "attached"))?;
+        links.adopt(prog.take_link(id));
     }
     Ok(())
 }
 
-fn attach_hooks(ebpf: &mut Ebpf, hooks: &[Hook], facts: &KernelFacts) -> Result<(), Unavailable> {
+fn attach_hooks(
+    ebpf: &mut Ebpf,
+    links: &mut Links,
+    hooks: &[Hook],
+    facts: &KernelFacts,
+) -> Result<(), Unavailable> {
     if let Err(gap) = facts.offsets {
         return Err(gap.into());
     }
@@ -222,13 +237,14 @@ fn attach_hooks(ebpf: &mut Ebpf, hooks: &[Hook], facts: &KernelFacts) -> Result<
             }
             return Err(Unavailable::NoFunction(h.function));
         }
-        attach_hook(ebpf, h, &mut aya_btf)?;
+        attach_hook(ebpf, links, h, &mut aya_btf)?;
     }
     Ok(())
 }
 
 fn attach_hook(
     ebpf: &mut Ebpf,
+    links: &mut Links,
     h: &Hook,
     aya_btf: &mut Option<aya::Btf>,
 ) -> Result<(), Unavailable> {
@@ -239,13 +255,15 @@ fn attach_hook(
             let btf = parsed_btf(aya_btf)?;
             let p: &mut FEntry = program(ebpf, name)?;
             p.load(h.function, btf).map_err(step("loaded"))?;
-            p.attach().map_err(step("attached"))?;
+            let id = p.attach().map_err(step("attached"))?;
+            links.adopt(p.take_link(id));
         }
         HookKind::FExit => {
             let btf = parsed_btf(aya_btf)?;
             let p: &mut FExit = program(ebpf, name)?;
             p.load(h.function, btf).map_err(step("loaded"))?;
-            p.attach().map_err(step("attached"))?;
+            let id = p.attach().map_err(step("attached"))?;
+            links.adopt(p.take_link(id));
         }
         HookKind::KProbe | HookKind::KRetProbe => {
             let p: &mut KProbe = program(ebpf, name)?;
@@ -253,11 +271,12 @@ fn attach_hook(
             if p.fd().is_err() {
                 p.load().map_err(step("loaded"))?;
             }
-            p.attach(h.function, 0).map_err(|e| match os_error(&e) {
+            let id = p.attach(h.function, 0).map_err(|e| match os_error(&e) {
                 // The kprobe event source is missing (the function exists, see above).
                 Some(libc::ENOENT) => Unavailable::NoKprobes,
                 _ => classify(name, "attached", e),
             })?;
+            links.adopt(p.take_link(id));
         }
     }
     Ok(())

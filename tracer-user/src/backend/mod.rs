@@ -16,7 +16,7 @@
 mod attach;
 mod kernel;
 
-pub use attach::{CGROUP_PROGRAMS, attach, detach};
+pub use attach::{CGROUP_PROGRAMS, attach, unload};
 pub use kernel::{KernelFacts, MarkerIds, SockOffsets};
 
 use crate::error::TracerError;

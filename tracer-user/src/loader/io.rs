@@ -7,7 +7,7 @@ use aya::{
 };
 use tracer_common::{IoStats, WatchedFd};
 
-use super::{prog_err, program, take_map};
+use super::{Links, prog_err, program, take_map};
 use crate::error::TracerError;
 
 /// `BPF_EXIST`: update an entry, never add one.
@@ -37,6 +37,7 @@ fn fd_key(pid: u32, fd: i32) -> u64 {
 /// passed over (its I/O is then not seen).
 fn attach_each(
     ebpf: &mut Ebpf,
+    links: &mut Links,
     name: &'static str,
     tracepoints: &[String],
     field: &str,
@@ -47,25 +48,27 @@ fn attach_each(
         if crate::system::tracepoint_field_offset("syscalls", tp, field) != Some(16) {
             continue;
         }
-        prog.attach("syscalls", tp)
+        let id = prog
+            .attach("syscalls", tp)
             .map_err(prog_err(name, "attached"))?;
+        links.adopt(prog.take_link(id));
     }
     Ok(())
 }
 
 impl IoWatch {
-    pub fn attach(ebpf: &mut Ebpf) -> Result<Self, TracerError> {
+    pub fn attach(ebpf: &mut Ebpf, links: &mut Links) -> Result<Self, TracerError> {
         let enter = |calls: &[&str]| -> Vec<String> {
             calls.iter().map(|c| format!("sys_enter_{c}")).collect()
         };
-        attach_each(ebpf, SEND_PROGRAM, &enter(&SENDS), "fd")?;
-        attach_each(ebpf, RECV_PROGRAM, &enter(&RECVS), "fd")?;
+        attach_each(ebpf, links, SEND_PROGRAM, &enter(&SENDS), "fd")?;
+        attach_each(ebpf, links, RECV_PROGRAM, &enter(&RECVS), "fd")?;
         let exits: Vec<String> = SENDS
             .iter()
             .chain(&RECVS)
             .map(|c| format!("sys_exit_{c}"))
             .collect();
-        attach_each(ebpf, EXIT_PROGRAM, &exits, "ret")?;
+        attach_each(ebpf, links, EXIT_PROGRAM, &exits, "ret")?;
         Ok(Self {
             watched: take_map(ebpf, "WATCHED_FDS", HashMap::try_from)?,
             key_of: take_map(ebpf, "WATCH_KEY_OF", HashMap::try_from)?,

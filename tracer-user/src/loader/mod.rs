@@ -11,10 +11,12 @@ use aya::{
 use tracer_common::{COMM_LEN, UsdtSpec, stats};
 
 mod io;
+mod links;
 mod probe;
 pub mod sizes;
 
 pub use io::IoWatch;
+pub use links::{LinkMark, LinkSlot, Links};
 
 pub use probe::{Probes, ProgramProbe, probe_programs};
 
@@ -222,33 +224,44 @@ impl TracerBuilder {
             &facts,
         )?;
 
+        let mut links = Links::default();
         // The fd pairing must be in place before the first socket is stashed.
-        let exit: &mut TracePoint = program(&mut ebpf, SOCKET_EXIT_PROGRAM)?;
-        exit.load()
-            .map_err(prog_err(SOCKET_EXIT_PROGRAM, "loaded"))?;
-        exit.attach("syscalls", "sys_exit_socket")
-            .map_err(prog_err(SOCKET_EXIT_PROGRAM, "attached"))?;
-        let (backend, rejections) =
-            choose_backend(&mut ebpf, self.backend, &facts, self.cgroup.as_ref())?;
+        attach_tracepoint(
+            &mut ebpf,
+            &mut links,
+            SOCKET_EXIT_PROGRAM,
+            ("syscalls", "sys_exit_socket"),
+        )?;
+        let (backend, rejections) = choose_backend(
+            &mut ebpf,
+            &mut links,
+            self.backend,
+            &facts,
+            self.cgroup.as_ref(),
+        )?;
 
         // Only where the record has `group_dead` where the program reads it (6.x).
         let exits_traced =
             system::tracepoint_field_offset("sched", "sched_process_exit", "group_dead")
                 == Some(32);
         if exits_traced {
-            let exit: &mut TracePoint = program(&mut ebpf, PROC_EXIT_PROGRAM)?;
-            exit.load().map_err(prog_err(PROC_EXIT_PROGRAM, "loaded"))?;
-            exit.attach("sched", "sched_process_exit")
-                .map_err(prog_err(PROC_EXIT_PROGRAM, "attached"))?;
+            attach_tracepoint(
+                &mut ebpf,
+                &mut links,
+                PROC_EXIT_PROGRAM,
+                ("sched", "sched_process_exit"),
+            )?;
         }
 
         // Stopping is never host-wide: the program stops only in the cgroup (it checks
         // the filter); host-wide it only reports.
         if (self.follow_exec && cgroup_id != 0) || self.exec_all {
-            let exec: &mut TracePoint = program(&mut ebpf, EXEC_PROGRAM)?;
-            exec.load().map_err(prog_err(EXEC_PROGRAM, "loaded"))?;
-            exec.attach("sched", "sched_process_exec")
-                .map_err(prog_err(EXEC_PROGRAM, "attached"))?;
+            attach_tracepoint(
+                &mut ebpf,
+                &mut links,
+                EXEC_PROGRAM,
+                ("sched", "sched_process_exec"),
+            )?;
         }
 
         // Loaded now, attached per marker later (see `markers`); not at all where
@@ -259,7 +272,7 @@ impl TracerBuilder {
         }
 
         let io = if self.io_watch {
-            Some(IoWatch::attach(&mut ebpf)?)
+            Some(IoWatch::attach(&mut ebpf, &mut links)?)
         } else {
             None
         };
@@ -285,6 +298,7 @@ impl TracerBuilder {
             None
         };
         Ok(Tracer {
+            links,
             ebpf,
             events: Some(events),
             stacks: Arc::new(stacks),
@@ -308,6 +322,7 @@ impl TracerBuilder {
 /// attaches; also says why the ones before it were passed over.
 fn choose_backend(
     ebpf: &mut Ebpf,
+    links: &mut Links,
     wanted: Option<Backend>,
     facts: &KernelFacts,
     cgroup: Option<&PathBuf>,
@@ -318,7 +333,7 @@ fn choose_backend(
     };
     let mut rejections = Rejections::default();
     for b in order {
-        match backend::attach(ebpf, b, facts, cgroup) {
+        match backend::attach(ebpf, links, b, facts, cgroup) {
             Ok(()) => return Ok((b, rejections)),
             Err(why) if wanted.is_some() => {
                 return Err(TracerError::Backend {
@@ -330,6 +345,22 @@ fn choose_backend(
         }
     }
     Err(TracerError::NoBackend(rejections))
+}
+
+/// Loads tracepoint program `name` and attaches it to `(category, tracepoint)`.
+fn attach_tracepoint(
+    ebpf: &mut Ebpf,
+    links: &mut Links,
+    name: &'static str,
+    (category, tracepoint): (&str, &str),
+) -> Result<(), TracerError> {
+    let prog: &mut TracePoint = program(ebpf, name)?;
+    prog.load().map_err(prog_err(name, "loaded"))?;
+    let id = prog
+        .attach(category, tracepoint)
+        .map_err(prog_err(name, "attached"))?;
+    links.adopt(prog.take_link(id));
+    Ok(())
 }
 
 /// `EVENTS`' size in tracer-ebpf.
@@ -474,6 +505,8 @@ fn take_map<T>(
 
 /// Loaded and attached programs. Dropping it detaches them.
 pub struct Tracer {
+    /// Every link, detached together (first: before the programs are unloaded).
+    links: Links,
     // Owns the programs and their links.
     #[allow(dead_code)]
     ebpf: Ebpf,
@@ -510,6 +543,9 @@ pub type UsdtSites = aya::maps::HashMap<MapData, u64, u32>;
 /// What [`Tracer::usdt_parts`] lends to attach a marker with.
 pub struct UsdtParts<'a> {
     pub program: &'a mut UProbe,
+    /// Where its links go (a marker's link is detached alone when the daemon lets go
+    /// of its binary).
+    pub links: &'a mut Links,
     pub specs: &'a mut UsdtSpecs,
     pub sites: &'a mut UsdtSites,
     /// How the program tells markers apart.
@@ -529,6 +565,7 @@ impl Tracer {
     pub fn usdt_parts(&mut self) -> Result<UsdtParts<'_>, TracerError> {
         let Self {
             ebpf,
+            links,
             usdt_specs,
             usdt_sites,
             markers,
@@ -537,6 +574,7 @@ impl Tracer {
         let ids = markers.ok_or(TracerError::NoMarkerIds)?;
         Ok(UsdtParts {
             program: program(ebpf, USDT_PROGRAM)?,
+            links,
             specs: usdt_specs,
             sites: usdt_sites,
             ids,

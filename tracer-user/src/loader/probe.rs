@@ -3,7 +3,8 @@
 use aya::programs::{TracePoint, UProbe, uprobe::UProbeScope};
 
 use super::{
-    EXEC_PROGRAM, LoadConfig, SOCKET_EXIT_PROGRAM, USDT_PROGRAM, configured_load, prog_err, program,
+    EXEC_PROGRAM, Links, LoadConfig, SOCKET_EXIT_PROGRAM, USDT_PROGRAM, configured_load, prog_err,
+    program,
 };
 use crate::{
     backend::{self, Backend, KernelFacts, MarkerIds, Unavailable},
@@ -98,17 +99,19 @@ pub fn probe_programs() -> Result<Probes, TracerError> {
     let backends = Backend::AUTO_ORDER
         .into_iter()
         .map(|b| {
-            let result = backend::attach(&mut ebpf, b, &facts, None);
-            backend::detach(&mut ebpf, b);
+            let mut links = Links::default();
+            let result = backend::attach(&mut ebpf, &mut links, b, &facts, None);
+            links.detach_all();
+            backend::unload(&mut ebpf, b);
             (b, result)
         })
         .collect();
-    // The send/receive hooks that tell a leak's kind (check and watch attach them);
-    // detached with the rest when this object is dropped.
+    // The send/receive hooks that tell a leak's kind (check and watch attach them),
+    // detached at once.
     programs.push(ProgramProbe {
         name: "sockscope_io_{send,recv,exit}",
         kind: "tracepoints on the send and receive calls",
-        result: super::IoWatch::attach(&mut ebpf).map(drop),
+        result: super::IoWatch::attach(&mut ebpf, &mut Links::default()).map(drop),
         note: None,
         optional: false,
     });
