@@ -51,6 +51,16 @@ impl Correlator {
         if origin == Origin::Preexisting {
             pc.preexisting.insert(cookie);
         }
+        if pc.judged {
+            self.tied_after_verdict(
+                PeerConnectionId {
+                    pid,
+                    pc_id: a.pc_id,
+                },
+                cookie,
+                a.confidence,
+            );
+        }
         self.request_watch(cookie);
     }
 

@@ -37,50 +37,20 @@ impl Correlator {
             return Vec::new();
         };
         pc.judged = true;
-        let close_end = pc.close_end_ns.unwrap_or(at_ns);
-        let ended = pc.ended;
         let opened = pc.opened_ns;
         let predates = !pc.preexisting.is_empty();
-        let pc_site = pc.opened_site.clone();
         let attributed = pc.sockets.len();
+        let close_end = pc.close_end_ns.unwrap_or(at_ns);
+        let ended = pc.ended;
         let mut cookies: Vec<u64> = pc.sockets.iter().copied().collect();
         cookies.sort_unstable();
         let mut out = Vec::new();
         let mut leaked = 0;
         for cookie in cookies {
-            let Some(sock) = self.sockets.get_mut(&cookie) else {
-                continue;
-            };
-            let Some(a) = sock.attribution.filter(|a| a.pc_id == key.pc_id) else {
-                continue;
-            };
-            sock.leaked_after = Some(at_ns);
-            leaked += 1;
-            out.push(Finding::Leak(Leak {
-                pid: sock.info.pid,
-                comm: sock.info.comm.to_string(),
-                tid: sock.info.tid,
-                cookie,
-                fd: sock.info.fd,
-                local_addr: sock.local.map(|l| l.0),
-                local_port: sock.local.map(|l| l.1),
-                pc_id: key.pc_id,
-                confidence: a.confidence,
-                subsystem: sock.subsystem,
-                age_ns: sock.age_at(at_ns),
-                since_close_ns: at_ns.saturating_sub(close_end),
-                ended_ns: close_end,
-                judged_ns: at_ns,
-                ended,
-                origin: sock.origin,
-                site: creating_site(&sock.info.stack),
-                pc_site: pc_site.clone(),
-                holders: Vec::new(),
-                epoll: Vec::new(),
-                kind: None,
-                io: None,
-                stack: sock.info.stack.to_vec(),
-            }));
+            if let Some(leak) = self.leak_of(key, cookie, at_ns) {
+                leaked += 1;
+                out.push(Finding::Leak(leak));
+            }
         }
         self.leaks += leaked;
         let lossy = self
@@ -125,6 +95,47 @@ impl Correlator {
         }));
         out.extend(possible.into_iter().map(Finding::PossibleLeak));
         out
+    }
+
+    /// `cookie`, tied to `key` and open at `at_ns`, as a leak; its release is then
+    /// reported as late. `None` when it is no longer tied to `key`.
+    pub(super) fn leak_of(
+        &mut self,
+        key: PeerConnectionId,
+        cookie: u64,
+        at_ns: u64,
+    ) -> Option<Leak> {
+        let pc = self.pcs.get(&key)?;
+        let close_end = pc.close_end_ns.unwrap_or(at_ns);
+        let (ended, pc_site) = (pc.ended, pc.opened_site.clone());
+        let sock = self.sockets.get_mut(&cookie)?;
+        let a = sock.attribution.filter(|a| a.pc_id == key.pc_id)?;
+        sock.leaked_after = Some(at_ns);
+        Some(Leak {
+            pid: sock.info.pid,
+            comm: sock.info.comm.to_string(),
+            tid: sock.info.tid,
+            cookie,
+            fd: sock.info.fd,
+            local_addr: sock.local.map(|l| l.0),
+            local_port: sock.local.map(|l| l.1),
+            pc_id: key.pc_id,
+            confidence: a.confidence,
+            subsystem: sock.subsystem,
+            age_ns: sock.age_at(at_ns),
+            since_close_ns: at_ns.saturating_sub(close_end),
+            ended_ns: close_end,
+            judged_ns: at_ns,
+            ended,
+            origin: sock.origin,
+            site: creating_site(&sock.info.stack),
+            pc_site,
+            holders: Vec::new(),
+            epoll: Vec::new(),
+            kind: None,
+            io: None,
+            stack: sock.info.stack.to_vec(),
+        })
     }
 
     /// Open sockets of `key`'s process that nothing ties to a PeerConnection and that

@@ -9,6 +9,7 @@
 //! sockscope may attach to a process that is already running: sockets and
 //! PeerConnections from before the attach are only partly known, so a PeerConnection
 //! is judged clean only when its whole life was seen (see `judge.rs`).
+mod after_verdict;
 mod attribution;
 mod evidence;
 mod io_requests;
@@ -149,6 +150,9 @@ pub struct Correlator {
     stack_classes: HashMap<u32, HashMap<usize, (Stack, Subsystem, bool)>>,
     /// The lives of released sockets, when a timeline is kept.
     timeline: Option<timeline::TimelineLog>,
+    /// Sockets tied to a PeerConnection after its verdict, to judge on their own
+    /// (see `after_verdict.rs`).
+    after_verdict: Vec<(PeerConnectionId, u64)>,
 }
 
 impl Correlator {
@@ -165,6 +169,7 @@ impl Correlator {
             io_requests: Vec::new(),
             stack_classes: HashMap::default(),
             timeline: None,
+            after_verdict: Vec::new(),
         }
     }
 
@@ -422,6 +427,7 @@ impl Correlator {
         for key in due {
             out.extend(self.judge(key, ts));
         }
+        out.extend(self.judge_after_verdict(ts, Some(pid)));
         out.extend(self.unclosed_at_exit(pid, ts));
         out
     }
@@ -448,9 +454,12 @@ impl Correlator {
             .filter(|(deadline, _)| *deadline <= now_ns)
             .collect();
         due.sort();
-        due.into_iter()
+        let mut out: Vec<Finding> = due
+            .into_iter()
             .flat_map(|(deadline, key)| self.judge(key, deadline))
-            .collect()
+            .collect();
+        out.extend(self.judge_after_verdict(now_ns, None));
+        out
     }
 
     /// PeerConnections that never reached `pc_close_end` (nor were dropped).

@@ -14,6 +14,7 @@ impl Correlator {
         self.joined_running.remove(&pid);
         self.announced_cookies.retain(|_, k| k.pid != pid);
         self.stack_classes.remove(&pid);
+        self.after_verdict.retain(|(k, _)| k.pid != pid);
     }
 
     /// Drops the PeerConnections that were judged and hold no open socket any more:

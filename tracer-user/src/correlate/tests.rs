@@ -612,3 +612,68 @@ fn the_socket_table_reuses_slots_and_gives_memory_back_when_empty() {
         vec![7]
     );
 }
+
+/// pc 1 dropped at 10 ms and judged (clean) at its grace; then its driver binds again.
+fn rebound_after_the_verdict(c: &mut Correlator, cookie: u64, at: u64) {
+    c.marker(PID, PcMarker::Open(1), 0);
+    c.marker(PID, PcMarker::Dropped(1), 10 * MS);
+    let f = c.advance(10 * MS + GRACE);
+    assert_eq!(verdicts(&f)[0].pc_id, 1);
+    c.socket_created(socket(cookie, 0, at, &[]));
+    c.marker(PID, PcMarker::SocketCookie { pc_id: 1, cookie }, at + MS);
+}
+
+#[test]
+fn a_socket_tied_after_the_verdict_gets_a_grace_of_its_own_then_is_a_leak() {
+    let mut c = Correlator::new(GRACE);
+    let born = 10 * MS + GRACE + 500 * MS;
+    rebound_after_the_verdict(&mut c, 20, born);
+    assert!(
+        c.advance(born + GRACE - 1).is_empty(),
+        "its own grace first"
+    );
+    let f = c.advance(born + GRACE + 7 * MS);
+    let l = leaks(&f);
+    assert_eq!((l.len(), l[0].cookie, l[0].pc_id), (1, 20, 1));
+    assert_eq!(l[0].judged_ns, born + GRACE);
+    assert_eq!(l[0].ended, PcEnd::DroppedWithoutClose);
+    assert!(
+        verdicts(&f).is_empty(),
+        "the connection's verdict was given already"
+    );
+    assert_eq!(c.leak_count(), 1);
+    assert!(c.advance(born + 10 * GRACE).is_empty(), "flagged once");
+    assert!(matches!(
+        c.socket_released(20, born + 11 * GRACE)[..],
+        [Finding::Late { .. }]
+    ));
+
+    // Released within its grace: nothing to say.
+    let mut c = Correlator::new(GRACE);
+    rebound_after_the_verdict(&mut c, 21, born);
+    assert!(c.socket_released(21, born + GRACE / 2).is_empty());
+    assert!(c.advance(born + 10 * GRACE).is_empty());
+    assert_eq!(c.leak_count(), 0);
+}
+
+#[test]
+fn a_socket_tied_after_the_verdict_is_judged_at_its_process_exit() {
+    let mut c = Correlator::new(GRACE);
+    let born = 10 * MS + GRACE + 500 * MS;
+    rebound_after_the_verdict(&mut c, 20, born);
+    let f = c.process_exited(PID, born + 100 * MS);
+    assert_eq!(leaks(&f).len(), 1);
+    assert_eq!(leaks(&f)[0].judged_ns, born + 100 * MS);
+}
+
+#[test]
+fn a_thread_span_outliving_its_connection_ties_nothing_to_judge() {
+    let mut c = Correlator::new(GRACE);
+    c.marker(PID, PcMarker::Open(1), 0);
+    c.marker(PID, PcMarker::Dropped(1), 10 * MS);
+    c.advance(10 * MS + GRACE);
+    let born = 10 * MS + GRACE + 500 * MS;
+    c.socket_created(socket(20, 1, born, &[]));
+    assert!(c.advance(born + 10 * GRACE).is_empty());
+    assert_eq!(c.leak_count(), 0);
+}
