@@ -103,9 +103,9 @@ fn walked_creating_stacks_equal_the_kernels_frame_pointer_walk() {
     drop(stdin);
     let _ = child.wait();
 
-    // 3 call paths x 3 rounds, on the main thread and on a second one.
+    // 4 call paths x 3 rounds, on the main thread and on a second one.
     let sockets = done["sockets"].as_u64().expect("socket count") as usize;
-    assert_eq!(sockets, 18);
+    assert_eq!(sockets, 24);
     assert_eq!(walked.len(), sockets, "walked: {walked:#x?}");
     assert_eq!(reference.len(), sockets, "reference: {reference:#x?}");
     assert_eq!(
@@ -123,9 +123,14 @@ fn walked_creating_stacks_equal_the_kernels_frame_pointer_walk() {
             "socket {cookie}: walked stack differs from bpf_get_stackid's"
         );
     }
-    // Same-depth callers of one helper stay apart, and threads too: 3 paths x 2
+    // Same-depth callers of one helper stay apart, and threads too: 4 paths x 2
     // threads.
     let distinct: BTreeSet<&Vec<u64>> = walked.values().collect();
-    assert_eq!(distinct.len(), 6, "distinct stacks: {distinct:#x?}");
+    assert_eq!(distinct.len(), 8, "distinct stacks: {distinct:#x?}");
+    // The recursion's stacks are walked whole, across several windows and pages.
+    assert!(
+        walked.values().any(|f| f.len() >= 24 + 3),
+        "a stack through the recursion: {walked:#x?}"
+    );
     assert_nothing_attached("after the stack walk test");
 }
