@@ -42,7 +42,8 @@ pub fn stash_create(cookie: u64, family: u16) {
 /// (for sockets that predate the tracer) the current task passes the filters.
 #[inline(always)]
 fn socket_wanted(cookie: u64, tgid: u32) -> bool {
-    !filters_active() || TRACKED.get_ptr(cookie).is_some() || current_task_wanted(tgid)
+    // The task first: a filter compare, where the lookup is a hash of the map.
+    !filters_active() || current_task_wanted(tgid) || TRACKED.get_ptr(cookie).is_some()
 }
 
 /// The socket got a local address: `port` in host order, `addr` as [`BindEvent::addr`].
@@ -105,16 +106,29 @@ impl StackIds {
 /// sockets, so the rest of the host does not pay for stack walks.
 #[inline(always)]
 pub fn emit_release(cookie: u64, family: u16, stacks: impl FnOnce() -> StackIds) {
-    // SAFETY: copied out at once.
-    let tracked = unsafe { TRACKED.get(&cookie) }.copied();
+    // Whether it was tracked, and its value (where the I/O hooks watch it). TRACKED is
+    // filled only under a filter: without one (the daemon) a lookup always misses.
+    // Plain values, not an `Option` (see walk.rs's `Walked`).
+    let (tracked, key) = if !filters_active() {
+        (false, 0)
+    } else if crate::io::watching() {
+        // SAFETY: copied out at once.
+        match unsafe { TRACKED.get(&cookie) }.copied() {
+            Some(key) => {
+                let _ = TRACKED.remove(cookie);
+                (true, key)
+            }
+            None => (false, 0),
+        }
+    } else {
+        // Nothing to read from the entry: its removal alone says it was there.
+        (TRACKED.remove(cookie).is_ok(), 0)
+    };
     // Whoever releases it (another process it was passed to, say).
-    crate::io::forget_released(cookie, tracked.unwrap_or(0));
+    crate::io::forget_released(cookie, key);
     let (tgid, tid) = current();
-    if filters_active() && tracked.is_none() && !current_task_wanted(tgid) {
+    if filters_active() && !tracked && !current_task_wanted(tgid) {
         return;
-    }
-    if tracked.is_some() {
-        let _ = TRACKED.remove(cookie);
     }
     let StackIds(kernel_stack, user_stack) = stacks();
     if let Some(mut entry) = reserve::<ReleaseEvent>() {

@@ -24,7 +24,7 @@ use tracer_common::{
 };
 
 use crate::{
-    filter::{current, read_global},
+    filter::{current, filters_active, read_global},
     maps::{STACKS, TRACKED},
     stack_sample::{Sampled, sample},
 };
@@ -38,7 +38,7 @@ static IO_WATCH: u8 = 0;
 /// span (0: none): watch it (see the module doc).
 #[inline(always)]
 pub fn watch_new_socket(tgid: u32, fd: i64, cookie: u64, pc_id: u64) {
-    if read_global(&IO_WATCH) == 0 || fd < 0 {
+    if !watching() || fd < 0 {
         return;
     }
     let key = (u64::from(tgid) << 32) | (fd as u64 & 0xffff_ffff);
@@ -57,12 +57,21 @@ pub fn watch_new_socket(tgid: u32, fd: i64, cookie: u64, pc_id: u64) {
 /// that entry, at no memory cost; host-wide (the daemon), in `WATCH_KEY_OF`.
 #[inline(always)]
 fn remember_key(cookie: u64, key: u64) {
-    if let Some(slot) = TRACKED.get_ptr_mut(cookie) {
+    // Without a filter TRACKED is empty (see `filters_active`): no lookup to miss.
+    if filters_active()
+        && let Some(slot) = TRACKED.get_ptr_mut(cookie)
+    {
         // SAFETY: this socket's entry, written only by its creation and release.
         unsafe { *slot = key };
         return;
     }
     let _ = WATCH_KEY_OF.insert(cookie, key, 0);
+}
+
+/// Whether the I/O hooks run (`check`, `watch`, the daemon).
+#[inline(always)]
+pub fn watching() -> bool {
+    read_global(&IO_WATCH) != 0
 }
 
 /// Socket `cookie` is released: it is no longer watched under its fd (unless a newer
@@ -73,7 +82,7 @@ fn remember_key(cookie: u64, key: u64) {
 /// `tracked_key`: the socket's `TRACKED` value (0: not tracked there, or not watched).
 #[inline(always)]
 pub fn forget_released(cookie: u64, tracked_key: u64) {
-    if read_global(&IO_WATCH) == 0 {
+    if !watching() {
         return;
     }
     let key = if tracked_key != 0 {
