@@ -91,7 +91,12 @@ fn memory_check() -> Check {
     use loader::sizes::MapSizes;
     let builder = loader::TracerBuilder::new();
     let walked = builder.walks_stacks();
-    let sizes = MapSizes::new(walked, 0, true);
+    let cookies = matches!(
+        crate::backend::KernelFacts::read().markers,
+        Some(crate::backend::MarkerIds::Cookie)
+    );
+    let sizes = MapSizes::new(walked, 0, true, cookies);
+    let one = MapSizes::new(walked, std::process::id(), false, cookies);
     let how = if walked {
         "creating stacks walked by the create program"
     } else {
@@ -101,10 +106,14 @@ fn memory_check() -> Check {
         "bpf memory",
         Status::Ok,
         format!(
-            "stack map {} x 127 frames ({} KiB; {how}); tracked sockets {} (by --pid: its open-file limit); ring {} KiB (--stacks fp), {} KiB (auto), {} KiB (dwarf); --ring-bytes sets it",
+            "stack map {} x 127 frames ({} KiB; {how}); tracked sockets {} (by --pid: its open-file limit); markers {} ({} by --pid), threads in spans {} ({}); ring {} KiB (--stacks fp), {} KiB (auto), {} KiB (dwarf); --ring-bytes sets it",
             sizes.stacks,
             u64::from(sizes.stacks) * 127 * 8 / 1024,
             sizes.tracked,
+            sizes.markers,
+            one.markers,
+            sizes.spans,
+            one.spans,
             loader::DEFAULT_RING_BYTES / 1024,
             loader::AUTO_RING_BYTES / 1024,
             loader::DWARF_RING_BYTES / 1024,

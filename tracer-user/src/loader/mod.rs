@@ -427,6 +427,7 @@ fn configured_load(cfg: &LoadConfig, facts: &KernelFacts) -> Result<Ebpf, Tracer
         cfg.walk_stacks,
         cfg.pid,
         cfg.comm[0] != 0 || cfg.cgroup_id != 0,
+        matches!(facts.markers, Some(MarkerIds::Cookie)),
     );
     sizes.apply(&mut loader);
     let walk_stacks = u8::from(cfg.walk_stacks);

@@ -19,6 +19,23 @@ pub const WATCH_KEYS_HOST: u32 = 16384;
 /// sockets user space watches itself (from before the attach) are here.
 pub const WATCH_KEYS_SCOPED: u32 = 1024;
 
+/// Marker specs, one per attached marker (`USDT_SPECS`, about 220 bytes each). Following
+/// one process: the markers of its binary and libraries, tens at most.
+pub const MARKERS_ONE_PROCESS: u32 = 256;
+/// Following many (`check`: every marked binary its command runs; the daemon: every
+/// marked binary on the host; trace by comm).
+pub const MARKERS_MANY: u32 = 4096;
+/// Threads inside a PeerConnection's span at once (`CURRENT_PC`), and PeerConnections
+/// ended within their grace (`PC_ENDED`, least recently used first out): one process,
+/// or many.
+pub const SPANS_ONE_PROCESS: u32 = 1024;
+pub const SPANS_MANY: u32 = 8192;
+pub const ENDED_ONE_PROCESS: u32 = 1024;
+pub const ENDED_MANY: u32 = 4096;
+/// Without BPF attach cookies (Linux < 5.15) markers are told apart by file offset
+/// (`USDT_SITES`); with them the map is never written.
+pub const SITES_WITHOUT_COOKIES: u32 = 4096;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MapSizes {
     /// `STACKS` entries.
@@ -27,11 +44,21 @@ pub struct MapSizes {
     pub tracked: u32,
     /// `WATCH_KEY_OF` entries.
     pub watch_keys: u32,
+    /// `USDT_SPECS` entries: markers attached at once.
+    pub markers: u32,
+    /// `USDT_SITES` entries.
+    pub sites: u32,
+    /// `CURRENT_PC` entries.
+    pub spans: u32,
+    /// `PC_ENDED` entries.
+    pub ended: u32,
 }
 
 impl MapSizes {
-    /// `pid`: the `--pid` filter (0: none); `scoped`: a comm or cgroup filter.
-    pub fn new(walk_stacks: bool, pid: u32, scoped: bool) -> Self {
+    /// `pid`: the `--pid` filter (0: none); `scoped`: a comm or cgroup filter;
+    /// `attach_cookies`: markers are told apart by BPF attach cookie.
+    pub fn new(walk_stacks: bool, pid: u32, scoped: bool, attach_cookies: bool) -> Self {
+        let one_process = pid != 0;
         let tracked = if pid != 0 {
             // One process holds at most its open-file limit of sockets.
             open_files_limit(pid).map_or(TRACKED_SCOPED, |n| n.clamp(1024, TRACKED_MAX))
@@ -53,6 +80,26 @@ impl MapSizes {
             } else {
                 WATCH_KEYS_HOST
             },
+            markers: if one_process {
+                MARKERS_ONE_PROCESS
+            } else {
+                MARKERS_MANY
+            },
+            sites: if attach_cookies {
+                1
+            } else {
+                SITES_WITHOUT_COOKIES
+            },
+            spans: if one_process {
+                SPANS_ONE_PROCESS
+            } else {
+                SPANS_MANY
+            },
+            ended: if one_process {
+                ENDED_ONE_PROCESS
+            } else {
+                ENDED_MANY
+            },
         }
     }
 
@@ -60,6 +107,10 @@ impl MapSizes {
         loader.map_max_entries("STACKS", self.stacks);
         loader.map_max_entries("TRACKED", self.tracked);
         loader.map_max_entries("WATCH_KEY_OF", self.watch_keys);
+        loader.map_max_entries("USDT_SPECS", self.markers);
+        loader.map_max_entries("USDT_SITES", self.sites);
+        loader.map_max_entries("CURRENT_PC", self.spans);
+        loader.map_max_entries("PC_ENDED", self.ended);
     }
 }
 
@@ -101,18 +152,26 @@ mod tests {
     #[test]
     fn sizes_follow_the_scope_and_the_stack_walk() {
         let own = std::process::id();
-        let by_pid = MapSizes::new(true, own, false);
+        let by_pid = MapSizes::new(true, own, false, true);
         assert_eq!(by_pid.stacks, STACKS_WALKED);
         assert!((1024..=TRACKED_MAX).contains(&by_pid.tracked));
         assert_eq!(
-            MapSizes::new(false, 0, false),
+            (by_pid.markers, by_pid.sites, by_pid.spans, by_pid.ended),
+            (MARKERS_ONE_PROCESS, 1, SPANS_ONE_PROCESS, ENDED_ONE_PROCESS)
+        );
+        assert_eq!(
+            MapSizes::new(false, 0, false, false),
             MapSizes {
                 stacks: STACKS_HELPER,
                 tracked: 1,
                 watch_keys: WATCH_KEYS_HOST,
+                markers: MARKERS_MANY,
+                sites: SITES_WITHOUT_COOKIES,
+                spans: SPANS_MANY,
+                ended: ENDED_MANY,
             }
         );
-        assert_eq!(MapSizes::new(true, 0, true).tracked, TRACKED_SCOPED);
+        assert_eq!(MapSizes::new(true, 0, true, true).tracked, TRACKED_SCOPED);
         assert_eq!(by_pid.watch_keys, WATCH_KEYS_SCOPED);
     }
 }
