@@ -91,12 +91,10 @@ fn memory_check() -> Check {
     use loader::sizes::MapSizes;
     let builder = loader::TracerBuilder::new();
     let walked = builder.walks_stacks();
-    let cookies = matches!(
-        crate::backend::KernelFacts::read().markers,
-        Some(crate::backend::MarkerIds::Cookie)
-    );
-    let sizes = MapSizes::new(walked, 0, true, cookies);
-    let one = MapSizes::new(walked, std::process::id(), false, cookies);
+    // Attach cookies size only the file-offset site map, which is not shown: no second
+    // parse of the kernel's BTF to learn whether this kernel has them.
+    let sizes = MapSizes::new(walked, 0, true, true);
+    let one = MapSizes::new(walked, std::process::id(), false, true);
     let how = if walked {
         "creating stacks walked by the create program"
     } else {

@@ -62,15 +62,6 @@ impl Links {
         detach_concurrently(later);
     }
 
-    /// Links attached now.
-    pub fn len(&self) -> usize {
-        self.slots.iter().flatten().count()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Detaches every link, concurrently; returns once all are detached.
     pub fn detach_all(&mut self) {
         let all: Vec<OwnedLink> = self.slots.drain(..).flatten().collect();
@@ -85,6 +76,7 @@ impl Drop for Links {
 }
 
 fn detach_concurrently(links: Vec<OwnedLink>) {
+    // None or one: dropped (detached) on return, no thread needed.
     if links.len() <= 1 {
         return;
     }

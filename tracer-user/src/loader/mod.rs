@@ -508,7 +508,7 @@ fn take_map<T>(
 pub struct Tracer {
     /// Every link, detached together (first: before the programs are unloaded).
     links: Links,
-    // Owns the programs and their links.
+    // Owns the programs (a link it could not give up to `links` stays with its program).
     #[allow(dead_code)]
     ebpf: Ebpf,
     events: Option<RingBuf<MapData>>,
