@@ -124,6 +124,11 @@ pub struct CheckArgs {
     /// Also write everything found, as JSON, to this file (see `sockscope report`).
     #[arg(long, short)]
     pub report: Option<PathBuf>,
+    /// Write the records and the summary to this file instead of stdout, apart from the
+    /// command's own output (on a shared pipe, a record longer than 4 KiB, one with a
+    /// deep stack, can be split by the command's writes).
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
     /// Also write the run as JUnit XML to this file, for CI test-report views: one test
     /// case per PeerConnection judged, a leak a failure, an incomplete verdict an error.
     #[arg(long, value_name = "FILE")]

@@ -13,13 +13,6 @@ use std::{
 use common::*;
 use serde_json::Value;
 
-fn json_lines(text: &[u8]) -> Vec<Value> {
-    String::from_utf8_lossy(text)
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
 /// `udp_hold --count N` with its N unbound IPv4 UDP sockets open: (child, pid).
 fn holding(count: &str) -> (std::process::Child, Lines, u32) {
     let (mut child, out, pid) = spawn_waiting("udp_hold", &["--count", count]);
@@ -447,4 +440,24 @@ fn check_removes_empty_cgroups_left_by_killed_runs() {
         "and says so: {}",
         run.stderr
     );
+}
+
+#[test]
+fn check_output_to_a_path_that_cannot_be_written_is_refused_before_anything_runs() {
+    let marker = std::env::temp_dir().join(format!("sockscope-ran-{}", std::process::id()));
+    let _ = std::fs::remove_file(&marker);
+    let touch = format!("touch {}", marker.display());
+    expect_usage_error(
+        &[
+            "check",
+            "--output",
+            "/nonexistent-sockscope-dir/records.jsonl",
+            "--",
+            "sh",
+            "-c",
+            &touch,
+        ],
+        "cannot create /nonexistent-sockscope-dir/records.jsonl",
+    );
+    assert!(!marker.exists(), "the command must not have run");
 }

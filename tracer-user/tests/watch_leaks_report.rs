@@ -11,13 +11,6 @@ use std::{
 use common::*;
 use serde_json::Value;
 
-fn json_lines(text: &[u8]) -> Vec<Value> {
-    String::from_utf8_lossy(text)
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
 #[test]
 fn watch_reports_leaks_of_a_running_process() {
     if !require_root("watch_reports_leaks_of_a_running_process") {

@@ -109,6 +109,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 grace: a.grace,
                 format: a.format,
                 report: a.report,
+                output: a.output,
                 junit: a.junit,
                 strict: a.strict,
                 ring_bytes: a.ring_bytes,

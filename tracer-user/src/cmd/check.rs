@@ -16,7 +16,7 @@ use crate::{
     loader::TracerBuilder,
     markers::{MarkerTarget, PROVIDER},
     output::Format,
-    report::{FindingLog, Outcome, SavedReport, write_summary},
+    report::{FindingLog, Outcome, SavedReport},
     session::LeakSession,
     shutdown::{StopReason, watch_shutdown},
     system::ScopedCgroup,
@@ -27,6 +27,8 @@ pub struct CheckOptions {
     pub grace: Duration,
     pub format: Format,
     pub report: Option<PathBuf>,
+    /// Where the records and the summary go instead of stdout.
+    pub output: Option<PathBuf>,
     /// Where to write the run as JUnit XML.
     pub junit: Option<PathBuf>,
     /// PeerConnections left open with sockets at their process's exit fail the check.
@@ -115,6 +117,12 @@ pub async fn run(opts: CheckOptions) -> anyhow::Result<Outcome> {
         })?;
     }
     let started = (std::time::Instant::now(), std::time::SystemTime::now());
+    // Before anything is attached or started: a path that cannot be written ends here.
+    let mut log = match &opts.output {
+        Some(path) => FindingLog::to_file(opts.format, path)
+            .with_context(|| format!("cannot create {}", path.display()))?,
+        None => FindingLog::new(opts.format),
+    };
     let mut stop = watch_shutdown(None).context("cannot install signal handlers")?;
     let cgroup = ScopedCgroup::create("check")?;
     let builder = TracerBuilder::new()
@@ -164,7 +172,6 @@ pub async fn run(opts: CheckOptions) -> anyhow::Result<Outcome> {
         child.id().unwrap_or(0),
         opts.grace
     );
-    let mut log = FindingLog::new(opts.format);
     // The reader passes over the ring at least every `stream::POLL`: each pass
     // judges the graces that ended before it.
     let status = loop {
@@ -187,7 +194,7 @@ pub async fn run(opts: CheckOptions) -> anyhow::Result<Outcome> {
     let mut summary = session.summary(opts.grace, markers_attached, &log.findings);
     summary.command = opts.command.clone();
     summary.command_status = Some(describe(&status));
-    write_summary(&mut std::io::stdout().lock(), &summary, opts.format)?;
+    log.summary(&summary)?;
     if let Some(path) = &opts.junit {
         let xml = crate::junit::render(
             &log.findings,

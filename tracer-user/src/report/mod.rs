@@ -56,6 +56,8 @@ pub struct SavedReport {
 pub struct FindingLog {
     format: Format,
     pub findings: Vec<Finding>,
+    /// Where they go: a file of their own (`check --output`), else stdout.
+    file: Option<io::BufWriter<std::fs::File>>,
 }
 
 impl FindingLog {
@@ -63,6 +65,22 @@ impl FindingLog {
         Self {
             format,
             findings: Vec::new(),
+            file: None,
+        }
+    }
+
+    /// Records and the summary to `path` (created or truncated) instead of stdout.
+    pub fn to_file(format: Format, path: &std::path::Path) -> io::Result<Self> {
+        Ok(Self {
+            file: Some(io::BufWriter::new(std::fs::File::create(path)?)),
+            ..Self::new(format)
+        })
+    }
+
+    fn out(&mut self) -> Box<dyn Write + '_> {
+        match &mut self.file {
+            Some(f) => Box::new(f),
+            None => Box::new(io::stdout().lock()),
         }
     }
 
@@ -70,11 +88,22 @@ impl FindingLog {
         if found.is_empty() {
             return Ok(());
         }
-        let mut out = io::stdout().lock();
-        for f in found {
-            write_finding(&mut out, &f, self.format)?;
-            self.findings.push(f);
+        let format = self.format;
+        let mut out = self.out();
+        for f in &found {
+            write_finding(&mut out, f, format)?;
         }
+        out.flush()?;
+        drop(out);
+        self.findings.extend(found);
+        Ok(())
+    }
+
+    /// The summary, where the records went.
+    pub fn summary(&mut self, s: &Summary) -> io::Result<()> {
+        let format = self.format;
+        let mut out = self.out();
+        write_summary(&mut out, s, format)?;
         out.flush()
     }
 }

@@ -371,14 +371,22 @@ pub fn check_command(check_args: &[&str], cmd: &std::path::Path, cmd_args: &[&st
     c
 }
 
+/// The lines of `text` that are JSON values.
+pub fn json_lines(text: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(text)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
 impl CheckRun {
-    /// sockscope's records and the program's own JSON lines, apart.
+    /// sockscope's records and the program's own JSON lines, apart, from one stdout
+    /// (a record longer than a pipe's atomic write may be split by the program's
+    /// writes: see [`run_check`]).
     pub fn from_output(out: std::process::Output) -> Self {
-        let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect();
-        let (ours, program) = lines.into_iter().partition(|v| v.get("schema").is_some());
+        let (ours, program) = json_lines(&out.stdout)
+            .into_iter()
+            .partition(|v| v.get("schema").is_some());
         CheckRun {
             code: out.status.code(),
             ours,
@@ -388,11 +396,27 @@ impl CheckRun {
     }
 }
 
+/// `check` with its records in a file of their own (`--output`), the program's lines on
+/// stdout: on a shared stdout a record longer than 4 KiB (one with a deep stack) was
+/// now and then split by the program's own writes, and both lines were lost.
 pub fn run_check(check_args: &[&str], cmd: &std::path::Path, cmd_args: &[&str]) -> CheckRun {
     let _serial = serial();
-    let out = check_command(check_args, cmd, cmd_args).output().unwrap();
+    // One run at a time per test process (the lock above).
+    let records =
+        std::env::temp_dir().join(format!("sockscope-records-{}.jsonl", std::process::id()));
+    let records_arg = records.to_string_lossy().into_owned();
+    let mut args = vec!["--output", records_arg.as_str()];
+    args.extend_from_slice(check_args);
+    let out = check_command(&args, cmd, cmd_args).output().unwrap();
     assert_nothing_attached("after check");
-    CheckRun::from_output(out)
+    let ours = json_lines(&std::fs::read(&records).unwrap_or_default());
+    let _ = std::fs::remove_file(&records);
+    CheckRun {
+        code: out.status.code(),
+        ours,
+        program: json_lines(&out.stdout),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
 }
 
 /// Waits for `child` to exit, at most `within`: its status, or `None` (still running).
