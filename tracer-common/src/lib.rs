@@ -412,12 +412,13 @@ pub mod io_op {
 
 /// Indexes into the per-CPU `STATS` array.
 pub mod stats {
-    /// Records the ring buffer had no room for.
+    /// Records lost: the ring buffer had no room, or one of the two below (counted
+    /// here too, so user space reads one counter).
     pub const LOST: u32 = 0;
     /// Sockets not tracked because the tracked-socket map was full (their release
     /// under a pid filter can be missed).
     pub const TRACK_FULL: u32 = 1;
-    /// Creates whose stash for `sys_exit_socket` could not be stored.
+    /// Creates whose stash for `sys_exit_socket` could not be stored (no create record).
     pub const PENDING_FULL: u32 = 2;
     pub const COUNT: u32 = 3;
 }

@@ -3,14 +3,15 @@
 use aya_ebpf::{
     bindings::BPF_F_USER_STACK, helpers::bpf_ktime_get_ns, programs::tracing::StackIdContext,
 };
-use tracer_common::{BindEvent, EventKind, ReleaseEvent, stats};
+use tracer_common::{BindEvent, EventKind, ReleaseEvent};
 
 use crate::{
     filter::{
         current, current_comm, current_exiting, current_task_wanted, filters_active,
         kernel_stacks_wanted,
     },
-    maps::{PENDING, PendingCreate, STACKS, TRACKED, count, reserve, stack_wakeup, wakeup},
+    maps::{PendingCreate, STACKS, reserve, stack_wakeup, wakeup},
+    slots,
 };
 
 /// A UDP socket is being created by the current thread: stash what is known for
@@ -29,12 +30,9 @@ pub fn stash_create(cookie: u64, family: u16) {
         family,
         _pad: [0; 3],
     };
-    if PENDING.insert(tid, pending, 0).is_err() {
-        count(stats::PENDING_FULL);
-    }
-    // Its value: where the I/O hooks watch it, once they do (0 until then).
-    if filters_active() && TRACKED.insert(cookie, 0, 0).is_err() {
-        count(stats::TRACK_FULL);
+    slots::pending_put(tid, pending);
+    if filters_active() {
+        slots::track(cookie);
     }
 }
 
@@ -43,7 +41,7 @@ pub fn stash_create(cookie: u64, family: u16) {
 #[inline(always)]
 fn socket_wanted(cookie: u64, tgid: u32) -> bool {
     // The task first: a filter compare, where the lookup is a hash of the map.
-    !filters_active() || current_task_wanted(tgid) || TRACKED.get_ptr(cookie).is_some()
+    !filters_active() || current_task_wanted(tgid) || slots::is_tracked(cookie)
 }
 
 /// The socket got a local address: `port` in host order, `addr` as [`BindEvent::addr`].
@@ -106,23 +104,12 @@ impl StackIds {
 /// sockets, so the rest of the host does not pay for stack walks.
 #[inline(always)]
 pub fn emit_release(cookie: u64, family: u16, stacks: impl FnOnce() -> StackIds) {
-    // Whether it was tracked, and its value (where the I/O hooks watch it). TRACKED is
-    // filled only under a filter: without one (the daemon) a lookup always misses.
-    // Plain values, not an `Option` (see walk.rs's `Walked`).
-    let (tracked, key) = if !filters_active() {
-        (false, 0)
-    } else if crate::io::watching() {
-        // SAFETY: copied out at once.
-        match unsafe { TRACKED.get(&cookie) }.copied() {
-            Some(key) => {
-                let _ = TRACKED.remove(cookie);
-                (true, key)
-            }
-            None => (false, 0),
-        }
+    // Whether it was tracked, and where the I/O hooks watch it. Sockets are tracked
+    // only under a filter: without one (the daemon) a lookup always misses.
+    let (tracked, key) = if filters_active() {
+        slots::untrack(cookie, crate::io::watching())
     } else {
-        // Nothing to read from the entry: its removal alone says it was there.
-        (TRACKED.remove(cookie).is_ok(), 0)
+        (false, 0)
     };
     // Whoever releases it (another process it was passed to, say).
     crate::io::forget_released(cookie, key);

@@ -25,7 +25,7 @@ use tracer_common::{
 
 use crate::{
     filter::{current, filters_active, read_global},
-    maps::{STACKS, TRACKED},
+    maps::STACKS,
     stack_sample::{Sampled, sample},
 };
 
@@ -57,12 +57,8 @@ pub fn watch_new_socket(tgid: u32, fd: i64, cookie: u64, pc_id: u64) {
 /// that entry, at no memory cost; host-wide (the daemon), in `WATCH_KEY_OF`.
 #[inline(always)]
 fn remember_key(cookie: u64, key: u64) {
-    // Without a filter TRACKED is empty (see `filters_active`): no lookup to miss.
-    if filters_active()
-        && let Some(slot) = TRACKED.get_ptr_mut(cookie)
-    {
-        // SAFETY: this socket's entry, written only by its creation and release.
-        unsafe { *slot = key };
+    // Without a filter nothing is tracked (see `filters_active`): no lookup to miss.
+    if filters_active() && crate::slots::set_tracked_key(cookie, key) {
         return;
     }
     let _ = WATCH_KEY_OF.insert(cookie, key, 0);

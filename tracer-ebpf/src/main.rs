@@ -4,6 +4,12 @@
 // Built for the BPF target by aya-build; on the host (`cargo build --workspace`,
 // clippy) it compiles as an empty program so workspace-wide commands keep working.
 #![cfg_attr(target_arch = "bpf", no_std, no_main)]
+// slots.rs: compare-and-exchange (see there).
+#![cfg_attr(
+    target_arch = "bpf",
+    allow(internal_features),
+    feature(core_intrinsics)
+)]
 
 mod emit;
 mod fentry;
@@ -13,6 +19,7 @@ mod io;
 mod kernel_sock;
 mod kprobe;
 mod maps;
+mod slots;
 mod sock;
 mod stack_sample;
 mod syscall;

@@ -34,11 +34,23 @@ pub struct PendingCreate {
     pub _pad: [u16; 3],
 }
 
+impl PendingCreate {
+    /// None kept (no socket has cookie 0).
+    pub const NONE: Self = Self {
+        cookie: 0,
+        ts_ns: 0,
+        family: 0,
+        _pad: [0; 3],
+    };
+}
+
+/// One entry per thread between the two (a few microseconds), for threads whose slot
+/// (slots.rs) another holds: preallocated, small.
 #[map]
-/// One entry per thread between the two (a few microseconds): preallocated, small.
 pub static PENDING: HashMap<u32, PendingCreate> = HashMap::with_max_entries(2048, 0);
 
-/// Sockets whose create passed the filters, so their release is reported even when the
+/// Sockets whose create passed the filters (those whose slot another holds, see
+/// slots.rs), so their release is reported even when the
 /// releasing task would not pass them (e.g. another process closed the last reference).
 /// Value: its key in the I/O hooks' `WATCHED_FDS` once watched (0 before, or never):
 /// what its release removes there. Not preallocated, so it takes memory for the sockets really

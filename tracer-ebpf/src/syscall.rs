@@ -15,7 +15,7 @@ use crate::{
     emit::StackIds,
     filter::{cgroup_filter_set, current, current_comm, current_task_wanted, read_global},
     identity::current_identity,
-    maps::{CURRENT_PC, PENDING, reserve, stack_wakeup, wakeup},
+    maps::{CURRENT_PC, reserve, stack_wakeup, wakeup},
 };
 
 /// Offset of `ret` in the `sys_exit_*` tracepoint record (after the common header and
@@ -25,11 +25,10 @@ const RET_OFFSET: usize = 16;
 #[tracepoint(category = "syscalls", name = "sys_exit_socket")]
 pub fn sockscope_socket_exit(ctx: TracePointContext) -> u32 {
     let (tgid, tid) = current();
-    // SAFETY: the value is copied out before the entry is removed.
-    let Some(pending) = (unsafe { PENDING.get(tid) }).copied() else {
+    let pending = crate::slots::pending_take(tid);
+    if pending.cookie == 0 {
         return 0;
-    };
-    let _ = PENDING.remove(tid);
+    }
     // SAFETY: `ret` is a long at this offset of every sys_exit record.
     let ret: i64 = unsafe { ctx.read_at(RET_OFFSET) }.unwrap_or(-1);
     // DWARF mode: registers and stack first, so the reader has them with the create.

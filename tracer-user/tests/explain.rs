@@ -531,9 +531,8 @@ fn a_socket_nothing_touches_is_held() {
     );
 }
 
-/// The entries of BPF map `name` held by process `pid` (found through its fds in /proc
-/// and read from the kernel), a `u64 -> V` hash map.
-fn map_entries<V: aya::Pod>(pid: u32, name: &str) -> Vec<(u64, V)> {
+/// BPF map `name` held by process `pid` (found through its fds in /proc).
+fn map_data(pid: u32, name: &str) -> aya::maps::MapData {
     let dir = format!("/proc/{pid}/fdinfo");
     let ids: Vec<u32> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("read {dir}: {e}"))
@@ -549,26 +548,47 @@ fn map_entries<V: aya::Pod>(pid: u32, name: &str) -> Vec<(u64, V)> {
         let Ok(info) = aya::maps::MapInfo::from_id(id) else {
             continue;
         };
-        if info.name_as_str() != Some(name) {
-            continue;
+        if info.name_as_str() == Some(name) {
+            return aya::maps::MapData::from_id(id).expect("open the map by id");
         }
-        let data = aya::maps::MapData::from_id(id).expect("open the map by id");
-        let map = aya::maps::HashMap::<_, u64, V>::try_from(aya::maps::Map::HashMap(data))
-            .expect("a u64-keyed hash map");
-        return map.iter().filter_map(Result::ok).collect();
     }
     panic!("process {pid} holds no map {name}")
+}
+
+/// The entries of `pid`'s `u64 -> V` hash map `name`, read from the kernel.
+fn map_entries<V: aya::Pod>(pid: u32, name: &str) -> Vec<(u64, V)> {
+    let map =
+        aya::maps::HashMap::<_, u64, V>::try_from(aya::maps::Map::HashMap(map_data(pid, name)))
+            .expect("a u64-keyed hash map");
+    map.iter().filter_map(Result::ok).collect()
+}
+
+/// The values of the held slots (`{owner, value}`, owner 0 = free) of `pid`'s slot
+/// array `name` (tracer-ebpf's slots.rs).
+fn slot_values(pid: u32, name: &str) -> Vec<u64> {
+    let map = aya::maps::Array::<_, [u64; 2]>::try_from(aya::maps::Map::Array(map_data(pid, name)))
+        .expect("an array of slots");
+    map.iter()
+        .filter_map(Result::ok)
+        .filter(|[owner, _]| *owner != 0)
+        .map(|[_, value]| value)
+        .collect()
 }
 
 /// Under `sockscope ARGS` (ready when its stderr says `ready`), this process makes and
 /// closes 3000 UDP sockets and keeps 3: returns the keys (`pid << 32 | fd`) of the 3
 /// and, of the I/O hooks' maps, the `WATCHED_FDS` keys of this process, and the keys
-/// `TRACKED` and `WATCH_KEY_OF` hold for its sockets.
-fn io_maps_after_churn(args: &[&str], ready: &str) -> [Vec<u64>; 4] {
+/// tracked sockets hold (`TRACKED` and its slots) and `WATCH_KEY_OF` holds for its
+/// sockets. `slots`: `SOCKSCOPE_SLOTS` for sockscope.
+fn io_maps_after_churn(args: &[&str], ready: &str, slots: Option<&str>) -> [Vec<u64>; 4] {
     use std::os::fd::AsRawFd as _;
     let _serial = serial();
     let me = u64::from(std::process::id());
-    let mut tracer = std::process::Command::new(sockscope_bin())
+    let mut tracer = std::process::Command::new(sockscope_bin());
+    if let Some(n) = slots {
+        tracer.env("SOCKSCOPE_SLOTS", n);
+    }
+    let mut tracer = tracer
         .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -604,6 +624,7 @@ fn io_maps_after_churn(args: &[&str], ready: &str) -> [Vec<u64>; 4] {
         map_entries::<u64>(pid, "TRACKED")
             .into_iter()
             .map(|(_, v)| v)
+            .chain(slot_values(pid, "TRACKED_SLOTS"))
             .collect(),
     );
     let key_of = mine(
@@ -631,23 +652,30 @@ fn released_sockets_leave_the_io_hooks_maps() {
         return;
     }
     let me = std::process::id().to_string();
-    let [want, watched, tracked, key_of] = io_maps_after_churn(
-        &["watch", "--pid", &me, "--grace", "1s", "-f", "json"],
-        "watching pid",
-    );
-    assert_eq!(
-        watched, want,
-        "watch: exactly our open sockets are watched, by fd"
-    );
-    assert_eq!(tracked, want, "watch: and TRACKED knows where each is");
-    assert!(
-        key_of.is_empty(),
-        "watch: nothing in WATCH_KEY_OF ({} entries)",
-        key_of.len()
-    );
+    // With the default slots, and with one slot (all but one socket go to the hash).
+    for slots in [None, Some("1")] {
+        let [want, watched, tracked, key_of] = io_maps_after_churn(
+            &["watch", "--pid", &me, "--grace", "1s", "-f", "json"],
+            "watching pid",
+            slots,
+        );
+        assert_eq!(
+            watched, want,
+            "watch (slots {slots:?}): exactly our open sockets are watched, by fd"
+        );
+        assert_eq!(
+            tracked, want,
+            "watch (slots {slots:?}): and TRACKED knows where each is"
+        );
+        assert!(
+            key_of.is_empty(),
+            "watch: nothing in WATCH_KEY_OF ({} entries)",
+            key_of.len()
+        );
+    }
 
     let [want, watched, _, key_of] =
-        io_maps_after_churn(&["daemon", "--output", "/dev/null"], "daemon judging");
+        io_maps_after_churn(&["daemon", "--output", "/dev/null"], "daemon judging", None);
     assert_eq!(
         watched, want,
         "daemon: exactly our open sockets are watched, by fd"

@@ -2,7 +2,7 @@
 //! workload's own report and against `ss` (sock_diag) ground truth.
 mod common;
 
-use std::{collections::HashMap, time::Duration};
+use std::{collections::HashMap, io::Write as _, time::Duration};
 
 use common::*;
 use serde_json::Value;
@@ -338,4 +338,96 @@ fn a_closed_output_pipe_ends_trace_cleanly() {
     assert!(!said.contains("panicked"), "{said}");
     assert!(said.contains("cannot write output"), "{said}");
     assert_nothing_attached("after trace's output closed");
+}
+
+/// The kernel hands each socket's create from its hook to `sys_exit_socket`, and keeps
+/// the sockets it tracks, in arrays of slots with hash maps behind them (tracer-ebpf's
+/// slots.rs). With one slot of each, nearly every concurrent create of a 4-thread churn
+/// takes the hash maps; with the default slots, nearly none. Either way every socket is
+/// reported once, with its own fd, thread, bind and release, and nothing is lost.
+#[test]
+fn every_socket_is_reported_whichever_way_its_hand_off_goes() {
+    if !require_root("every_socket_is_reported_whichever_way_its_hand_off_goes") {
+        return;
+    }
+    let _serial = serial();
+    const THREADS: usize = 4;
+    const PER_THREAD: usize = 3000;
+    for slots in [None, Some("1")] {
+        let (mut child, out, pid) = spawn_waiting(
+            "udp_churn",
+            &[
+                "--wait",
+                "--count",
+                &PER_THREAD.to_string(),
+                "--threads",
+                &THREADS.to_string(),
+            ],
+        );
+        let pid_arg = pid.to_string();
+        let env: Vec<(&str, &str)> = slots.map(|n| ("SOCKSCOPE_SLOTS", n)).into_iter().collect();
+        let tracer = Sockscope::start_env(&["trace", "-f", "json", "--pid", &pid_arg], &env);
+        writeln!(child.stdin.as_mut().expect("stdin"), "go").expect("go");
+        out.wait_for("sockets", Duration::from_secs(60));
+        let _ = child.wait();
+        std::thread::sleep(Duration::from_millis(300));
+        let (events, status) = tracer.stop_json();
+        assert!(
+            status.success(),
+            "slots {slots:?}: sockscope exited with {status}"
+        );
+
+        let creates = by_event(&events, "create");
+        assert_eq!(
+            creates.len(),
+            THREADS * PER_THREAD,
+            "slots {slots:?}: one create per socket"
+        );
+        let mut tid_of = HashMap::new();
+        for c in &creates {
+            let cookie = c["cookie"].as_u64().expect("cookie");
+            assert!(
+                c["fd"].as_i64().is_some_and(|fd| fd >= 0),
+                "slots {slots:?}: a create without its fd: {c}"
+            );
+            assert_eq!(c["pid"].as_u64(), Some(u64::from(pid)));
+            let tid = c["tid"].as_u64().expect("tid");
+            assert!(
+                tid_of.insert(cookie, tid).is_none(),
+                "slots {slots:?}: cookie {cookie} created twice"
+            );
+        }
+        let threads: std::collections::HashSet<_> = tid_of.values().collect();
+        assert_eq!(
+            threads.len(),
+            THREADS,
+            "slots {slots:?}: each thread's sockets"
+        );
+        for kind in ["bind", "release"] {
+            let records = by_event(&events, kind);
+            assert_eq!(
+                records.len(),
+                creates.len(),
+                "slots {slots:?}: one {kind} per socket"
+            );
+            for r in records {
+                let cookie = r["cookie"].as_u64().expect("cookie");
+                let made_by = tid_of.get(&cookie);
+                assert!(
+                    made_by.is_some(),
+                    "slots {slots:?}: {kind} of an unknown socket: {r}"
+                );
+                // udp_churn binds and closes each socket on the thread that made it:
+                // a create paired with another thread's hand-off shows here.
+                assert_eq!(
+                    r["tid"].as_u64().as_ref(),
+                    made_by,
+                    "slots {slots:?}: {kind} on another thread than the create: {r}"
+                );
+            }
+        }
+        let summary = by_event(&events, "summary");
+        assert_eq!(summary.len(), 1);
+        assert_eq!(summary[0]["lost"], 0, "slots {slots:?}: nothing lost");
+    }
 }

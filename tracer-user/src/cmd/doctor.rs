@@ -104,10 +104,16 @@ fn memory_check() -> Check {
         "bpf memory",
         Status::Ok,
         format!(
-            "stack map {} x 127 frames ({} KiB; {how}); tracked sockets {} (by --pid: its open-file limit); markers {} ({} by --pid), threads in spans {} ({}); ring {} KiB (--stacks fp), {} KiB (auto), {} KiB (dwarf); --ring-bytes sets it",
+            "stack map {} x 127 frames ({} KiB; {how}); tracked sockets {} (by --pid: its open-file limit), {} of them in slots ({}); markers {} ({} by --pid), threads in spans {} ({}); ring {} KiB (--stacks fp), {} KiB (auto), {} KiB (dwarf); --ring-bytes sets it",
             sizes.stacks,
             u64::from(sizes.stacks) * 127 * 8 / 1024,
             sizes.tracked,
+            sizes.tracked_slots,
+            if loader::cmpxchg::kernel_has_cmpxchg() {
+                "BPF compare-and-exchange: yes"
+            } else {
+                "no BPF compare-and-exchange here: hash maps only"
+            },
             sizes.markers,
             one.markers,
             sizes.spans,

@@ -10,6 +10,7 @@ use aya::{
 };
 use tracer_common::{COMM_LEN, UsdtSpec, stats};
 
+pub mod cmpxchg;
 mod io;
 mod links;
 mod probe;
@@ -423,13 +424,19 @@ fn configured_load(cfg: &LoadConfig, facts: &KernelFacts) -> Result<Ebpf, Tracer
     // Lets exec records say which process they are about (see `ProcessIdentity`).
     let process = facts.process.unwrap_or_default();
     loader.override_global("PROCESS_OFFSETS", &process, true);
-    let sizes = sizes::MapSizes::new(
+    let mut sizes = sizes::MapSizes::new(
         cfg.walk_stacks,
         cfg.pid,
         cfg.comm[0] != 0 || cfg.cgroup_id != 0,
         matches!(facts.markers, Some(MarkerIds::Cookie)),
     );
+    let slots = cmpxchg::slot_setting();
+    if let Some(count) = slots.count {
+        sizes = sizes.with_slots(count);
+    }
     sizes.apply(&mut loader);
+    let slots_on = u8::from(slots.on);
+    loader.override_global("SLOTS_ON", &slots_on, true);
     let walk_stacks = u8::from(cfg.walk_stacks);
     loader.override_global("WALK_STACKS", &walk_stacks, true);
     let sampling = cfg.stack_mode != StackMode::Fp;
@@ -467,7 +474,7 @@ fn configured_load(cfg: &LoadConfig, facts: &KernelFacts) -> Result<Ebpf, Tracer
         loader.map_max_entries("EVENTS", ring_bytes);
     }
     loader
-        .load(BPF_OBJECT)
+        .load(cmpxchg::object_for_this_kernel(BPF_OBJECT).bytes())
         .map_err(|source| TracerError::Load { source })
 }
 
@@ -556,9 +563,11 @@ pub struct UsdtParts<'a> {
 /// Counters the kernel side keeps, summed over CPUs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct KernelStats {
+    /// Records lost: the ring was full, or a socket could not be kept track of (its
+    /// create record could not be made, or its release may go unseen: the kernel counts
+    /// these apart too, in `TRACK_FULL` and `PENDING_FULL`, for bpftool). Each leaves
+    /// the trace incomplete the same way. One counter, so each look is one syscall.
     pub lost: u64,
-    pub track_full: u64,
-    pub pending_full: u64,
 }
 
 impl Tracer {
@@ -701,8 +710,6 @@ impl Tracer {
         };
         Ok(KernelStats {
             lost: sum(stats::LOST)?,
-            track_full: sum(stats::TRACK_FULL)?,
-            pending_full: sum(stats::PENDING_FULL)?,
         })
     }
 }

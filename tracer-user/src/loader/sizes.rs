@@ -13,6 +13,11 @@ pub const STACKS_HELPER: u32 = 16384;
 /// Tracked sockets (released by another task) under a comm or cgroup filter.
 pub const TRACKED_SCOPED: u32 = 65536;
 pub const TRACKED_MAX: u32 = 262_144;
+/// Tracked sockets' slots in front of `TRACKED` (16 bytes each; see tracer-ebpf's
+/// slots.rs): a power of two, at most this many.
+pub const TRACKED_SLOTS_MAX: u32 = 16384;
+/// Creating threads' slots in front of `PENDING` (32 bytes each), by thread id.
+pub const PENDING_SLOTS: u32 = 4096;
 /// `WATCH_KEY_OF` entries host-wide (the daemon: every watched socket of the host).
 pub const WATCH_KEYS_HOST: u32 = 16384;
 /// In a scoped session the kernel's sockets keep their key in `TRACKED`: only the
@@ -42,6 +47,13 @@ pub struct MapSizes {
     pub stacks: u32,
     /// `TRACKED` entries: sockets of the traced scope open at once.
     pub tracked: u32,
+    /// `TRACKED_SLOTS` entries (1 when nothing is tracked).
+    pub tracked_slots: u32,
+    /// `tracked_slots - 1`, the programs' index mask.
+    tracked_slot_mask: u32,
+    /// `PENDING_SLOTS` entries, and their mask.
+    pub pending_slots: u32,
+    pending_slot_mask: u32,
     /// `WATCH_KEY_OF` entries.
     pub watch_keys: u32,
     /// `USDT_SPECS` entries: markers attached at once.
@@ -68,7 +80,16 @@ impl MapSizes {
             // Without a filter every socket is reported, and the map is never used.
             1
         };
+        let tracked_slots = if tracked > 1 {
+            tracked.next_power_of_two().min(TRACKED_SLOTS_MAX)
+        } else {
+            1
+        };
         Self {
+            tracked_slots,
+            tracked_slot_mask: tracked_slots - 1,
+            pending_slots: PENDING_SLOTS,
+            pending_slot_mask: PENDING_SLOTS - 1,
             stacks: if walk_stacks {
                 STACKS_WALKED
             } else {
@@ -103,9 +124,27 @@ impl MapSizes {
         }
     }
 
-    pub fn apply(&self, loader: &mut EbpfLoader) {
+    /// Both slot arrays of `count` slots (a power of two), whatever the scope:
+    /// `SOCKSCOPE_SLOTS` (see `loader::cmpxchg`), so tests can make every concurrent
+    /// hand-off collide and take the hash maps.
+    pub fn with_slots(self, count: u32) -> Self {
+        debug_assert!(count.is_power_of_two());
+        Self {
+            tracked_slots: count,
+            tracked_slot_mask: count - 1,
+            pending_slots: count,
+            pending_slot_mask: count - 1,
+            ..self
+        }
+    }
+
+    pub fn apply<'a>(&'a self, loader: &mut EbpfLoader<'a>) {
         loader.map_max_entries("STACKS", self.stacks);
         loader.map_max_entries("TRACKED", self.tracked);
+        loader.map_max_entries("TRACKED_SLOTS", self.tracked_slots);
+        loader.override_global("TRACKED_SLOT_MASK", &self.tracked_slot_mask, true);
+        loader.map_max_entries("PENDING_SLOTS", self.pending_slots);
+        loader.override_global("PENDING_SLOT_MASK", &self.pending_slot_mask, true);
         loader.map_max_entries("WATCH_KEY_OF", self.watch_keys);
         loader.map_max_entries("USDT_SPECS", self.markers);
         loader.map_max_entries("USDT_SITES", self.sites);
@@ -164,6 +203,10 @@ mod tests {
             MapSizes {
                 stacks: STACKS_HELPER,
                 tracked: 1,
+                tracked_slots: 1,
+                tracked_slot_mask: 0,
+                pending_slots: PENDING_SLOTS,
+                pending_slot_mask: PENDING_SLOTS - 1,
                 watch_keys: WATCH_KEYS_HOST,
                 markers: MARKERS_MANY,
                 sites: SITES_WITHOUT_COOKIES,
@@ -171,7 +214,13 @@ mod tests {
                 ended: ENDED_MANY,
             }
         );
-        assert_eq!(MapSizes::new(true, 0, true, true).tracked, TRACKED_SCOPED);
+        let scoped = MapSizes::new(true, 0, true, true);
+        assert_eq!(scoped.tracked, TRACKED_SCOPED);
+        // Slots: a power of two (the programs mask with it), bounded.
+        assert_eq!(scoped.tracked_slots, TRACKED_SLOTS_MAX);
+        assert!(by_pid.tracked_slots.is_power_of_two());
+        assert!(by_pid.tracked_slots <= TRACKED_SLOTS_MAX);
+        assert_eq!(by_pid.tracked_slot_mask, by_pid.tracked_slots - 1);
         assert_eq!(by_pid.watch_keys, WATCH_KEYS_SCOPED);
     }
 }

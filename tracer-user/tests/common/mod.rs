@@ -190,7 +190,13 @@ pub const ATTACHED: &str = "tracing UDP sockets";
 impl Sockscope {
     /// Starts `sockscope ARGS` and waits until it says it is attached.
     pub fn start(args: &[&str]) -> Self {
+        Self::start_env(args, &[])
+    }
+
+    /// [`Self::start`] with these environment variables set.
+    pub fn start_env(args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(sockscope_bin())
+            .envs(env.iter().copied())
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -1,0 +1,222 @@
+//! The two per-socket hand-offs on the hot path, kept in arrays of claimable slots
+//! with their hash maps behind them:
+//! - `PENDING`: what the create hook learned, by thread, until `sys_exit_socket`;
+//! - `TRACKED`: the sockets whose create passed the filters (and where the I/O hooks
+//!   watch them), by cookie, until their release.
+//!
+//! Why: on the kernels measured a hash map update costs 200–270 ns and its delete
+//! 100–150 ns (bucket lock, element allocation or free list), a third of all the BPF
+//! time spent per socket; an array slot is an indexed load and a compare-and-exchange.
+//! A slot is indexed by the low bits of its owner (thread id, socket cookie) and
+//! claimed with an atomic compare-and-exchange from 0, so two CPUs cannot both take
+//! it; an owner whose slot is taken by another goes to the hash map as before, so
+//! nothing is lost to a collision. Kernels without BPF compare-and-exchange (before
+//! 5.12) use the hash maps only (`SLOTS_ON` is 0: the verifier never sees the slot
+//! code there).
+use aya_ebpf::{macros::map, maps::Array};
+use tracer_common::stats;
+
+use crate::{
+    filter::read_global,
+    maps::{PENDING, PendingCreate, TRACKED, count},
+};
+
+/// 1: the kernel has BPF atomic compare-and-exchange (set by user space before load).
+#[unsafe(no_mangle)]
+static SLOTS_ON: u8 = 0;
+
+/// Slot counts minus one (powers of two, set by user space with the arrays' sizes).
+#[unsafe(no_mangle)]
+static PENDING_SLOT_MASK: u32 = 4095;
+#[unsafe(no_mangle)]
+static TRACKED_SLOT_MASK: u32 = 16383;
+
+/// A slot: its owner (0: free) and what it holds for the owner.
+#[repr(C)]
+pub struct Slot<V> {
+    owner: u64,
+    value: V,
+}
+
+#[map]
+static PENDING_SLOTS: Array<Slot<PendingCreate>> = Array::with_max_entries(4096, 0);
+
+/// Value: the socket's key in the I/O hooks' `WATCHED_FDS` (0: not watched).
+#[map]
+static TRACKED_SLOTS: Array<Slot<u64>> = Array::with_max_entries(16384, 0);
+
+#[inline(always)]
+fn enabled() -> bool {
+    read_global(&SLOTS_ON) != 0
+}
+
+#[inline(always)]
+fn slot_of<V>(slots: &Array<Slot<V>>, mask: &u32, owner: u64) -> Option<*mut Slot<V>> {
+    if !enabled() {
+        return None;
+    }
+    slots.get_ptr_mut(owner as u32 & read_global(mask))
+}
+
+/// `owner`'s slot, claimed if free; `None` if another owner holds it.
+#[inline(always)]
+fn claim<V>(slots: &Array<Slot<V>>, mask: &u32, owner: u64) -> Option<*mut Slot<V>> {
+    let slot = slot_of(slots, mask, owner)?;
+    // SAFETY: a map value, 8-byte aligned; other CPUs touch `owner` only atomically
+    // or by reading it.
+    let held = unsafe { compare_exchange(&raw mut (*slot).owner, owner) };
+    // Free and now ours, or its own already (left by a create that never reached
+    // `sys_exit_socket`).
+    (held == 0 || held == owner).then_some(slot)
+}
+
+/// Sets `*word` to `new` if it is 0; returns what it was.
+///
+/// `core`'s atomics have no compare-and-exchange on the BPF target (it gates every
+/// read-modify-write on it): the intrinsic, which LLVM lowers to BPF's `cmpxchg_64`.
+///
+/// # Safety
+/// `word`: valid, 8-byte aligned, written by others only atomically.
+#[cfg(target_arch = "bpf")]
+#[inline(always)]
+unsafe fn compare_exchange(word: *mut u64, new: u64) -> u64 {
+    use core::intrinsics::{AtomicOrdering, atomic_cxchg};
+    // SAFETY: as the caller promises.
+    unsafe {
+        atomic_cxchg::<u64, { AtomicOrdering::AcqRel }, { AtomicOrdering::Acquire }>(word, 0, new)
+    }
+    .0
+}
+
+/// The host build (an empty program, for workspace-wide commands) never runs this.
+#[cfg(not(target_arch = "bpf"))]
+unsafe fn compare_exchange(word: *mut u64, new: u64) -> u64 {
+    use core::sync::atomic::{AtomicU64, Ordering};
+    // SAFETY: as the caller promises.
+    match unsafe { AtomicU64::from_ptr(word) }.compare_exchange(
+        0,
+        new,
+        Ordering::AcqRel,
+        Ordering::Acquire,
+    ) {
+        Ok(old) | Err(old) => old,
+    }
+}
+
+/// `owner`'s slot if it holds one.
+#[inline(always)]
+fn held<V>(slots: &Array<Slot<V>>, mask: &u32, owner: u64) -> Option<*mut Slot<V>> {
+    let slot = slot_of(slots, mask, owner)?;
+    // A plain load: only the owner writes a held slot's value, and the owner reads it
+    // (or, for a socket released elsewhere, reads it after the creating thread wrote it).
+    // SAFETY: a map value.
+    (unsafe { core::ptr::read_volatile(&raw const (*slot).owner) } == owner).then_some(slot)
+}
+
+/// Gives the slot back (its owner only: no one else writes a held slot).
+#[inline(always)]
+fn free<V>(slot: *mut Slot<V>) {
+    // A plain store (the BPF target has no store-release before cpu v4): the owner is
+    // done with the value, and claimers only compare-and-exchange from 0.
+    // SAFETY: a map value.
+    unsafe { core::ptr::write_volatile(&raw mut (*slot).owner, 0) };
+}
+
+/// Thread `tid` is creating a UDP socket: keep what is known for `sys_exit_socket`.
+#[inline(always)]
+pub fn pending_put(tid: u32, pending: PendingCreate) {
+    if let Some(slot) = claim(&PENDING_SLOTS, &PENDING_SLOT_MASK, u64::from(tid)) {
+        // SAFETY: claimed by this thread.
+        unsafe { (*slot).value = pending };
+        return;
+    }
+    if PENDING.insert(tid, pending, 0).is_err() {
+        // Its create record cannot be made: a loss like a full ring's.
+        count(stats::PENDING_FULL);
+        count(stats::LOST);
+    }
+}
+
+/// What thread `tid`'s create hook kept, taken out. A plain value with `cookie` 0
+/// when there is none (see walk.rs's `Walked` for why not an `Option`).
+#[inline(always)]
+pub fn pending_take(tid: u32) -> PendingCreate {
+    if let Some(slot) = held(&PENDING_SLOTS, &PENDING_SLOT_MASK, u64::from(tid)) {
+        // SAFETY: held by this thread.
+        let pending = unsafe { (*slot).value };
+        free(slot);
+        return pending;
+    }
+    // SAFETY: copied out before the entry is removed.
+    match unsafe { PENDING.get(tid) }.copied() {
+        Some(pending) => {
+            let _ = PENDING.remove(tid);
+            pending
+        }
+        None => PendingCreate::NONE,
+    }
+}
+
+/// Socket `cookie` passed the filters at its creation: its release is reported
+/// whoever releases it.
+#[inline(always)]
+pub fn track(cookie: u64) {
+    if let Some(slot) = claim(&TRACKED_SLOTS, &TRACKED_SLOT_MASK, cookie) {
+        // SAFETY: claimed for this socket.
+        unsafe { (*slot).value = 0 };
+        return;
+    }
+    if TRACKED.insert(cookie, 0, 0).is_err() {
+        // Its release by another process would go unseen: a loss too.
+        count(stats::TRACK_FULL);
+        count(stats::LOST);
+    }
+}
+
+/// Whether socket `cookie` is tracked.
+#[inline(always)]
+pub fn is_tracked(cookie: u64) -> bool {
+    held(&TRACKED_SLOTS, &TRACKED_SLOT_MASK, cookie).is_some() || TRACKED.get_ptr(cookie).is_some()
+}
+
+/// Notes the key the I/O hooks watch tracked socket `cookie` under; false if it is not
+/// tracked.
+#[inline(always)]
+pub fn set_tracked_key(cookie: u64, key: u64) -> bool {
+    let value = match held(&TRACKED_SLOTS, &TRACKED_SLOT_MASK, cookie) {
+        // SAFETY: the slot's value, written only by its socket's creation and release.
+        Some(slot) => unsafe { &raw mut (*slot).value },
+        None => match TRACKED.get_ptr_mut(cookie) {
+            Some(value) => value,
+            None => return false,
+        },
+    };
+    // SAFETY: as above (or this socket's hash entry).
+    unsafe { *value = key };
+    true
+}
+
+/// Socket `cookie` is released: (whether it was tracked, its I/O key), and it is no
+/// longer tracked. `read_key`: the key is wanted (a hash entry is then read before it
+/// is removed).
+#[inline(always)]
+pub fn untrack(cookie: u64, read_key: bool) -> (bool, u64) {
+    if let Some(slot) = held(&TRACKED_SLOTS, &TRACKED_SLOT_MASK, cookie) {
+        // SAFETY: this socket's slot.
+        let key = unsafe { (*slot).value };
+        free(slot);
+        return (true, key);
+    }
+    if !read_key {
+        // Nothing to read from the entry: its removal alone says it was there.
+        return (TRACKED.remove(cookie).is_ok(), 0);
+    }
+    // SAFETY: copied out at once.
+    match unsafe { TRACKED.get(&cookie) }.copied() {
+        Some(key) => {
+            let _ = TRACKED.remove(cookie);
+            (true, key)
+        }
+        None => (false, 0),
+    }
+}
