@@ -16,7 +16,7 @@ use aya_ebpf::{
     bindings::{BPF_F_NO_PREALLOC, BPF_F_USER_STACK},
     helpers::bpf_ktime_get_ns,
     macros::{map, tracepoint},
-    maps::HashMap,
+    maps::{Array, HashMap},
     programs::{TracePointContext, tracing::StackIdContext},
 };
 use tracer_common::{
@@ -26,6 +26,7 @@ use tracer_common::{
 use crate::{
     filter::{current, filters_active, read_global},
     maps::STACKS,
+    slots::{Slot, THREAD_SLOTS, thread_put, thread_take},
     stack_sample::{Sampled, sample},
 };
 
@@ -160,10 +161,26 @@ pub struct InFlight {
     pub _pad: u32,
 }
 
-/// One entry per thread inside a watched call: preallocated (an insert on the hot path
-/// must not allocate), and small.
+impl InFlight {
+    /// None (no socket has cookie 0).
+    const NONE: Self = Self {
+        socket: WatchedFd {
+            cookie: 0,
+            pc_id: 0,
+            ended_ns: 0,
+        },
+        op: 0,
+        _pad: 0,
+    };
+}
+
+/// One entry per thread inside a watched call, for threads whose slot (slots.rs)
+/// another holds: preallocated (an insert on the hot path must not allocate), and small.
 #[map]
 pub static IO_IN_FLIGHT: HashMap<u32, InFlight> = HashMap::with_max_entries(2048, 0);
+
+#[map]
+static IO_CALL_SLOTS: Array<Slot<InFlight>> = Array::with_max_entries(THREAD_SLOTS, 0);
 
 /// `args[0]` (the fd) in a `sys_enter_*` record, after the common header and the
 /// syscall number.
@@ -184,15 +201,12 @@ fn enter(ctx: &TracePointContext, op: u32) {
     let Some(socket) = (unsafe { WATCHED_FDS.get(key) }).copied() else {
         return;
     };
-    let _ = IO_IN_FLIGHT.insert(
-        tid,
-        InFlight {
-            socket,
-            op,
-            _pad: 0,
-        },
-        0,
-    );
+    let call = InFlight {
+        socket,
+        op,
+        _pad: 0,
+    };
+    let _ = thread_put(&IO_CALL_SLOTS, &IO_IN_FLIGHT, tid, call);
 }
 
 /// Entering `sendto`, `sendmsg`, `sendmmsg` (one program, attached to each).
@@ -213,11 +227,10 @@ pub fn sockscope_io_recv(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn sockscope_io_exit(ctx: TracePointContext) -> u32 {
     let (tgid, tid) = current();
-    // SAFETY: copied out before the entry is removed.
-    let Some(call) = (unsafe { IO_IN_FLIGHT.get(tid) }).copied() else {
+    let call = thread_take(&IO_CALL_SLOTS, &IO_IN_FLIGHT, tid, InFlight::NONE);
+    if call.socket.cookie == 0 {
         return 0;
-    };
-    let _ = IO_IN_FLIGHT.remove(tid);
+    }
     // SAFETY: `ret` is a long at this offset of every sys_exit record.
     let ret: i64 = unsafe { ctx.read_at(RET_OFFSET) }.unwrap_or(0);
     let cookie = call.socket.cookie;

@@ -1,6 +1,7 @@
-//! The two per-socket hand-offs on the hot path, kept in arrays of claimable slots
-//! with their hash maps behind them:
+//! The hand-offs on the hot path, kept in arrays of claimable slots with their hash
+//! maps behind them:
 //! - `PENDING`: what the create hook learned, by thread, until `sys_exit_socket`;
+//! - `IO_IN_FLIGHT`: a watched send or receive, by thread, from its enter to its exit;
 //! - `TRACKED`: the sockets whose create passed the filters (and where the I/O hooks
 //!   watch them), by cookie, until their release.
 //!
@@ -13,7 +14,10 @@
 //! nothing is lost to a collision. Kernels without BPF compare-and-exchange (before
 //! 5.12) use the hash maps only (`SLOTS_ON` is 0: the verifier never sees the slot
 //! code there).
-use aya_ebpf::{macros::map, maps::Array};
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap},
+};
 use tracer_common::stats;
 
 use crate::{
@@ -25,9 +29,10 @@ use crate::{
 #[unsafe(no_mangle)]
 static SLOTS_ON: u8 = 0;
 
-/// Slot counts minus one (powers of two, set by user space with the arrays' sizes).
+/// Slot counts minus one (powers of two, set by user space with the arrays' sizes):
+/// the arrays by thread, the array by cookie.
 #[unsafe(no_mangle)]
-static PENDING_SLOT_MASK: u32 = 4095;
+static THREAD_SLOT_MASK: u32 = 4095;
 #[unsafe(no_mangle)]
 static TRACKED_SLOT_MASK: u32 = 16383;
 
@@ -38,8 +43,12 @@ pub struct Slot<V> {
     value: V,
 }
 
+/// The arrays of slots by thread have this many entries by default (user space sizes
+/// them with `THREAD_SLOT_MASK`).
+pub const THREAD_SLOTS: u32 = 4096;
+
 #[map]
-static PENDING_SLOTS: Array<Slot<PendingCreate>> = Array::with_max_entries(4096, 0);
+static PENDING_SLOTS: Array<Slot<PendingCreate>> = Array::with_max_entries(THREAD_SLOTS, 0);
 
 /// Value: the socket's key in the I/O hooks' `WATCHED_FDS` (0: not watched).
 #[map]
@@ -88,6 +97,26 @@ unsafe fn compare_exchange(word: *mut u64, new: u64) -> u64 {
     .0
 }
 
+/// Sets `*word` to `new`; returns what it was. BPF's `xchg_64` (the kernels that have
+/// `cmpxchg_64` have it: both came in 5.12).
+///
+/// # Safety
+/// As [`compare_exchange`].
+#[cfg(target_arch = "bpf")]
+#[inline(always)]
+unsafe fn exchange(word: *mut u64, new: u64) -> u64 {
+    use core::intrinsics::{AtomicOrdering, atomic_xchg};
+    // SAFETY: as the caller promises.
+    unsafe { atomic_xchg::<u64, { AtomicOrdering::AcqRel }>(word, new) }
+}
+
+#[cfg(not(target_arch = "bpf"))]
+unsafe fn exchange(word: *mut u64, new: u64) -> u64 {
+    use core::sync::atomic::{AtomicU64, Ordering};
+    // SAFETY: as the caller promises.
+    unsafe { AtomicU64::from_ptr(word) }.swap(new, Ordering::AcqRel)
+}
+
 /// The host build (an empty program, for workspace-wide commands) never runs this.
 #[cfg(not(target_arch = "bpf"))]
 unsafe fn compare_exchange(word: *mut u64, new: u64) -> u64 {
@@ -110,51 +139,74 @@ fn held<V>(slots: &Array<Slot<V>>, mask: &u32, owner: u64) -> Option<*mut Slot<V
     // A plain load: only the owner writes a held slot's value, and the owner reads it
     // (or, for a socket released elsewhere, reads it after the creating thread wrote it).
     // SAFETY: a map value.
+    // Readers of the value read it volatile too, so the compiler keeps that after this
+    // (the BPF target has no compiler fence to select).
     (unsafe { core::ptr::read_volatile(&raw const (*slot).owner) } == owner).then_some(slot)
 }
 
-/// Gives the slot back (its owner only: no one else writes a held slot).
+/// Gives the slot back (its owner only: no one else writes a held slot), after every
+/// read of its value: an atomic exchange, a full barrier for the compiler and the CPU.
+/// A plain store let LLVM move the value's read after it, so another thread could
+/// claim the slot and write its own value in between (a create reported twice and
+/// another lost: `tests/trace.rs` caught it with one slot); and on weakly ordered CPUs
+/// a plain store may become visible before an earlier load.
 #[inline(always)]
 fn free<V>(slot: *mut Slot<V>) {
-    // A plain store (the BPF target has no store-release before cpu v4): the owner is
-    // done with the value, and claimers only compare-and-exchange from 0.
-    // SAFETY: a map value.
-    unsafe { core::ptr::write_volatile(&raw mut (*slot).owner, 0) };
+    // SAFETY: a map value, 8-byte aligned.
+    unsafe { exchange(&raw mut (*slot).owner, 0) };
+}
+
+/// Keeps `value` for thread `tid` until [`thread_take`]: in its slot, or in `map`.
+/// False if neither had room.
+#[inline(always)]
+pub fn thread_put<V: Copy>(
+    slots: &Array<Slot<V>>,
+    map: &HashMap<u32, V>,
+    tid: u32,
+    value: V,
+) -> bool {
+    if let Some(slot) = claim(slots, &THREAD_SLOT_MASK, u64::from(tid)) {
+        // SAFETY: claimed by this thread.
+        unsafe { (*slot).value = value };
+        return true;
+    }
+    map.insert(tid, value, 0).is_ok()
+}
+
+/// What [`thread_put`] kept for thread `tid`, taken out; `none` if nothing (a plain
+/// value, see walk.rs's `Walked` for why not an `Option`).
+#[inline(always)]
+pub fn thread_take<V: Copy>(slots: &Array<Slot<V>>, map: &HashMap<u32, V>, tid: u32, none: V) -> V {
+    if let Some(slot) = held(slots, &THREAD_SLOT_MASK, u64::from(tid)) {
+        // SAFETY: held by this thread.
+        let value = unsafe { core::ptr::read_volatile(&raw const (*slot).value) };
+        free(slot);
+        return value;
+    }
+    // SAFETY: copied out before the entry is removed.
+    match unsafe { map.get(tid) }.copied() {
+        Some(value) => {
+            let _ = map.remove(tid);
+            value
+        }
+        None => none,
+    }
 }
 
 /// Thread `tid` is creating a UDP socket: keep what is known for `sys_exit_socket`.
 #[inline(always)]
 pub fn pending_put(tid: u32, pending: PendingCreate) {
-    if let Some(slot) = claim(&PENDING_SLOTS, &PENDING_SLOT_MASK, u64::from(tid)) {
-        // SAFETY: claimed by this thread.
-        unsafe { (*slot).value = pending };
-        return;
-    }
-    if PENDING.insert(tid, pending, 0).is_err() {
+    if !thread_put(&PENDING_SLOTS, &PENDING, tid, pending) {
         // Its create record cannot be made: a loss like a full ring's.
         count(stats::PENDING_FULL);
         count(stats::LOST);
     }
 }
 
-/// What thread `tid`'s create hook kept, taken out. A plain value with `cookie` 0
-/// when there is none (see walk.rs's `Walked` for why not an `Option`).
+/// What thread `tid`'s create hook kept, taken out (`cookie` 0: none).
 #[inline(always)]
 pub fn pending_take(tid: u32) -> PendingCreate {
-    if let Some(slot) = held(&PENDING_SLOTS, &PENDING_SLOT_MASK, u64::from(tid)) {
-        // SAFETY: held by this thread.
-        let pending = unsafe { (*slot).value };
-        free(slot);
-        return pending;
-    }
-    // SAFETY: copied out before the entry is removed.
-    match unsafe { PENDING.get(tid) }.copied() {
-        Some(pending) => {
-            let _ = PENDING.remove(tid);
-            pending
-        }
-        None => PendingCreate::NONE,
-    }
+    thread_take(&PENDING_SLOTS, &PENDING, tid, PendingCreate::NONE)
 }
 
 /// Socket `cookie` passed the filters at its creation: its release is reported
@@ -203,7 +255,7 @@ pub fn set_tracked_key(cookie: u64, key: u64) -> bool {
 pub fn untrack(cookie: u64, read_key: bool) -> (bool, u64) {
     if let Some(slot) = held(&TRACKED_SLOTS, &TRACKED_SLOT_MASK, cookie) {
         // SAFETY: this socket's slot.
-        let key = unsafe { (*slot).value };
+        let key = unsafe { core::ptr::read_volatile(&raw const (*slot).value) };
         free(slot);
         return (true, key);
     }

@@ -99,9 +99,14 @@ pub fn kernel_has_cmpxchg() -> bool {
     *HAS.get_or_init(|| loads(true))
 }
 
-/// `BPF_STX | BPF_ATOMIC | BPF_DW` with `imm` `BPF_CMPXCHG`; `BPF_LD | BPF_IMM | BPF_DW`
-/// (two slots long); `r0 = 0`, what replaces the first.
+/// `BPF_STX | BPF_ATOMIC | BPF_DW` (and `BPF_W`): with `imm` 0 the atomic add older
+/// kernels know (`BPF_XADD`), any other (`BPF_CMPXCHG` 0xf1, `BPF_XCHG` 0xe1, the
+/// fetch forms) came with compare-and-exchange in 5.12; `BPF_LD | BPF_IMM | BPF_DW`
+/// (two slots long); `r0 = 0`, what replaces them.
+const ATOMIC_CODES: [u8; 2] = [0xdb, 0xc3];
+#[cfg(test)]
 const CMPXCHG_CODE: u8 = 0xdb;
+#[cfg(test)]
 const CMPXCHG_IMM: i32 = 0xf1;
 const LD_IMM64_CODE: u8 = 0x18;
 const MOV_R0_ZERO: [u8; 8] = [0xb7, 0, 0, 0, 0, 0, 0, 0];
@@ -169,15 +174,15 @@ fn without_cmpxchg(object: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Rewrites each compare-and-exchange in `code` (BPF instructions) to `r0 = 0`;
-/// returns how many.
+/// Rewrites each atomic instruction of 5.12 (compare-and-exchange, exchange, the
+/// fetch forms) in `code` (BPF instructions) to `r0 = 0`; returns how many.
 fn rewrite_cmpxchg(code: &mut [u8]) -> usize {
     let mut rewritten = 0;
     let mut at = 0;
     while at + 8 <= code.len() {
         let insn = &mut code[at..at + 8];
         let imm = i32::from_le_bytes([insn[4], insn[5], insn[6], insn[7]]);
-        if insn[0] == CMPXCHG_CODE && imm == CMPXCHG_IMM {
+        if ATOMIC_CODES.contains(&insn[0]) && imm != 0 {
             insn.copy_from_slice(&MOV_R0_ZERO);
             rewritten += 1;
         }
@@ -218,8 +223,9 @@ pub fn slot_setting() -> SlotSetting {
 mod tests {
     use super::*;
 
-    /// The embedded object has compare-and-exchanges (the slots' claims), and the copy
-    /// for older kernels has none left, everything else byte for byte the same.
+    /// The embedded object has compare-and-exchanges and exchanges (the slots' claims
+    /// and releases), and the copy for older kernels has none left, everything else
+    /// byte for byte the same.
     #[test]
     fn the_copy_for_older_kernels_has_no_compare_and_exchange() {
         let object = super::super::BPF_OBJECT;
@@ -248,16 +254,22 @@ mod tests {
 
     #[test]
     fn only_whole_instructions_are_rewritten() {
-        // ld_imm64 whose second half looks like a compare-and-exchange, then one.
+        // ld_imm64 whose second half looks like a compare-and-exchange, then one, an
+        // exchange, and the atomic add older kernels have (kept).
+        let xadd = [CMPXCHG_CODE, 0x1a, 0xf8, 0xff, 0, 0, 0, 0];
         let mut code = [
             [LD_IMM64_CODE, 1, 0, 0, 0, 0, 0, 0],
             [CMPXCHG_CODE, 0, 0, 0, 0xf1, 0, 0, 0],
-            [CMPXCHG_CODE, 0x1a, 0xf8, 0xff, 0xf1, 0, 0, 0],
+            [CMPXCHG_CODE, 0x1a, 0xf8, 0xff, CMPXCHG_IMM as u8, 0, 0, 0],
+            [CMPXCHG_CODE, 0x10, 0, 0, 0xe1, 0, 0, 0],
+            xadd,
         ]
         .concat();
-        assert_eq!(rewrite_cmpxchg(&mut code), 1);
+        assert_eq!(rewrite_cmpxchg(&mut code), 2);
         assert_eq!(code[8..16], [CMPXCHG_CODE, 0, 0, 0, 0xf1, 0, 0, 0]);
         assert_eq!(code[16..24], MOV_R0_ZERO);
+        assert_eq!(code[24..32], MOV_R0_ZERO);
+        assert_eq!(code[32..40], xadd);
     }
 
     /// A refusal must mean no compare-and-exchange, not a malformed probe: the same

@@ -16,8 +16,9 @@ pub const TRACKED_MAX: u32 = 262_144;
 /// Tracked sockets' slots in front of `TRACKED` (16 bytes each; see tracer-ebpf's
 /// slots.rs): a power of two, at most this many.
 pub const TRACKED_SLOTS_MAX: u32 = 16384;
-/// Creating threads' slots in front of `PENDING` (32 bytes each), by thread id.
-pub const PENDING_SLOTS: u32 = 4096;
+/// Threads' slots in front of `PENDING` (32 bytes each) and `IO_IN_FLIGHT` (40 bytes),
+/// by thread id.
+pub const THREAD_SLOTS: u32 = 4096;
 /// `WATCH_KEY_OF` entries host-wide (the daemon: every watched socket of the host).
 pub const WATCH_KEYS_HOST: u32 = 16384;
 /// In a scoped session the kernel's sockets keep their key in `TRACKED`: only the
@@ -51,9 +52,9 @@ pub struct MapSizes {
     pub tracked_slots: u32,
     /// `tracked_slots - 1`, the programs' index mask.
     tracked_slot_mask: u32,
-    /// `PENDING_SLOTS` entries, and their mask.
-    pub pending_slots: u32,
-    pending_slot_mask: u32,
+    /// `PENDING_SLOTS` and `IO_CALL_SLOTS` entries, and their mask.
+    pub thread_slots: u32,
+    thread_slot_mask: u32,
     /// `WATCH_KEY_OF` entries.
     pub watch_keys: u32,
     /// `USDT_SPECS` entries: markers attached at once.
@@ -88,8 +89,8 @@ impl MapSizes {
         Self {
             tracked_slots,
             tracked_slot_mask: tracked_slots - 1,
-            pending_slots: PENDING_SLOTS,
-            pending_slot_mask: PENDING_SLOTS - 1,
+            thread_slots: THREAD_SLOTS,
+            thread_slot_mask: THREAD_SLOTS - 1,
             stacks: if walk_stacks {
                 STACKS_WALKED
             } else {
@@ -132,8 +133,8 @@ impl MapSizes {
         Self {
             tracked_slots: count,
             tracked_slot_mask: count - 1,
-            pending_slots: count,
-            pending_slot_mask: count - 1,
+            thread_slots: count,
+            thread_slot_mask: count - 1,
             ..self
         }
     }
@@ -143,8 +144,9 @@ impl MapSizes {
         loader.map_max_entries("TRACKED", self.tracked);
         loader.map_max_entries("TRACKED_SLOTS", self.tracked_slots);
         loader.override_global("TRACKED_SLOT_MASK", &self.tracked_slot_mask, true);
-        loader.map_max_entries("PENDING_SLOTS", self.pending_slots);
-        loader.override_global("PENDING_SLOT_MASK", &self.pending_slot_mask, true);
+        loader.map_max_entries("PENDING_SLOTS", self.thread_slots);
+        loader.map_max_entries("IO_CALL_SLOTS", self.thread_slots);
+        loader.override_global("THREAD_SLOT_MASK", &self.thread_slot_mask, true);
         loader.map_max_entries("WATCH_KEY_OF", self.watch_keys);
         loader.map_max_entries("USDT_SPECS", self.markers);
         loader.map_max_entries("USDT_SITES", self.sites);
@@ -205,8 +207,8 @@ mod tests {
                 tracked: 1,
                 tracked_slots: 1,
                 tracked_slot_mask: 0,
-                pending_slots: PENDING_SLOTS,
-                pending_slot_mask: PENDING_SLOTS - 1,
+                thread_slots: THREAD_SLOTS,
+                thread_slot_mask: THREAD_SLOTS - 1,
                 watch_keys: WATCH_KEYS_HOST,
                 markers: MARKERS_MANY,
                 sites: SITES_WITHOUT_COOKIES,
