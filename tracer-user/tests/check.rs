@@ -246,9 +246,11 @@ fn lost_events_give_incomplete_never_clean() {
     out.wait_for("ready", Duration::from_secs(30));
     // SAFETY: our child's pid. A stopped sockscope cannot drain its one-page ring.
     unsafe { libc::kill(child.id() as i32, libc::SIGSTOP) };
+    let stopped = KillIfPanicking(child.id());
     writeln!(child.stdin.as_mut().unwrap(), "go").unwrap();
     out.wait_for("done", Duration::from_secs(30));
     unsafe { libc::kill(child.id() as i32, libc::SIGCONT) };
+    drop(stopped);
     let status = child.wait().unwrap();
     let rest: Vec<Value> = out
         .rest(Duration::from_secs(10))
@@ -269,6 +271,30 @@ fn lost_events_give_incomplete_never_clean() {
         Some(0),
         "never clean when events were lost: {s}\n{stderr}"
     );
+}
+
+/// Kills sockscope (pid) and its children if the test fails while sockscope is
+/// stopped: left stopped it would keep its programs attached through every later test,
+/// and its command would wait for it.
+struct KillIfPanicking(u32);
+
+impl Drop for KillIfPanicking {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let pid = self.0;
+        let children =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        for p in children
+            .split_whitespace()
+            .filter_map(|p| p.parse::<i32>().ok())
+            .chain([pid as i32])
+        {
+            // SAFETY: our child and its children.
+            unsafe { libc::kill(p, libc::SIGKILL) };
+        }
+    }
 }
 
 fn sockscope(args: &[&str]) -> Output {
