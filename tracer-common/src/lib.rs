@@ -347,8 +347,9 @@ pub struct UsdtSpec {
 }
 
 /// A socket whose sends and receives the I/O hooks watch, by (process, fd): the key is
-/// `(tgid << 32) | fd`. Written by user space only (for the sockets of PeerConnections),
-/// read by the hooks.
+/// `(tgid << 32) | fd` ([`watched_fd_key`]). Written by the kernel as each traced
+/// socket is created, and by user space (its PeerConnection and that one's end, and the
+/// sockets from before the attach); read by the hooks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[repr(C)]
 pub struct WatchedFd {
@@ -361,6 +362,30 @@ pub struct WatchedFd {
     /// When its PeerConnection ended (`bpf_ktime_get_ns` clock), as user space knows
     /// it; 0 while it lives or when only the kernel knows.
     pub ended_ns: u64,
+}
+
+/// `WATCHED_FDS`' key for `fd` of process `tgid`.
+pub const fn watched_fd_key(tgid: u32, fd: u32) -> u64 {
+    ((tgid as u64) << 32) | fd as u64
+}
+
+/// The slot of `WATCHED_SLOTS` that watched-socket key `key` may hold (`mask`: the
+/// slot count minus one, a power of two). One process's fds are small and dense, so
+/// they take consecutive slots; the process id spreads processes apart (the daemon
+/// watches every process of the host).
+pub const fn watched_slot_index(key: u64, mask: u32) -> u32 {
+    let fd = key as u32;
+    let tgid = (key >> 32) as u32;
+    fd.wrapping_add(tgid.wrapping_mul(0x9e37_79b1)) & mask
+}
+
+/// A slot of `WATCHED_SLOTS`, in front of `WATCHED_FDS` (tracer-ebpf's slots.rs): the
+/// key that holds it (0: free) and its socket.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct WatchedSlot {
+    pub owner: u64,
+    pub socket: WatchedFd,
 }
 
 /// A PeerConnection of a process, for the map of ended PeerConnections.
@@ -441,6 +466,7 @@ mod pod {
     unsafe impl aya::Pod for ProcessEvent {}
     unsafe impl aya::Pod for ProcessOffsets {}
     unsafe impl aya::Pod for WatchedFd {}
+    unsafe impl aya::Pod for WatchedSlot {}
     unsafe impl aya::Pod for IoStats {}
     unsafe impl aya::Pod for StackSample {}
     unsafe impl aya::Pod for WalkedStack {}

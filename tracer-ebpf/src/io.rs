@@ -4,9 +4,9 @@
 //! neither (`held`: only a reference keeps it).
 //!
 //! Syscall tracepoints, so every backend has them: `sys_enter_*` of the send and receive
-//! calls look the (process, fd) up in `WATCHED_FDS`; for every call on a socket that is
-//! not watched that one failed lookup is the whole cost. A hit is stashed per thread
-//! for `sys_exit_*`, which has the result. Each traced UDP socket is watched from its
+//! calls look the (process, fd) up in its slot and in `WATCHED_FDS`; for every call on a
+//! socket that is not watched that array read and one failed lookup are the whole cost.
+//! A hit is stashed per thread for `sys_exit_*`, which has the result. Each traced UDP socket is watched from its
 //! creation (`sys_exit_socket`, with `IO_WATCH` on): the last read before its
 //! PeerConnection ended is what shows a parked task, and user space learns which
 //! PeerConnection a socket belongs to only later. User space adds the sockets that
@@ -21,12 +21,13 @@ use aya_ebpf::{
 };
 use tracer_common::{
     IO_SAMPLE_BURST, IO_SAMPLE_EVERY_NS, IoStats, PcKey, WatchedFd, io_op, sample_flags,
+    watched_fd_key, watched_slot_index,
 };
 
 use crate::{
     filter::{current, filters_active, read_global},
     maps::STACKS,
-    slots::{Slot, THREAD_SLOTS, thread_put, thread_take},
+    slots::{self, Slot, THREAD_SLOTS, thread_put, thread_take},
     stack_sample::{Sampled, sample},
 };
 
@@ -42,14 +43,49 @@ pub fn watch_new_socket(tgid: u32, fd: i64, cookie: u64, pc_id: u64) {
     if !watching() || fd < 0 {
         return;
     }
-    let key = (u64::from(tgid) << 32) | (fd as u64 & 0xffff_ffff);
+    let key = watched_fd_key(tgid, fd as u32);
     let socket = WatchedFd {
         cookie,
         pc_id,
         ended_ns: 0,
     };
-    if WATCHED_FDS.insert(key, socket, 0).is_ok() {
-        remember_key(cookie, key);
+    if let Some(slot) = slots::claim(&WATCHED_SLOTS, watched_index(key), key) {
+        slots::set_value(slot, socket);
+    } else if WATCHED_FDS.insert(key, socket, 0).is_err() {
+        return;
+    }
+    remember_key(cookie, key);
+}
+
+#[inline(always)]
+fn watched_index(key: u64) -> u32 {
+    watched_slot_index(key, read_global(&WATCHED_SLOT_MASK))
+}
+
+/// The socket watched under `key`: its slot's if the key holds one (the newest socket
+/// of that fd), else `WATCHED_FDS`' entry.
+#[inline(always)]
+fn watched(key: u64) -> Option<WatchedFd> {
+    if let Some(slot) = slots::held(&WATCHED_SLOTS, watched_index(key), key) {
+        return Some(slots::value(slot));
+    }
+    // SAFETY: copied out at once.
+    unsafe { WATCHED_FDS.get(key) }.copied()
+}
+
+/// Socket `cookie`, watched under `key`, is no longer (unless a newer socket has the
+/// fd already: then that one stays watched).
+#[inline(always)]
+fn unwatch(key: u64, cookie: u64) {
+    if let Some(slot) = slots::held(&WATCHED_SLOTS, watched_index(key), key)
+        && slots::value(slot).cookie == cookie
+    {
+        slots::free(slot);
+        return;
+    }
+    // SAFETY: copied out at once.
+    if (unsafe { WATCHED_FDS.get(&key) }).is_some_and(|w| w.cookie == cookie) {
+        let _ = WATCHED_FDS.remove(&key);
     }
 }
 
@@ -59,7 +95,7 @@ pub fn watch_new_socket(tgid: u32, fd: i64, cookie: u64, pc_id: u64) {
 #[inline(always)]
 fn remember_key(cookie: u64, key: u64) {
     // Without a filter nothing is tracked (see `filters_active`): no lookup to miss.
-    if filters_active() && crate::slots::set_tracked_key(cookie, key) {
+    if filters_active() && slots::set_tracked_key(cookie, key) {
         return;
     }
     let _ = WATCH_KEY_OF.insert(cookie, key, 0);
@@ -92,11 +128,12 @@ pub fn forget_released(cookie: u64, tracked_key: u64) {
         let _ = WATCH_KEY_OF.remove(&cookie);
         key
     };
-    // SAFETY: copied out at once.
-    if (unsafe { WATCHED_FDS.get(&key) }).is_some_and(|w| w.cookie == cookie) {
-        let _ = WATCHED_FDS.remove(&key);
+    unwatch(key, cookie);
+    // Most sockets never had a watched call: a failed lookup costs less than a failed
+    // delete (which takes the bucket's lock).
+    if IO_STATS.get_ptr(cookie).is_some() {
+        let _ = IO_STATS.remove(&cookie);
     }
-    let _ = IO_STATS.remove(&cookie);
 }
 
 /// When each PeerConnection ended, written by the USDT program as its `pc_close_end` or
@@ -137,10 +174,20 @@ fn ended_ns(tgid: u32, socket: &WatchedFd) -> u64 {
 // Not preallocated: sized for a busy process, they take memory only for the sockets
 // really watched.
 
-/// Sockets to watch, by `(tgid << 32) | fd`.
+/// Sockets to watch, by `(tgid << 32) | fd`, when their slot in `WATCHED_SLOTS` (in
+/// front of it, see slots.rs) is another's, or when user space adds them.
 #[map]
 pub static WATCHED_FDS: HashMap<u64, WatchedFd> =
     HashMap::with_max_entries(16384, BPF_F_NO_PREALLOC);
+
+/// Slot count minus one (a power of two, set by user space with the array's size).
+#[unsafe(no_mangle)]
+static WATCHED_SLOT_MASK: u32 = 8191;
+
+/// Value: the socket watched under the slot's owner key (`tracer_common::WatchedSlot`,
+/// which user space reads and updates).
+#[map]
+static WATCHED_SLOTS: Array<Slot<WatchedFd>> = Array::with_max_entries(8192, 0);
 
 /// The key of `WATCHED_FDS` each watched socket is under, by cookie (written with it,
 /// by the kernel or by user space), for its release to find; sockets of a scoped
@@ -196,9 +243,7 @@ fn enter(ctx: &TracePointContext, op: u32) {
         return;
     };
     let (tgid, tid) = current();
-    let key = (u64::from(tgid) << 32) | (fd & 0xffff_ffff);
-    // SAFETY: copied out at once.
-    let Some(socket) = (unsafe { WATCHED_FDS.get(key) }).copied() else {
+    let Some(socket) = watched(watched_fd_key(tgid, fd as u32)) else {
         return;
     };
     let call = InFlight {

@@ -3,13 +3,15 @@
 //! - `PENDING`: what the create hook learned, by thread, until `sys_exit_socket`;
 //! - `IO_IN_FLIGHT`: a watched send or receive, by thread, from its enter to its exit;
 //! - `TRACKED`: the sockets whose create passed the filters (and where the I/O hooks
-//!   watch them), by cookie, until their release.
+//!   watch them), by cookie, until their release;
+//! - `WATCHED_FDS` (io.rs): the sockets the I/O hooks watch, by (process, fd), from
+//!   their creation to their release.
 //!
 //! Why: on the kernels measured a hash map update costs 200–270 ns and its delete
 //! 100–150 ns (bucket lock, element allocation or free list), a third of all the BPF
 //! time spent per socket; an array slot is an indexed load and a compare-and-exchange.
-//! A slot is indexed by the low bits of its owner (thread id, socket cookie) and
-//! claimed with an atomic compare-and-exchange from 0, so two CPUs cannot both take
+//! A slot is indexed by the low bits of its owner (thread id, socket cookie; a mix of
+//! process and fd for `WATCHED_FDS`) and claimed with an atomic compare-and-exchange from 0, so two CPUs cannot both take
 //! it; an owner whose slot is taken by another goes to the hash map as before, so
 //! nothing is lost to a collision. Kernels without BPF compare-and-exchange (before
 //! 5.12) use the hash maps only (`SLOTS_ON` is 0: the verifier never sees the slot
@@ -60,22 +62,33 @@ fn enabled() -> bool {
 }
 
 #[inline(always)]
-fn slot_of<V>(slots: &Array<Slot<V>>, mask: &u32, owner: u64) -> Option<*mut Slot<V>> {
+fn thread_index(tid: u32) -> u32 {
+    tid & read_global(&THREAD_SLOT_MASK)
+}
+
+#[inline(always)]
+fn tracked_index(cookie: u64) -> u32 {
+    cookie as u32 & read_global(&TRACKED_SLOT_MASK)
+}
+
+/// The slot at `index` (masked by the caller), if slots are on.
+#[inline(always)]
+fn slot_at<V>(slots: &Array<Slot<V>>, index: u32) -> Option<*mut Slot<V>> {
     if !enabled() {
         return None;
     }
-    slots.get_ptr_mut(owner as u32 & read_global(mask))
+    slots.get_ptr_mut(index)
 }
 
-/// `owner`'s slot, claimed if free; `None` if another owner holds it.
+/// `owner`'s slot at `index`, claimed if free; `None` if another owner holds it.
 #[inline(always)]
-fn claim<V>(slots: &Array<Slot<V>>, mask: &u32, owner: u64) -> Option<*mut Slot<V>> {
-    let slot = slot_of(slots, mask, owner)?;
+pub fn claim<V>(slots: &Array<Slot<V>>, index: u32, owner: u64) -> Option<*mut Slot<V>> {
+    let slot = slot_at(slots, index)?;
     // SAFETY: a map value, 8-byte aligned; other CPUs touch `owner` only atomically
     // or by reading it.
     let held = unsafe { compare_exchange(&raw mut (*slot).owner, owner) };
     // Free and now ours, or its own already (left by a create that never reached
-    // `sys_exit_socket`).
+    // `sys_exit_socket`; for an fd, a socket released after its fd was reused).
     (held == 0 || held == owner).then_some(slot)
 }
 
@@ -132,16 +145,30 @@ unsafe fn compare_exchange(word: *mut u64, new: u64) -> u64 {
     }
 }
 
-/// `owner`'s slot if it holds one.
+/// `owner`'s slot at `index` if it holds it.
 #[inline(always)]
-fn held<V>(slots: &Array<Slot<V>>, mask: &u32, owner: u64) -> Option<*mut Slot<V>> {
-    let slot = slot_of(slots, mask, owner)?;
+pub fn held<V>(slots: &Array<Slot<V>>, index: u32, owner: u64) -> Option<*mut Slot<V>> {
+    let slot = slot_at(slots, index)?;
     // A plain load: only the owner writes a held slot's value, and the owner reads it
     // (or, for a socket released elsewhere, reads it after the creating thread wrote it).
     // SAFETY: a map value.
     // Readers of the value read it volatile too, so the compiler keeps that after this
     // (the BPF target has no compiler fence to select).
     (unsafe { core::ptr::read_volatile(&raw const (*slot).owner) } == owner).then_some(slot)
+}
+
+/// A held slot's value, read after its owner (see [`held`]).
+#[inline(always)]
+pub fn value<V: Copy>(slot: *mut Slot<V>) -> V {
+    // SAFETY: a map value.
+    unsafe { core::ptr::read_volatile(&raw const (*slot).value) }
+}
+
+/// Writes a claimed slot's value.
+#[inline(always)]
+pub fn set_value<V>(slot: *mut Slot<V>, value: V) {
+    // SAFETY: a map value, claimed by the caller.
+    unsafe { (*slot).value = value };
 }
 
 /// Gives the slot back (its owner only: no one else writes a held slot), after every
@@ -151,7 +178,7 @@ fn held<V>(slots: &Array<Slot<V>>, mask: &u32, owner: u64) -> Option<*mut Slot<V
 /// another lost: `tests/trace.rs` caught it with one slot); and on weakly ordered CPUs
 /// a plain store may become visible before an earlier load.
 #[inline(always)]
-fn free<V>(slot: *mut Slot<V>) {
+pub fn free<V>(slot: *mut Slot<V>) {
     // SAFETY: a map value, 8-byte aligned.
     unsafe { exchange(&raw mut (*slot).owner, 0) };
 }
@@ -165,9 +192,8 @@ pub fn thread_put<V: Copy>(
     tid: u32,
     value: V,
 ) -> bool {
-    if let Some(slot) = claim(slots, &THREAD_SLOT_MASK, u64::from(tid)) {
-        // SAFETY: claimed by this thread.
-        unsafe { (*slot).value = value };
+    if let Some(slot) = claim(slots, thread_index(tid), u64::from(tid)) {
+        set_value(slot, value);
         return true;
     }
     map.insert(tid, value, 0).is_ok()
@@ -177,9 +203,8 @@ pub fn thread_put<V: Copy>(
 /// value, see walk.rs's `Walked` for why not an `Option`).
 #[inline(always)]
 pub fn thread_take<V: Copy>(slots: &Array<Slot<V>>, map: &HashMap<u32, V>, tid: u32, none: V) -> V {
-    if let Some(slot) = held(slots, &THREAD_SLOT_MASK, u64::from(tid)) {
-        // SAFETY: held by this thread.
-        let value = unsafe { core::ptr::read_volatile(&raw const (*slot).value) };
+    if let Some(slot) = held(slots, thread_index(tid), u64::from(tid)) {
+        let value = value(slot);
         free(slot);
         return value;
     }
@@ -213,9 +238,8 @@ pub fn pending_take(tid: u32) -> PendingCreate {
 /// whoever releases it.
 #[inline(always)]
 pub fn track(cookie: u64) {
-    if let Some(slot) = claim(&TRACKED_SLOTS, &TRACKED_SLOT_MASK, cookie) {
-        // SAFETY: claimed for this socket.
-        unsafe { (*slot).value = 0 };
+    if let Some(slot) = claim(&TRACKED_SLOTS, tracked_index(cookie), cookie) {
+        set_value(slot, 0);
         return;
     }
     if TRACKED.insert(cookie, 0, 0).is_err() {
@@ -228,14 +252,15 @@ pub fn track(cookie: u64) {
 /// Whether socket `cookie` is tracked.
 #[inline(always)]
 pub fn is_tracked(cookie: u64) -> bool {
-    held(&TRACKED_SLOTS, &TRACKED_SLOT_MASK, cookie).is_some() || TRACKED.get_ptr(cookie).is_some()
+    held(&TRACKED_SLOTS, tracked_index(cookie), cookie).is_some()
+        || TRACKED.get_ptr(cookie).is_some()
 }
 
 /// Notes the key the I/O hooks watch tracked socket `cookie` under; false if it is not
 /// tracked.
 #[inline(always)]
 pub fn set_tracked_key(cookie: u64, key: u64) -> bool {
-    let value = match held(&TRACKED_SLOTS, &TRACKED_SLOT_MASK, cookie) {
+    let value = match held(&TRACKED_SLOTS, tracked_index(cookie), cookie) {
         // SAFETY: the slot's value, written only by its socket's creation and release.
         Some(slot) => unsafe { &raw mut (*slot).value },
         None => match TRACKED.get_ptr_mut(cookie) {
@@ -253,9 +278,8 @@ pub fn set_tracked_key(cookie: u64, key: u64) -> bool {
 /// is removed).
 #[inline(always)]
 pub fn untrack(cookie: u64, read_key: bool) -> (bool, u64) {
-    if let Some(slot) = held(&TRACKED_SLOTS, &TRACKED_SLOT_MASK, cookie) {
-        // SAFETY: this socket's slot.
-        let key = unsafe { core::ptr::read_volatile(&raw const (*slot).value) };
+    if let Some(slot) = held(&TRACKED_SLOTS, tracked_index(cookie), cookie) {
+        let key = value(slot);
         free(slot);
         return (true, key);
     }

@@ -274,18 +274,16 @@ impl MarkerTable {
         };
         if let Some(cookie) = shared
             && let Some(m) = self.get(cookie)
-        {
-            if (m.provider.as_str(), m.name.as_str(), m.spec)
+            && (m.provider.as_str(), m.name.as_str(), m.spec)
                 != (probe.provider.as_str(), probe.name.as_str(), spec)
-            {
-                return Err(format!(
-                    "{}:{} of {} is at the same file offset ({:#x}), and this kernel has no BPF attach cookies (Linux 5.15+) to tell them apart",
-                    m.provider,
-                    m.name,
-                    m.object.display(),
-                    probe.file_offset
-                ));
-            }
+        {
+            return Err(format!(
+                "{}:{} of {} is at the same file offset ({:#x}), and this kernel has no BPF attach cookies (Linux 5.15+) to tell them apart",
+                m.provider,
+                m.name,
+                m.object.display(),
+                probe.file_offset
+            ));
         }
         let (cookie, reused) = match shared {
             Some(c) => (c, false),

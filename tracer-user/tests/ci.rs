@@ -51,7 +51,7 @@ print(json.dumps(out))
     serde_json::from_slice(&out.stdout).expect("the script prints JSON")
 }
 
-fn case<'a>(cases: &'a [Value], pc_id: u64) -> &'a Value {
+fn case(cases: &[Value], pc_id: u64) -> &Value {
     cases
         .iter()
         .find(|c| {

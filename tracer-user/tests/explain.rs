@@ -563,22 +563,38 @@ fn map_entries<V: aya::Pod>(pid: u32, name: &str) -> Vec<(u64, V)> {
     map.iter().filter_map(Result::ok).collect()
 }
 
-/// The values of the held slots (`{owner, value}`, owner 0 = free) of `pid`'s slot
-/// array `name` (tracer-ebpf's slots.rs).
-fn slot_values(pid: u32, name: &str) -> Vec<u64> {
-    let map = aya::maps::Array::<_, [u64; 2]>::try_from(aya::maps::Map::Array(map_data(pid, name)))
+/// The held slots (`[owner, value...]`, owner 0 = free) of `pid`'s slot array `name`
+/// (tracer-ebpf's slots.rs), as `N` words each.
+fn held_slots<const N: usize>(pid: u32, name: &str) -> Vec<[u64; N]> {
+    let map = aya::maps::Array::<_, [u64; N]>::try_from(aya::maps::Map::Array(map_data(pid, name)))
         .expect("an array of slots");
     map.iter()
         .filter_map(Result::ok)
-        .filter(|[owner, _]| *owner != 0)
-        .map(|[_, value]| value)
+        .filter(|slot| slot[0] != 0)
         .collect()
 }
 
+/// The kernel's cookie of socket `fd` of this process.
+fn so_cookie(fd: i32) -> Option<u64> {
+    let mut cookie = 0u64;
+    let mut len = size_of::<u64>() as libc::socklen_t;
+    // SAFETY: `cookie` and `len` are valid for writes of 8 bytes.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_COOKIE,
+            (&raw mut cookie).cast(),
+            &mut len,
+        )
+    };
+    (rc == 0).then_some(cookie)
+}
+
 /// Under `sockscope ARGS` (ready when its stderr says `ready`), this process makes and
-/// closes 3000 UDP sockets and keeps 3: returns the keys (`pid << 32 | fd`) of the 3
-/// and, of the I/O hooks' maps, the `WATCHED_FDS` keys of this process, and the keys
-/// tracked sockets hold (`TRACKED` and its slots) and `WATCH_KEY_OF` holds for its
+/// closes 3000 UDP sockets (100 at a time) and keeps 3: returns the keys (`pid << 32 | fd`) of the 3
+/// and, of the I/O hooks' maps, the keys of this process watched (`WATCHED_FDS` and
+/// its slots, each checked to hold the socket's cookie), and the keys tracked sockets hold (`TRACKED` and its slots) and `WATCH_KEY_OF` holds for its
 /// sockets. `slots`: `SOCKSCOPE_SLOTS` for sockscope.
 fn io_maps_after_churn(args: &[&str], ready: &str, slots: Option<&str>) -> [Vec<u64>; 4] {
     use std::os::fd::AsRawFd as _;
@@ -596,8 +612,13 @@ fn io_maps_after_churn(args: &[&str], ready: &str, slots: Option<&str>) -> [Vec<
         .expect("start sockscope");
     let err = Lines::new(tracer.stderr.take().expect("stderr"));
     err.wait_for(ready, Duration::from_secs(30));
-    for _ in 0..3000 {
-        drop(std::net::UdpSocket::bind("127.0.0.1:0").expect("bind a loopback socket"));
+    // In batches held together, so the fds above the 3 kept are not reused by them:
+    // an fd's entry left behind at a release shows.
+    for _ in 0..30 {
+        let batch: Vec<std::net::UdpSocket> = (0..100)
+            .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").expect("bind a loopback socket"))
+            .collect();
+        drop(batch);
     }
     let kept: Vec<std::net::UdpSocket> = (0..3)
         .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").expect("bind"))
@@ -614,17 +635,40 @@ fn io_maps_after_churn(args: &[&str], ready: &str, slots: Option<&str>) -> [Vec<
     );
     // The kernel writes and removes as the calls happen: no waiting for user space.
     let pid = tracer.id();
-    let watched = mine(
+    let cookie_of = |key: u64| {
+        let fd = kept
+            .iter()
+            .find(|s| (me << 32) | s.as_raw_fd() as u64 == key)?;
+        so_cookie(fd.as_raw_fd())
+    };
+    let watched_with_cookies: Vec<(u64, u64)> =
         map_entries::<tracer_common::WatchedFd>(pid, "WATCHED_FDS")
             .into_iter()
-            .map(|(k, _)| k)
-            .collect(),
-    );
+            .map(|(k, w)| (k, w.cookie))
+            .chain(
+                held_slots::<4>(pid, "WATCHED_SLOTS")
+                    .into_iter()
+                    .map(|[owner, cookie, ..]| (owner, cookie)),
+            )
+            .filter(|(k, _)| k >> 32 == me)
+            .collect();
+    for (key, cookie) in &watched_with_cookies {
+        assert_eq!(
+            cookie_of(*key),
+            Some(*cookie),
+            "key {key:#x} is watched with its own socket's cookie"
+        );
+    }
+    let watched = mine(watched_with_cookies.iter().map(|(k, _)| *k).collect());
     let tracked = mine(
         map_entries::<u64>(pid, "TRACKED")
             .into_iter()
             .map(|(_, v)| v)
-            .chain(slot_values(pid, "TRACKED_SLOTS"))
+            .chain(
+                held_slots::<2>(pid, "TRACKED_SLOTS")
+                    .into_iter()
+                    .map(|[_, key]| key),
+            )
             .collect(),
     );
     let key_of = mine(

@@ -84,7 +84,7 @@ fn flagged(run: &CheckRun) -> BTreeSet<(u64, u64)> {
         .collect()
 }
 
-fn verdict<'a>(run: &'a CheckRun, pc_id: u64) -> &'a Value {
+fn verdict(run: &CheckRun, pc_id: u64) -> &Value {
     by_event(&run.ours, "verdict")
         .into_iter()
         .find(|v| v["pc_id"] == pc_id)

@@ -14,7 +14,7 @@ pub struct Sink {
 impl Sink {
     /// Stdout when `path` is `None`; the file is created if missing, appended to if not.
     pub fn open(path: Option<PathBuf>) -> io::Result<Self> {
-        let file = path.as_ref().map(|p| open_append(p)).transpose()?;
+        let file = path.as_ref().map(open_append).transpose()?;
         Ok(Self { path, file })
     }
 

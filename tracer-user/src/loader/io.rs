@@ -2,10 +2,10 @@
 //! watch, and what they saw. Attached for `check` and `watch` only.
 use aya::{
     Ebpf,
-    maps::{HashMap, MapData},
+    maps::{Array, HashMap, MapData},
     programs::TracePoint,
 };
-use tracer_common::{IoStats, WatchedFd};
+use tracer_common::{IoStats, WatchedFd, WatchedSlot, watched_fd_key, watched_slot_index};
 
 use super::{Links, prog_err, program, take_map};
 use crate::error::TracerError;
@@ -22,6 +22,11 @@ const RECVS: [&str; 3] = ["recvfrom", "recvmsg", "recvmmsg"];
 
 /// Watched sockets and their I/O records in the kernel.
 pub struct IoWatch {
+    /// `WATCHED_SLOTS`, where the kernel watches most of the sockets it traces (see
+    /// tracer-ebpf's slots.rs), and the slot count minus one.
+    slots: Array<MapData, WatchedSlot>,
+    slot_mask: u32,
+    /// `WATCHED_FDS`: the rest, and the sockets user space watches itself.
     watched: HashMap<MapData, u64, WatchedFd>,
     /// `WATCH_KEY_OF`: where each watched socket is in `watched`, by cookie.
     key_of: HashMap<MapData, u64, u64>,
@@ -29,7 +34,7 @@ pub struct IoWatch {
 }
 
 fn fd_key(pid: u32, fd: i32) -> u64 {
-    (u64::from(pid) << 32) | u64::from(fd as u32)
+    watched_fd_key(pid, fd as u32)
 }
 
 /// Attaches `name` to each `syscalls/TRACEPOINT` whose record has `field` where the
@@ -69,7 +74,10 @@ impl IoWatch {
             .map(|c| format!("sys_exit_{c}"))
             .collect();
         attach_each(ebpf, links, EXIT_PROGRAM, &exits, "ret")?;
+        let slots: Array<MapData, WatchedSlot> = take_map(ebpf, "WATCHED_SLOTS", Array::try_from)?;
         Ok(Self {
+            slot_mask: slots.len().saturating_sub(1),
+            slots,
             watched: take_map(ebpf, "WATCHED_FDS", HashMap::try_from)?,
             key_of: take_map(ebpf, "WATCH_KEY_OF", HashMap::try_from)?,
             stats: take_map(ebpf, "IO_STATS", HashMap::try_from)?,
@@ -96,15 +104,31 @@ impl IoWatch {
         traced: bool,
     ) {
         let key = fd_key(pid, fd);
-        let current = self.watched.get(&key, 0);
-        if current.as_ref().is_ok_and(|w| w.cookie != cookie) || (traced && current.is_err()) {
-            return;
-        }
         let watched = WatchedFd {
             cookie,
             pc_id,
             ended_ns,
         };
+        // The fd's slot, if the key holds it: that is the fd's newest socket. (Between
+        // this read and the write the kernel may release the socket: the slot then
+        // stays held by a socket gone, until the fd's next socket claims it back.)
+        let index = watched_slot_index(key, self.slot_mask);
+        if let Ok(slot) = self.slots.get(&index, 0)
+            && slot.owner == key
+        {
+            if slot.socket.cookie == cookie {
+                let slot = WatchedSlot {
+                    owner: key,
+                    socket: watched,
+                };
+                let _ = self.slots.set(index, slot, 0);
+            }
+            return;
+        }
+        let current = self.watched.get(&key, 0);
+        if current.as_ref().is_ok_and(|w| w.cookie != cookie) || (traced && current.is_err()) {
+            return;
+        }
         if traced {
             let _ = self.watched.insert(key, watched, BPF_EXIST);
         } else if self.watched.insert(key, watched, 0).is_ok() {

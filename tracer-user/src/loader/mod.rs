@@ -430,6 +430,9 @@ fn configured_load(cfg: &LoadConfig, facts: &KernelFacts) -> Result<Ebpf, Tracer
         cfg.comm[0] != 0 || cfg.cgroup_id != 0,
         matches!(facts.markers, Some(MarkerIds::Cookie)),
     );
+    if !cfg.io_watch {
+        sizes = sizes.without_io_hooks();
+    }
     let slots = cmpxchg::slot_setting();
     if let Some(count) = slots.count {
         sizes = sizes.with_slots(count);

@@ -19,6 +19,9 @@ pub const TRACKED_SLOTS_MAX: u32 = 16384;
 /// Threads' slots in front of `PENDING` (32 bytes each) and `IO_IN_FLIGHT` (40 bytes),
 /// by thread id.
 pub const THREAD_SLOTS: u32 = 4096;
+/// Watched sockets' slots in front of `WATCHED_FDS` (32 bytes each), by (process, fd):
+/// a process's fds below this take a slot each; `check`, `watch` and the daemon only.
+pub const WATCHED_SLOTS: u32 = 8192;
 /// `WATCH_KEY_OF` entries host-wide (the daemon: every watched socket of the host).
 pub const WATCH_KEYS_HOST: u32 = 16384;
 /// In a scoped session the kernel's sockets keep their key in `TRACKED`: only the
@@ -55,6 +58,9 @@ pub struct MapSizes {
     /// `PENDING_SLOTS` and `IO_CALL_SLOTS` entries, and their mask.
     pub thread_slots: u32,
     thread_slot_mask: u32,
+    /// `WATCHED_SLOTS` entries (1 without the I/O hooks), and their mask.
+    pub watched_slots: u32,
+    watched_slot_mask: u32,
     /// `WATCH_KEY_OF` entries.
     pub watch_keys: u32,
     /// `USDT_SPECS` entries: markers attached at once.
@@ -91,6 +97,8 @@ impl MapSizes {
             tracked_slot_mask: tracked_slots - 1,
             thread_slots: THREAD_SLOTS,
             thread_slot_mask: THREAD_SLOTS - 1,
+            watched_slots: WATCHED_SLOTS,
+            watched_slot_mask: WATCHED_SLOTS - 1,
             stacks: if walk_stacks {
                 STACKS_WALKED
             } else {
@@ -125,7 +133,16 @@ impl MapSizes {
         }
     }
 
-    /// Both slot arrays of `count` slots (a power of two), whatever the scope:
+    /// Without the I/O hooks (`trace`) their slots are never used.
+    pub fn without_io_hooks(self) -> Self {
+        Self {
+            watched_slots: 1,
+            watched_slot_mask: 0,
+            ..self
+        }
+    }
+
+    /// Every slot array of `count` slots (a power of two), whatever the scope:
     /// `SOCKSCOPE_SLOTS` (see `loader::cmpxchg`), so tests can make every concurrent
     /// hand-off collide and take the hash maps.
     pub fn with_slots(self, count: u32) -> Self {
@@ -135,6 +152,8 @@ impl MapSizes {
             tracked_slot_mask: count - 1,
             thread_slots: count,
             thread_slot_mask: count - 1,
+            watched_slots: if self.watched_slots > 1 { count } else { 1 },
+            watched_slot_mask: if self.watched_slots > 1 { count - 1 } else { 0 },
             ..self
         }
     }
@@ -147,6 +166,8 @@ impl MapSizes {
         loader.map_max_entries("PENDING_SLOTS", self.thread_slots);
         loader.map_max_entries("IO_CALL_SLOTS", self.thread_slots);
         loader.override_global("THREAD_SLOT_MASK", &self.thread_slot_mask, true);
+        loader.map_max_entries("WATCHED_SLOTS", self.watched_slots);
+        loader.override_global("WATCHED_SLOT_MASK", &self.watched_slot_mask, true);
         loader.map_max_entries("WATCH_KEY_OF", self.watch_keys);
         loader.map_max_entries("USDT_SPECS", self.markers);
         loader.map_max_entries("USDT_SITES", self.sites);
@@ -209,6 +230,8 @@ mod tests {
                 tracked_slot_mask: 0,
                 thread_slots: THREAD_SLOTS,
                 thread_slot_mask: THREAD_SLOTS - 1,
+                watched_slots: WATCHED_SLOTS,
+                watched_slot_mask: WATCHED_SLOTS - 1,
                 watch_keys: WATCH_KEYS_HOST,
                 markers: MARKERS_MANY,
                 sites: SITES_WITHOUT_COOKIES,
@@ -224,5 +247,10 @@ mod tests {
         assert!(by_pid.tracked_slots <= TRACKED_SLOTS_MAX);
         assert_eq!(by_pid.tracked_slot_mask, by_pid.tracked_slots - 1);
         assert_eq!(by_pid.watch_keys, WATCH_KEYS_SCOPED);
+        let trace = by_pid.without_io_hooks();
+        assert_eq!((trace.watched_slots, trace.watched_slot_mask), (1, 0));
+        let one_slot = by_pid.with_slots(1);
+        assert_eq!((one_slot.watched_slots, one_slot.tracked_slots), (1, 1));
+        assert_eq!(trace.with_slots(4).watched_slots, 1);
     }
 }
