@@ -10,7 +10,7 @@ use super::{
 };
 
 /// Kernel events per UDP socket of the churn workload: create, bind, release.
-const EVENTS_PER_SOCKET: f64 = 3.0;
+pub const EVENTS_PER_SOCKET: f64 = 3.0;
 
 struct Rung {
     offered_events_per_s: f64,

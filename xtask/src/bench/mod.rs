@@ -2,6 +2,7 @@
 //! side in one run (never absolute timings: these machines are noisy). Prints a table,
 //! writes `bench/results.json` and `bench/results.md`. Method: BENCHMARKS.md.
 mod churn;
+mod drain;
 mod echo;
 mod latency;
 mod loss;
@@ -161,7 +162,7 @@ pub fn run(quick: bool, output: Option<PathBuf>, only: &[String]) -> anyhow::Res
         Ok(vec![webrtc::run(&bins, &plan)?])
     });
     group(&mut figures, &mut failed, only, "loss", || {
-        Ok(vec![loss::run(&bins, &plan)?])
+        Ok(vec![loss::run(&bins, &plan)?, drain::run(&bins, &plan)?])
     });
     group(&mut figures, &mut failed, only, "memory", || {
         memory::run(&bins, &plan)
