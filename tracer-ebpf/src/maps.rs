@@ -13,7 +13,7 @@ use crate::filter::read_global;
 
 /// Every record for user space, in the order the kernel produced them.
 #[map]
-pub static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(1024 * 1024, 0);
 
 /// Stacks taken by `bpf_get_stackid`, referenced by id from records: user stacks of
 /// markers, of I/O after a PeerConnection's end, of releases (kernel-function

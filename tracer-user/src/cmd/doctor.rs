@@ -104,7 +104,7 @@ fn memory_check() -> Check {
         "bpf memory",
         Status::Ok,
         format!(
-            "stack map {} x 127 frames ({} KiB; {how}); tracked sockets {} (by --pid: its open-file limit), {} of them in slots ({}); fds watched by the I/O hooks in slots {}; markers {} ({} by --pid), threads in spans {} ({}); ring {} KiB (--stacks fp), {} KiB (auto), {} KiB (dwarf); --ring-bytes sets it",
+            "stack map {} x 127 frames ({} KiB; {how}); tracked sockets {} (by --pid: its open-file limit), {} of them in slots ({}); fds watched by the I/O hooks in slots {}; markers {} ({} by --pid), threads in spans {} ({}); ring {} KiB ({} KiB with --stacks dwarf); --ring-bytes sets it",
             sizes.stacks,
             u64::from(sizes.stacks) * 127 * 8 / 1024,
             sizes.tracked,
@@ -120,7 +120,6 @@ fn memory_check() -> Check {
             sizes.spans,
             one.spans,
             loader::DEFAULT_RING_BYTES / 1024,
-            loader::AUTO_RING_BYTES / 1024,
             loader::DWARF_RING_BYTES / 1024,
         ),
     )

@@ -364,16 +364,17 @@ fn attach_tracepoint(
     Ok(())
 }
 
-/// `EVENTS`' size in tracer-ebpf.
-pub const DEFAULT_RING_BYTES: u32 = 256 * 1024;
+/// `EVENTS`' size in tracer-ebpf: about 17,000 records, 23 ms at 750k records/s, so a
+/// reader that shares two cores with a churning workload and loses the CPU for a few
+/// scheduler slices, or sleeps through its 10 ms poll, still finds them all. With 256
+/// KiB (6 ms) the loss bench lost records from 600k/s offered; the reader alone reads
+/// and formats over 2 million a second (BENCHMARKS.md).
+pub const DEFAULT_RING_BYTES: u32 = 1024 * 1024;
 
 /// The ring's default size when every traced socket creation is sampled (`dwarf`): a
 /// sample is up to 32 KiB (16 KiB by default), so the frame-pointer default would hold
 /// only 16 of them.
 pub const DWARF_RING_BYTES: u32 = 4 * 1024 * 1024;
-/// The same for `auto`, where processes with working frame pointers are sampled only
-/// at their first socket.
-pub const AUTO_RING_BYTES: u32 = 1024 * 1024;
 
 /// The read-only globals and map sizes fixed at load.
 #[derive(Default)]
@@ -465,9 +466,10 @@ fn configured_load(cfg: &LoadConfig, facts: &KernelFacts) -> Result<Ebpf, Tracer
         loader.map_max_entries("SAMPLE_SCRATCH", cpus as u32);
     }
     let default_ring = match cfg.stack_mode {
-        StackMode::Fp => DEFAULT_RING_BYTES,
+        // `auto` samples a process with working frame pointers only at its first
+        // socket: the default has room for that.
+        StackMode::Fp | StackMode::Auto => DEFAULT_RING_BYTES,
         StackMode::Dwarf => DWARF_RING_BYTES,
-        StackMode::Auto => AUTO_RING_BYTES,
     };
     let ring_bytes = cfg.ring_bytes.unwrap_or(default_ring);
     // Wake the consumer when an eighth of the ring waits (see stream::POLL).

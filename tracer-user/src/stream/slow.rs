@@ -5,8 +5,8 @@
 //! machine) or slow to read (which of its steps), so a loss can be acted on.
 use std::time::{Duration, Instant};
 
-/// A pass or a wake-up this late is reported: the 256 KiB ring fills in about this long
-/// at 14k records/s.
+/// A pass or a wake-up this late is reported: the default 1 MiB ring fills in about this
+/// long at 170k records/s.
 const SLOW: Duration = Duration::from_millis(100);
 
 /// At most one report per this interval (the others are counted into it).

@@ -1,5 +1,5 @@
 //! Events per second without loss: paced churn at rising rates under `sockscope
-//! trace` with its default ring buffer, then the fastest churn with a small ring to
+//! trace` with its default ring buffer (1 MiB), then the fastest churn with a small ring to
 //! show what happens above the limit (losses counted and reported, never silent).
 use super::{
     Plan,
@@ -60,7 +60,7 @@ pub fn run(bins: &Bins, plan: &Plan) -> anyhow::Result<Figure> {
     );
     let mut f = Figure::new(
         "max_events_per_s_without_loss",
-        "Highest event rate followed without loss (default 256 KiB ring, sockscope trace)",
+        "Highest event rate followed without loss (default 1 MiB ring, sockscope trace)",
         "events/s",
     );
     let mut best: Option<f64> = None;
